@@ -1,0 +1,33 @@
+# patchbay developer entry points. `make test` is what CI runs.
+PYTHON ?= python3
+export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
+
+.PHONY: install crds lint test test-unit cluster-up cluster-down control-plane
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+crds:
+	$(PYTHON) -m patchbay.api.crd crds
+
+lint:
+	$(PYTHON) -m ruff check operator tests hack bench
+	$(PYTHON) -m ruff format --check operator tests hack bench
+	$(PYTHON) -m mypy
+
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl once into
+# $(PATCHBAY_CACHE_DIR) unless KUBEBUILDER_ASSETS points at existing binaries.
+control-plane:
+	@if [ -z "$$KUBEBUILDER_ASSETS" ]; then hack/build-control-plane.sh >/dev/null; fi
+
+test: install lint control-plane
+	$(PYTHON) -m pytest
+
+test-unit: install
+	$(PYTHON) -m pytest tests/unit
+
+cluster-up: install control-plane
+	$(PYTHON) hack/localcluster.py up
+
+cluster-down:
+	$(PYTHON) hack/localcluster.py down

@@ -1,0 +1,363 @@
+"""Connector and ClusterConnector: reusable templates for one external system."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from patchbay.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    ApiModel,
+    Condition,
+    Duration,
+    ScalarValue,
+    cel,
+    validation_rules,
+)
+
+DriverName = Literal["postgres", "mysql", "s3", "sftp", "http"]
+AuthType = Literal[
+    "none",
+    "password",
+    "basic",
+    "bearer",
+    "apiKey",
+    "oauth2ClientCredentials",
+    "oauth2RefreshToken",
+    "awsAccessKey",
+    "sshKey",
+    "tlsClientCert",
+]
+VariableType = Literal["string", "integer", "boolean", "url", "duration"]
+CheckType = Literal["query", "table", "listFiles", "readObject", "http"]
+HttpMethod = Literal["GET", "HEAD", "POST"]
+
+VARIABLE_KEY_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_]*$"
+
+
+class ApiKeyAuth(ApiModel):
+    """Where an API key is sent."""
+
+    in_: Literal["header", "query"] = Field(
+        default="header",
+        alias="in",
+        description="Send the key in a request header or in the query string.",
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Header or query parameter name, e.g. X-Api-Key.",
+    )
+    prefix: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Text put before the key, e.g. 'Token ' (header only).",
+    )
+
+
+class BearerAuth(ApiModel):
+    """How a bearer token is sent."""
+
+    header: str = Field(
+        default="Authorization",
+        min_length=1,
+        max_length=256,
+        description="Header that carries the token.",
+    )
+    prefix: str = Field(default="Bearer ", max_length=64, description="Text before the token.")
+
+
+class OAuth2Auth(ApiModel):
+    """OAuth 2.0 token endpoint settings for the client-credentials and refresh-token grants."""
+
+    token_url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Token endpoint; may contain {variable} placeholders, e.g. "
+        "'{baseUrl}/oauth/token'.",
+    )
+    scopes: list[str] = Field(default_factory=list, max_length=64, description="Scopes to request.")
+    audience: str | None = Field(default=None, max_length=2048, description="Optional audience.")
+    client_auth: Literal["body", "basic"] = Field(
+        default="body",
+        description="Send client id and secret in the form body or as HTTP basic auth.",
+    )
+
+
+class AuthSpec(ApiModel):
+    """How the external system authenticates. Credential values always come from Secrets.
+
+    Each type reads conventional secret variables: password and basic use
+    `username` and `password`; bearer uses `token`; apiKey uses `apiKey`;
+    oauth2ClientCredentials uses `clientId` and `clientSecret`;
+    oauth2RefreshToken adds `refreshToken`; awsAccessKey uses `accessKeyId`
+    and `secretAccessKey`; sshKey uses `username` and `privateKey`;
+    tlsClientCert uses the Connection's spec.tls.clientCertSecretRef.
+    """
+
+    model_config = validation_rules(
+        cel(
+            "self.type != 'apiKey' || has(self.apiKey)",
+            "auth.apiKey is required when auth.type is apiKey",
+        ),
+        cel(
+            "!(self.type in ['oauth2ClientCredentials', 'oauth2RefreshToken']) || has(self.oauth2)",
+            "auth.oauth2 is required when auth.type is an OAuth 2.0 grant",
+        ),
+        cel(
+            "!has(self.apiKey) || self.type == 'apiKey'",
+            "auth.apiKey is only allowed when auth.type is apiKey",
+        ),
+        cel(
+            "!has(self.bearer) || self.type == 'bearer'",
+            "auth.bearer is only allowed when auth.type is bearer",
+        ),
+    )
+
+    type: AuthType = Field(default="none", description="Authentication scheme.")
+    api_key: ApiKeyAuth | None = Field(default=None, description="Settings for type apiKey.")
+    bearer: BearerAuth | None = Field(default=None, description="Settings for type bearer.")
+    oauth2: OAuth2Auth | None = Field(
+        default=None,
+        description="Settings for types oauth2ClientCredentials and oauth2RefreshToken.",
+    )
+
+
+class VariableSpec(ApiModel):
+    """One value a Connection provides (host, port, database, region, ...)."""
+
+    model_config = validation_rules(
+        cel(
+            "!(self.secret && has(self.default))",
+            "a secret variable cannot have a default: secret values come only from Secrets",
+        ),
+        cel(
+            "!self.locked || has(self.default)",
+            "a locked variable needs a default",
+        ),
+        cel(
+            "!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum",
+            "minimum must not be greater than maximum",
+        ),
+        cel(
+            "!(has(self.minimum) || has(self.maximum)) || self.type == 'integer'",
+            "minimum and maximum apply only to integer variables",
+        ),
+    )
+
+    key: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=VARIABLE_KEY_PATTERN,
+        description="Name of the variable, used as the key in Connection.spec.config or in "
+        "the credentials Secret.",
+    )
+    label: str | None = Field(default=None, max_length=256, description="Human label.")
+    description: str | None = Field(default=None, max_length=4096, description="Help text.")
+    type: VariableType = Field(default="string", description="Value type.")
+    required: bool = Field(default=False, description="A Connection must provide a value.")
+    default: ScalarValue | None = Field(
+        default=None,
+        description="Value used when a Connection gives none (string, integer or boolean).",
+    )
+    secret: bool = Field(
+        default=False,
+        description="The value is a credential: it may come only from a Secret, never inline.",
+    )
+    locked: bool = Field(
+        default=False,
+        description="The default is fixed; a Connection may not override it.",
+    )
+    advanced: bool = Field(default=False, description="Display hint for user interfaces.")
+    enum: list[ScalarValue] | None = Field(
+        default=None, max_length=256, description="Allowed values (strings or integers)."
+    )
+    pattern: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Regular expression a string value must match in full.",
+    )
+    minimum: int | None = Field(default=None, description="Smallest allowed integer value.")
+    maximum: int | None = Field(default=None, description="Largest allowed integer value.")
+
+
+class HttpRequestSpec(ApiModel):
+    """A request made by the http driver, relative to the Connection's base URL."""
+
+    method: HttpMethod = Field(default="GET", description="HTTP method.")
+    path: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^/",
+        description="Path (and query) appended to the base URL; may contain {variable} "
+        "placeholders.",
+    )
+    expect_status: list[int] = Field(
+        default_factory=lambda: [200],
+        min_length=1,
+        max_length=16,
+        description="Status codes that count as success.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 100, "maximum": 599}},
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra non-secret request headers.",
+        json_schema_extra={"maxProperties": 32},
+    )
+
+
+class CheckSpec(ApiModel):
+    """A capability check beyond "can connect and log in"."""
+
+    model_config = validation_rules(
+        cel("self.type != 'query' || has(self.sql)", "a query check needs sql"),
+        cel("self.type != 'table' || has(self.table)", "a table check needs table"),
+        cel(
+            "!(self.type in ['listFiles', 'readObject']) || has(self.path)",
+            "listFiles and readObject checks need path",
+        ),
+        cel("self.type != 'http' || has(self.http)", "an http check needs http"),
+    )
+
+    type: CheckType = Field(description="Kind of check.")
+    sql: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10000,
+        description="Read-only SQL for a query check.",
+    )
+    table: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="SCHEMA.TABLE for a table check.",
+    )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Path or prefix for listFiles, object path for readObject.",
+    )
+    http: HttpRequestSpec | None = Field(default=None, description="Request for an http check.")
+
+
+class ConnectorVerificationSpec(ApiModel):
+    """Defaults for verifying Connections of this connector."""
+
+    timeout: Duration = Field(default="10s", description="Time limit for one verification.")
+    interval: Duration = Field(default="1h", description="Default re-verification period.")
+    checks: list[CheckSpec] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Checks run for every Connection by default.",
+    )
+    http: HttpRequestSpec | None = Field(
+        default=None,
+        description="The authenticated request that proves an http connection works.",
+    )
+
+
+class RateLimitSpec(ApiModel):
+    """A budget for all calls patchbay makes to this system."""
+
+    requests: int = Field(ge=1, le=1_000_000, description="Calls allowed per period.")
+    per: Duration = Field(description="Length of the period, e.g. 1m.")
+
+
+class ConnectorSpec(ApiModel):
+    """A reusable template for one external system."""
+
+    model_config = validation_rules(
+        cel(
+            "!has(self.verification) || !has(self.verification.http) || self.driver == 'http'",
+            "verification.http is only allowed for the http driver",
+        ),
+    )
+
+    driver: DriverName = Field(description="Protocol driver that verifies Connections.")
+    display_name: str | None = Field(default=None, max_length=256, description="Human name.")
+    description: str | None = Field(default=None, max_length=4096, description="What it is.")
+    deprecated: bool = Field(
+        default=False, description="Connections using it get a ConnectorDeprecated warning."
+    )
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="Authentication scheme.")
+    variables: list[VariableSpec] = Field(
+        default_factory=list,
+        max_length=128,
+        description="What a Connection provides.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["key"],
+        },
+    )
+    verification: ConnectorVerificationSpec = Field(
+        default_factory=ConnectorVerificationSpec,
+        description="Verification defaults.",
+    )
+    rate_limit: RateLimitSpec | None = Field(
+        default=None, description="Call budget for this system, shared by all its Connections."
+    )
+    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone name.")
+    date_format: str = Field(
+        default="%Y-%m-%d", max_length=64, description="strftime format for dates."
+    )
+
+
+class ConnectorStatus(ApiModel):
+    """Observed state of a Connector."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready tells whether the template is usable.",
+        json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
+    )
+    connections: int | None = Field(
+        default=None, ge=0, description="Number of Connections that use this connector."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The generation this status describes."
+    )
+
+
+class ObjectMeta(ApiModel):
+    """The subset of metadata patchbay reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    creation_timestamp: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class _ConnectorObject(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str | None = None
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ConnectorSpec
+    status: ConnectorStatus | None = None
+
+
+class Connector(_ConnectorObject):
+    """A template for one external system, visible in its own namespace."""
+
+    kind: Literal["Connector"] = "Connector"
+
+
+class ClusterConnector(_ConnectorObject):
+    """A template for one external system, visible in every namespace."""
+
+    kind: Literal["ClusterConnector"] = "ClusterConnector"
+
+
+def connector_from_body(body: dict[str, Any]) -> Connector | ClusterConnector:
+    """Parse a Connector or ClusterConnector as the API server returns it."""
+    if body.get("kind") == "ClusterConnector":
+        return ClusterConnector.model_validate(body)
+    return Connector.model_validate(body)

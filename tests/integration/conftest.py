@@ -1,0 +1,42 @@
+"""Integration fixtures: a real etcd + kube-apiserver + kube-controller-manager.
+
+The control plane is started once per test session on loopback ports, the
+CRDs from crds/ are installed, and everything is stopped at the end, also
+when tests fail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import localcluster
+from tests.conftest import REPO_ROOT
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.ControlPlane]:
+    cp = localcluster.start_control_plane(tmp_path_factory.mktemp("control-plane"))
+    try:
+        localcluster.install_crds(cp, REPO_ROOT / "crds")
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture
+def namespace(control_plane: localcluster.ControlPlane) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards without waiting."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

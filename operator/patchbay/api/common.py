@@ -25,22 +25,13 @@ Duration = Annotated[
 ]
 
 # A config value may be a string, an integer or a boolean. A structural CRD
-# schema cannot express a union of scalar types, so the field keeps unknown
-# content and the enclosing object carries a CEL rule that rejects lists and
-# maps (see ``scalar_map_rule``).
+# schema cannot express a union of scalar types (and CEL cannot see untyped
+# content), so the API server keeps any value and the reconciler reports a
+# list or map as ConfigInvalid, naming the variable.
 ScalarValue = Annotated[
     str | int | bool,
     WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True}),
 ]
-
-
-def scalar_map_rule(what: str) -> dict[str, Any]:
-    """CEL rule: every value of a map is a string, an integer or a boolean."""
-    return {
-        "rule": "self.all(k, type(self[k]) == string || type(self[k]) == int "
-        "|| type(self[k]) == bool)",
-        "message": f"{what} values must be strings, integers or booleans",
-    }
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from patchbay.api.common import (
     ScalarValue,
     SecretKeySelector,
     cel,
-    scalar_map_rule,
     validation_rules,
 )
 from patchbay.api.connector import CheckSpec, CheckType, ObjectMeta
@@ -135,10 +134,7 @@ class ConnectionSpec(ApiModel):
     config: dict[str, ScalarValue] = Field(
         default_factory=dict,
         description="Values of non-secret variables, by variable key.",
-        json_schema_extra={
-            "maxProperties": 128,
-            "x-kubernetes-validations": [scalar_map_rule("config")],
-        },
+        json_schema_extra={"maxProperties": 128},
     )
     credentials: CredentialsSpec | None = Field(
         default=None, description="Sources of the secret variables."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from patchbay.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
@@ -129,14 +129,6 @@ class VariableSpec(ApiModel):
 
     model_config = validation_rules(
         cel(
-            "!(self.secret && has(self.default))",
-            "a secret variable cannot have a default: secret values come only from Secrets",
-        ),
-        cel(
-            "!self.locked || has(self.default)",
-            "a locked variable needs a default",
-        ),
-        cel(
             "!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum",
             "minimum must not be greater than maximum",
         ),
@@ -180,6 +172,20 @@ class VariableSpec(ApiModel):
     )
     minimum: int | None = Field(default=None, description="Smallest allowed integer value.")
     maximum: int | None = Field(default=None, description="Largest allowed integer value.")
+
+    # `default` holds a string, integer or boolean, which a structural schema
+    # can only keep as untyped content that CEL cannot see; these rules are
+    # therefore enforced here and reported as ConnectorInvalid.
+    @model_validator(mode="after")
+    def _default_fits_flags(self) -> VariableSpec:
+        if self.secret and self.default is not None:
+            raise ValueError(
+                f"variable {self.key}: a secret variable cannot have a default: "
+                "secret values come only from Secrets"
+            )
+        if self.locked and self.default is None:
+            raise ValueError(f"variable {self.key}: a locked variable needs a default")
+        return self
 
 
 class HttpRequestSpec(ApiModel):

@@ -1,0 +1,61 @@
+"""The pydantic models accept what users write and reject what the CRD cannot catch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from patchbay.api import ClusterConnector, Connection, Connector
+from patchbay.api.connector import VariableSpec, connector_from_body
+
+
+def _documents(directory: Path) -> list[dict[str, object]]:
+    docs: list[dict[str, object]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_examples_and_catalogue_parse_into_the_models(repo_root: Path) -> None:
+    kinds = {"Connection": Connection, "Connector": Connector, "ClusterConnector": ClusterConnector}
+    parsed = 0
+    for doc in _documents(repo_root / "deploy/examples") + _documents(
+        repo_root / "deploy/connectors"
+    ):
+        model = kinds.get(str(doc["kind"]))
+        if model is not None:
+            model.model_validate(doc)
+            parsed += 1
+    assert parsed >= 5
+
+
+def test_secret_variable_with_default_is_rejected_naming_the_variable() -> None:
+    with pytest.raises(ValidationError, match="variable password: a secret variable cannot"):
+        VariableSpec.model_validate({"key": "password", "secret": True, "default": "x"})
+
+
+def test_locked_variable_without_default_is_rejected_naming_the_variable() -> None:
+    with pytest.raises(ValidationError, match="variable host: a locked variable needs a default"):
+        VariableSpec.model_validate({"key": "host", "locked": True})
+
+
+def test_config_value_that_is_a_list_is_rejected() -> None:
+    body = {"spec": {"connectorRef": {"name": "pg"}, "config": {"hosts": ["a", "b"]}}}
+    with pytest.raises(ValidationError, match=r"spec\.config\.hosts"):
+        Connection.model_validate(body)
+
+
+def test_config_keeps_integer_and_boolean_types() -> None:
+    body = {"spec": {"connectorRef": {"name": "pg"}, "config": {"port": 5432, "ssl": True}}}
+    config = Connection.model_validate(body).spec.config
+    assert config == {"port": 5432, "ssl": True}
+    assert type(config["port"]) is int and type(config["ssl"]) is bool
+
+
+def test_connector_body_is_parsed_as_its_kind() -> None:
+    body = {"kind": "ClusterConnector", "spec": {"driver": "postgres"}}
+    assert isinstance(connector_from_body(body), ClusterConnector)
+    assert isinstance(connector_from_body({**body, "kind": "Connector"}), Connector)

@@ -519,7 +519,10 @@ def start_control_plane(
                 "--leader-elect=false",
                 # No serving endpoint needed; readiness is judged by the controllers' effects.
                 "--secure-port=0",
-                "--use-service-account-credentials=false",
+                # Each controller acts as its own kube-system ServiceAccount, bound by the
+                # bootstrap RBAC policy; the shared system:kube-controller-manager identity
+                # may only list/watch, so the garbage collector could not delete anything.
+                "--use-service-account-credentials=true",
             ],
             detach,
         )
@@ -578,12 +581,12 @@ def _export_line(kubeconfig: Path | str) -> str:
     return f"export KUBECONFIG={kubeconfig}"
 
 
-def _cmd_up(state_dir: Path) -> int:
+def _cmd_up(state_dir: Path, crd_dir: Path) -> int:
     state = _load_state(state_dir)
     if state is not None and _running_pids(state):
         print(
             f"a cluster from {state_dir} is already running; "
-            f"`python {Path(__file__).name} down` first",
+            "run `python hack/localcluster.py down` first",
             file=sys.stderr,
         )
         return 1
@@ -599,9 +602,7 @@ def _cmd_up(state_dir: Path) -> int:
         print(f"failed to start the control plane: {exc}", file=sys.stderr)
         return 1
     try:
-        crd_dir = REPO_ROOT / "crds"
-        if crd_dir.is_dir():
-            install_crds(cp, crd_dir)
+        # Written before anything else can fail, so `down` can always find the processes.
         state = {
             "server": cp.server,
             "kubeconfig": str(cp.kubeconfig),
@@ -609,6 +610,12 @@ def _cmd_up(state_dir: Path) -> int:
             "components": {name: {"pid": pid, "exe": _argv0(pid)} for name, pid in cp.pids.items()},
         }
         (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if crd_dir.is_dir():
+            install_crds(cp, crd_dir)
+    except subprocess.CalledProcessError as exc:
+        cp.stop()
+        print(f"failed to install CRDs from {crd_dir}: {exc}", file=sys.stderr)
+        return 1
     except BaseException:
         cp.stop()
         raise
@@ -653,14 +660,20 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+        if name == "up":
+            p.add_argument(
+                "--crd-dir",
+                type=Path,
+                default=REPO_ROOT / "crds",
+                help="CRD manifests to install (default: %(default)s; skipped if no YAML)",
+            )
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir).expanduser().resolve()
-    commands: dict[str, Callable[[Path], int]] = {
-        "up": _cmd_up,
-        "down": _cmd_down,
-        "env": _cmd_env,
-    }
-    return commands[args.command](state_dir)
+    if args.command == "up":
+        return _cmd_up(state_dir, Path(args.crd_dir).expanduser().resolve())
+    if args.command == "down":
+        return _cmd_down(state_dir)
+    return _cmd_env(state_dir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The Service Binding Secret projected for workloads (servicebinding.io spec)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from patchbay.api.common import API_VERSION
+
+BINDING_TYPES = {
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "s3": "s3",
+    "sftp": "sftp",
+    "http": "http",
+}
+MANAGED_BY = {"app.kubernetes.io/managed-by": "patchbay"}
+CONNECTION_LABEL = "patchbay.dev/connection"
+
+
+def binding_name(connection: str) -> str:
+    return f"{connection}-binding"
+
+
+def _uri(driver: str, values: Mapping[str, str]) -> str | None:
+    if driver == "http":
+        return values.get("baseUrl")
+    if driver not in ("postgres", "mysql") or "host" not in values:
+        return None
+    user = quote(values.get("username", ""), safe="")
+    password = quote(values.get("password", ""), safe="")
+    credentials = f"{user}:{password}@" if user else ""
+    port = f":{values['port']}" if "port" in values else ""
+    database = quote(values.get("database", ""), safe="")
+    return f"{BINDING_TYPES[driver]}://{credentials}{values['host']}{port}/{database}"
+
+
+def build_binding_secret(
+    *,
+    connection: str,
+    namespace: str,
+    uid: str,
+    driver: str,
+    config: Mapping[str, str | int | bool],
+    secrets: Mapping[str, str],
+) -> dict[str, Any]:
+    """A Secret of type servicebinding.io/<type>, owned by the Connection.
+
+    Keys are the connector's variables (non-secret and secret) plus the
+    spec's well-known `type`, `provider` and, where it applies, `uri`.
+    """
+    values = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
+    values.update(secrets)
+    binding_type = BINDING_TYPES[driver]
+    data = {"type": binding_type, "provider": "patchbay", **values}
+    uri = _uri(driver, values)
+    if uri is not None:
+        data["uri"] = uri
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": binding_name(connection),
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, CONNECTION_LABEL: connection},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Connection",
+                    "name": connection,
+                    "uid": uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "type": f"servicebinding.io/{binding_type}",
+        "stringData": data,
+    }

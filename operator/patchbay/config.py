@@ -1,0 +1,107 @@
+"""Validation of a Connection's config against its connector's variables.
+
+Pure functions: the reconciler and the admission webhook share them, so a
+manifest is judged the same way at admission and at reconcile time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from patchbay.api.common import DURATION_PATTERN
+from patchbay.api.connector import ConnectorSpec, VariableSpec
+
+ConfigValue = str | int | bool
+
+
+class ConfigInvalidError(ValueError):
+    """A Connection's config breaks a variable rule. The message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"variable {variable!r}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """Non-secret values after defaults, and the secret variables still to be resolved."""
+
+    values: dict[str, ConfigValue]
+    secret_variables: tuple[VariableSpec, ...]
+
+
+def _describe(value: object) -> str:
+    return type(value).__name__ if isinstance(value, list | dict) else repr(value)
+
+
+def check_value(variable: VariableSpec, value: object) -> ConfigValue:
+    """The value coerced to the variable's type; raises ConfigInvalidError."""
+    key = variable.key
+    if isinstance(value, list | dict) or value is None:
+        raise ConfigInvalidError(key, f"must be a {variable.type}, not {_describe(value)}")
+    checked: ConfigValue
+    if variable.type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigInvalidError(key, f"must be an integer, not {_describe(value)}")
+        try:
+            checked = int(value)
+        except ValueError:
+            raise ConfigInvalidError(key, f"must be an integer, not {value!r}") from None
+        if variable.minimum is not None and checked < variable.minimum:
+            raise ConfigInvalidError(key, f"must be at least {variable.minimum}")
+        if variable.maximum is not None and checked > variable.maximum:
+            raise ConfigInvalidError(key, f"must be at most {variable.maximum}")
+    elif variable.type == "boolean":
+        if isinstance(value, bool):
+            checked = value
+        elif isinstance(value, str) and value.lower() in ("true", "false"):
+            checked = value.lower() == "true"
+        else:
+            raise ConfigInvalidError(key, f"must be a boolean, not {_describe(value)}")
+    else:
+        if not isinstance(value, str):
+            raise ConfigInvalidError(key, f"must be a {variable.type} string, not {value!r}")
+        checked = value
+        if variable.type == "url":
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigInvalidError(key, "must be an http or https URL with a host")
+        elif variable.type == "duration" and not re.fullmatch(DURATION_PATTERN, value):
+            raise ConfigInvalidError(key, f"must be a duration such as 30s or 5m, not {value!r}")
+        if variable.pattern is not None and not re.fullmatch(variable.pattern, value):
+            raise ConfigInvalidError(key, f"does not match the pattern {variable.pattern!r}")
+    if variable.enum is not None and checked not in variable.enum:
+        allowed = ", ".join(str(v) for v in variable.enum)
+        raise ConfigInvalidError(key, f"must be one of {allowed}")
+    return checked
+
+
+def resolve_config(connector: ConnectorSpec, config: Mapping[str, object]) -> ResolvedConfig:
+    """Apply defaults and every variable rule. Never echoes a secret value back."""
+    variables = {v.key: v for v in connector.variables}
+    for key in sorted(config):
+        variable = variables.get(key)
+        if variable is None:
+            raise ConfigInvalidError(key, "is not a variable of this connector")
+        if variable.secret:
+            # The value is deliberately not repeated: it is a credential.
+            raise ConfigInvalidError(
+                key, "is secret and must come from a Secret (spec.credentials), not spec.config"
+            )
+        if variable.locked and config[key] != variable.default:
+            raise ConfigInvalidError(key, "is locked by the connector and cannot be overridden")
+    values: dict[str, ConfigValue] = {}
+    for variable in connector.variables:
+        if variable.secret:
+            continue
+        raw = config.get(variable.key, variable.default)
+        if raw is None:
+            if variable.required:
+                raise ConfigInvalidError(variable.key, "is required")
+            continue
+        values[variable.key] = check_value(variable, raw)
+    secret_variables = tuple(v for v in connector.variables if v.secret)
+    return ResolvedConfig(values=values, secret_variables=secret_variables)

@@ -1,0 +1,85 @@
+"""When to verify next: intervals, cron schedules, backoff and staleness."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from croniter import croniter
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+BACKOFF_BASE_SECONDS = 5.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as '1h30m' or '500ms'."""
+    parts = _PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """Mode and period of a Connection, with the connector's defaults applied."""
+
+    mode: str
+    interval_seconds: float
+    schedule: str | None = None
+
+    def next_regular(self, after: datetime) -> datetime | None:
+        """The next scheduled verification; None when only changes or requests trigger one."""
+        if self.mode != "Periodic":
+            return None
+        if self.schedule is not None:
+            nxt: datetime = croniter(self.schedule, after).get_next(datetime)
+            return nxt
+        return after + timedelta(seconds=self.interval_seconds)
+
+    def stale_after(self) -> timedelta:
+        """A success older than this shows reason Stale."""
+        if self.schedule is not None:
+            base = datetime(2000, 1, 1)
+            it = croniter(self.schedule, base)
+            first: datetime = it.get_next(datetime)
+            second: datetime = it.get_next(datetime)
+            return 2 * (second - first)
+        return timedelta(seconds=2 * self.interval_seconds)
+
+
+def backoff_delay(consecutive_failures: int, cap_seconds: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: base·2^(n-1), capped, scaled by a factor in [0.5, 1]."""
+    exponent = min(max(consecutive_failures - 1, 0), 20)
+    ceiling = min(cap_seconds, BACKOFF_BASE_SECONDS * 2.0**exponent)
+    return ceiling * rng.uniform(0.5, 1.0)
+
+
+def next_attempt(
+    cadence: Cadence,
+    *,
+    now: datetime,
+    succeeded: bool,
+    retryable: bool,
+    consecutive_failures: int,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> datetime | None:
+    """When to verify again after an attempt that ended at ``now``.
+
+    Success and non-retryable failures (bad credentials, invalid config) wait
+    for the next regular time; transient failures back off exponentially, but
+    never later than the regular time and never sooner than the server's
+    Retry-After.
+    """
+    regular = cadence.next_regular(now)
+    if succeeded or not retryable or cadence.mode == "Manual":
+        return regular
+    delay = backoff_delay(consecutive_failures, cadence.interval_seconds, rng or random.Random())
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    retry = now + timedelta(seconds=delay)
+    return retry if regular is None else min(retry, regular)

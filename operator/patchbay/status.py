@@ -1,0 +1,116 @@
+"""Conditions and phase of a Connection, derived from what reconciliation found.
+
+Pure: the reconciler gathers facts into ``Findings`` and writes the result of
+``connection_status`` in one status patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from patchbay.api.common import ConditionStatus
+from patchbay.reasons import Reason
+
+
+@dataclass(frozen=True)
+class ConditionState:
+    status: ConditionStatus
+    reason: Reason
+    message: str = ""
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    previous: Sequence[Mapping[str, Any]],
+    desired: Sequence[tuple[str, ConditionState]],
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """New conditions; lastTransitionTime moves only when a condition's status changes."""
+    old = {c.get("type"): c for c in previous}
+    merged = []
+    for type_, state in desired:
+        before = old.get(type_)
+        changed = before is None or before.get("status") != state.status
+        condition: dict[str, Any] = {
+            "type": type_,
+            "status": state.status,
+            "reason": str(state.reason),
+            "message": state.message,
+            "lastTransitionTime": _timestamp(now)
+            if changed or before is None
+            else before.get("lastTransitionTime", _timestamp(now)),
+        }
+        if generation is not None:
+            condition["observedGeneration"] = generation
+        merged.append(condition)
+    return merged
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What one reconciliation learned, step by step; later steps are None when not reached."""
+
+    suspended: bool
+    connector: ConditionState
+    credentials: ConditionState | None
+    verified: ConditionState | None
+    stale: bool = False
+    default_conflict: str | None = None
+
+
+PENDING = ConditionState("Unknown", Reason.PENDING, "not verified yet")
+
+
+def ready_condition(findings: Findings) -> ConditionState:
+    """The summary: True only for a current, successful verification without conflicts."""
+    if findings.suspended:
+        return ConditionState("False", Reason.SUSPENDED, "spec.suspend is true")
+    for step in (findings.connector, findings.credentials, findings.verified):
+        if step is None:
+            return PENDING
+        if step.status != "True":
+            return step
+    if findings.default_conflict is not None:
+        return ConditionState("False", Reason.DEFAULT_CONFLICT, findings.default_conflict)
+    if findings.stale:
+        return ConditionState(
+            "Unknown", Reason.STALE, "the last success is older than twice the interval"
+        )
+    message = findings.verified.message if findings.verified else ""
+    if findings.connector.reason == Reason.CONNECTOR_DEPRECATED:
+        message = f"{message}; {findings.connector.message}"
+    return ConditionState("True", Reason.VERIFIED, message)
+
+
+def phase(findings: Findings, ready: ConditionState) -> str:
+    if findings.suspended:
+        return "Suspended"
+    if ready.status == "True":
+        return "Ready"
+    if ready.reason in (Reason.PENDING, Reason.STALE):
+        return "Pending"
+    return "Failed"
+
+
+def connection_conditions(
+    findings: Findings,
+    previous: Sequence[Mapping[str, Any]],
+    generation: int | None,
+    now: datetime,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Phase and the four conditions, in a stable order."""
+    ready = ready_condition(findings)
+    desired = [
+        ("ConnectorResolved", findings.connector),
+        ("CredentialsResolved", findings.credentials or PENDING),
+        ("Verified", findings.verified or PENDING),
+        ("Ready", ready),
+    ]
+    return phase(findings, ready), merge_conditions(previous, desired, generation, now)

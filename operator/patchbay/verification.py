@@ -1,0 +1,85 @@
+"""The shared verification runner around every driver.
+
+Drivers only speak their protocol. This module adds what every verification
+needs: the rate limit of the connector, one timeout over the whole attempt,
+classification of anything a driver did not classify, and scrubbing of secret
+values from every message that leaves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import replace
+
+from patchbay.drivers.base import Driver, DriverError, Egress, VerifyOutcome
+from patchbay.drivers.base import VerifyRequest as VerifyRequest
+from patchbay.reasons import Reason
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+# Shorter values would redact ordinary words; credentials are longer than this.
+_MIN_SCRUB_LENGTH = 4
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in text, longest first so overlaps are covered."""
+    for value in sorted({s for s in secrets if len(s) >= _MIN_SCRUB_LENGTH}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def _scrub_outcome(outcome: VerifyOutcome, secrets: Iterable[str]) -> VerifyOutcome:
+    values = list(secrets)
+    return replace(
+        outcome,
+        message=scrub(outcome.message, values),
+        server_version=scrub(outcome.server_version, values) if outcome.server_version else None,
+        checks=tuple(
+            CheckOutcome(
+                c.type, scrub(c.target, values), c.result, c.code, scrub(c.message, values)
+            )
+            for c in outcome.checks
+        ),
+    )
+
+
+async def run_verification(
+    driver: Driver,
+    request: VerifyRequest,
+    *,
+    egress: Egress,
+    timeout_seconds: float,
+    limiter: AbstractAsyncContextManager[object] | None = None,
+) -> tuple[VerifyOutcome, float]:
+    """Verify under the rate limit and one timeout; returns the outcome and its duration."""
+    async with limiter if limiter is not None else nullcontext():
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                outcome = await driver.verify(request, egress)
+        except TimeoutError:
+            outcome = VerifyOutcome(
+                "Failed",
+                Reason.TIMEOUT,
+                f"no answer within {timeout_seconds:g}s",
+            )
+        except DriverError as exc:
+            outcome = VerifyOutcome(
+                "Failed",
+                exc.code,
+                exc.message,
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+            )
+        except Exception as exc:  # an unclassified failure is a driver bug: keep it visible
+            logger.warning("driver %s raised an unclassified %s", driver.name, type(exc).__name__)
+            outcome = VerifyOutcome(
+                "Unknown", Reason.PROVIDER_ERROR, f"{type(exc).__name__}: {exc}"
+            )
+        elapsed = time.monotonic() - started
+    return _scrub_outcome(outcome, request.secrets.values()), elapsed

@@ -40,9 +40,7 @@ def _scrub_outcome(outcome: VerifyOutcome, secrets: Iterable[str]) -> VerifyOutc
         message=scrub(outcome.message, values),
         server_version=scrub(outcome.server_version, values) if outcome.server_version else None,
         checks=tuple(
-            CheckOutcome(
-                c.type, scrub(c.target, values), c.result, c.code, scrub(c.message, values)
-            )
+            replace(c, target=scrub(c.target, values), message=scrub(c.message, values))
             for c in outcome.checks
         ),
     )

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
+    VALID = "Valid"  # a Connector whose definition is usable
     VERIFIED = "Verified"
     PENDING = "Pending"
     SUSPENDED = "Suspended"

@@ -72,7 +72,12 @@ def ready_condition(findings: Findings) -> ConditionState:
     """The summary: True only for a current, successful verification without conflicts."""
     if findings.suspended:
         return ConditionState("False", Reason.SUSPENDED, "spec.suspend is true")
-    for step in (findings.connector, findings.credentials, findings.verified):
+    steps = (findings.connector, findings.credentials, findings.verified)
+    # a definite failure explains more than a step left pending because of it
+    for step in steps:
+        if step is not None and step.status == "False":
+            return step
+    for step in steps:
         if step is None:
             return PENDING
         if step.status != "True":

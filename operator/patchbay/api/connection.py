@@ -198,6 +198,10 @@ class VerificationStatus(ApiModel):
     )
     details: VerificationDetails | None = Field(default=None, description="Safe server facts.")
     checks: list[CheckResult] = Field(default_factory=list, description="Per-check outcomes.")
+    requested_at: str | None = Field(
+        default=None,
+        description="The patchbay.dev/verify-requested-at annotation this result answers.",
+    )
 
 
 class SecretFieldStatus(ApiModel):

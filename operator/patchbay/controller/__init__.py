@@ -1,0 +1,1 @@
+"""kopf handlers: thin translations of watch events into Reconciler calls."""

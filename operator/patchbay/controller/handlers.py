@@ -1,0 +1,89 @@
+"""The kopf handlers. Each one reads the event and calls the Reconciler.
+
+Only event handlers are used: they keep no diff-base annotation and no
+finalizer on any object, so the operator writes nothing to Secrets and only
+labels and status to Connections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from patchbay import kube
+from patchbay.drivers import available_drivers
+from patchbay.reconciler import OperatorSettings, Reconciler
+
+GROUP = "patchbay.dev"
+VERSION = "v1alpha1"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Decided once: changing these later would make kopf re-handle every object.
+    settings.persistence.finalizer = "patchbay.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="patchbay.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="patchbay.dev", key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # patchbay posts its own Events, on transitions only
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
+    client = kube.KubeClient(kube.load_configuration())
+    memo["client"] = client
+    memo["reconciler"] = Reconciler(client, available_drivers(), operator_settings)
+
+
+@kopf.on.cleanup()
+async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    client = memo.get("client")
+    if client is not None:
+        await client.close()
+
+
+@kopf.on.event(GROUP, VERSION, "connections")
+async def connection_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    if event["type"] == "DELETED":
+        await reconciler.connection_deleted(body["metadata"]["namespace"], body["metadata"]["name"])
+    else:
+        await reconciler.connection_changed(dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, "connectors")
+async def connector_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    meta = body["metadata"]
+    await reconciler.connector_changed(
+        "Connector",
+        None if event["type"] == "DELETED" else dict(body),
+        meta["name"],
+        meta["namespace"],
+    )
+
+
+@kopf.on.event(GROUP, VERSION, "clusterconnectors")
+async def cluster_connector_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    await reconciler.connector_changed(
+        "ClusterConnector",
+        None if event["type"] == "DELETED" else dict(body),
+        body["metadata"]["name"],
+        None,
+    )
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Only the name and resourceVersion travel on; the contents are not kept.
+    reconciler: Reconciler = memo["reconciler"]
+    meta = body["metadata"]
+    version = None if event["type"] == "DELETED" else meta.get("resourceVersion")
+    await reconciler.secret_changed(meta["namespace"], meta["name"], version)

@@ -1,0 +1,14 @@
+"""Protocol drivers, one module each, behind the interface in ``base``."""
+
+from __future__ import annotations
+
+from patchbay.drivers.base import Driver
+
+
+def available_drivers() -> dict[str, Driver]:
+    """Every driver this build ships, by Connector.spec.driver name."""
+    from patchbay.drivers.http import HttpDriver
+    from patchbay.drivers.postgres import PostgresDriver
+
+    drivers: list[Driver] = [PostgresDriver(), HttpDriver()]
+    return {d.name: d for d in drivers}

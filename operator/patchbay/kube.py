@@ -1,0 +1,141 @@
+"""A small async Kubernetes API client for the operator's own reads and writes.
+
+kopf owns the watches; this client does the few direct calls the reconciler
+needs (read Secrets, patch status, apply the binding Secret, post Events)
+without blocking the event loop. Configuration comes from the in-cluster
+service account or a kubeconfig, through the kubernetes package's loaders.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import aiohttp
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+FIELD_MANAGER = "patchbay"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+class KubeApiError(Exception):
+    """A non-success answer from the API server."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+def load_configuration(kubeconfig: str | None = None) -> Any:
+    """In-cluster configuration when running in a Pod, otherwise the kubeconfig."""
+    configuration = k8s_client.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return configuration
+
+
+class KubeClient:
+    def __init__(self, configuration: Any) -> None:
+        self._configuration = configuration
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._server = configuration.host.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=64),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        hook = getattr(self._configuration, "refresh_api_key_hook", None)
+        if hook is not None:
+            hook(self._configuration)  # bound service-account tokens rotate
+        headers = {"Accept": "application/json"}
+        token = self._configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """The decoded answer; None for 404 on GET. Raises KubeApiError otherwise."""
+        data = None if body is None else json.dumps(body)
+        if data is not None and content_type is None:
+            content_type = "application/json"
+        async with self._session.request(
+            method,
+            self._server + path,
+            data=data,
+            params=params,
+            headers=self._headers(content_type),
+        ) as response:
+            payload = await response.json(content_type=None) if response.content_length != 0 else {}
+            if response.status == 404 and method == "GET":
+                return None
+            if response.status >= 400:
+                payload = payload if isinstance(payload, dict) else {}
+                raise KubeApiError(
+                    response.status,
+                    str(payload.get("reason", response.reason)),
+                    str(payload.get("message", "")),
+                )
+            return payload if isinstance(payload, dict) else {}
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        return await self.request("GET", path)
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    async def apply(self, path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Server-side apply as the patchbay field manager."""
+        return await self.request(
+            "PATCH",
+            path,
+            manifest,
+            content_type=APPLY_PATCH,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        return await self.request("POST", path, body)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def connection_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/patchbay.dev/v1alpha1/namespaces/{namespace}/connections"
+    return f"{base}/{name}" if name else base
+
+
+def connector_path(kind: str, namespace: str | None, name: str) -> str:
+    if kind == "ClusterConnector":
+        return f"/apis/patchbay.dev/v1alpha1/clusterconnectors/{name}"
+    return f"/apis/patchbay.dev/v1alpha1/namespaces/{namespace}/connectors/{name}"
+
+
+def secret_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/secrets/{name}"
+
+
+def events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/events"

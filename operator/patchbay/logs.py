@@ -1,0 +1,40 @@
+"""Operator logging: JSON lines with namespace and name where kopf knows them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+
+class _ObjectFields(logging.Filter):
+    """Lift kopf's per-object context into top-level namespace/name fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        k8s = getattr(record, "k8s_ref", None)
+        if isinstance(k8s, dict):
+            record.namespace = k8s.get("namespace")
+            record.object = k8s.get("name")
+        # kopf's internals ride along on its records; they are not log fields
+        for internal in ("k8s_ref", "k8s_skip", "settings"):
+            record.__dict__.pop(internal, None)
+        return True
+
+
+def configure_logging(level: str, json_format: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_format:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
+            )
+        )
+        handler.addFilter(_ObjectFields())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

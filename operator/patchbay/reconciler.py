@@ -1,0 +1,712 @@
+"""Reconciliation of Connections and Connectors, independent of kopf.
+
+The kopf handlers in ``patchbay.controller`` feed watch events in; this module
+keeps a small in-memory view (latest Connection bodies, connector bodies, the
+resourceVersions of referenced Secrets — never their contents), decides when
+each Connection is verified, runs the verification and writes its status in
+one patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+from pydantic import ValidationError
+
+from patchbay import kube
+from patchbay.api.common import API_VERSION
+from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
+from patchbay.binding import binding_name, build_binding_secret
+from patchbay.config import ConfigInvalidError, resolve_config
+from patchbay.credentials import (
+    CredentialsError,
+    credential_sources,
+    referenced_secrets,
+    resolve_credentials,
+)
+from patchbay.drivers.base import Driver, VerifyOutcome, VerifyRequest
+from patchbay.egress import EgressPolicy
+from patchbay.inputs import inputs_hash
+from patchbay.reasons import NOT_RETRYABLE, Reason
+from patchbay.schedule import Cadence, next_attempt, parse_duration
+from patchbay.status import ConditionState, Findings, connection_conditions, merge_conditions
+from patchbay.verification import run_verification
+
+logger = logging.getLogger(__name__)
+
+CONNECTOR_LABEL = "patchbay.dev/connector"
+DRIVER_LABEL = "patchbay.dev/driver"
+VERIFY_REQUESTED_ANNOTATION = "patchbay.dev/verify-requested-at"
+
+Key = tuple[str, str]  # namespace, name
+ConnectorKey = tuple[str, str, str]  # kind, namespace ("" for cluster scope), name
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """pydantic's errors without the offending input, which may be a credential."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    location = ".".join(str(part) for part in first["loc"])
+    return f"{location}: {first['msg']}"
+
+
+@dataclass
+class ConnectionState:
+    """What the operator remembers about one Connection between events."""
+
+    handled_hash: str | None = None
+    handled_request: str | None = None
+    binding_digest: str | None = None
+    secrets: list[str] = field(default_factory=list)
+    connector: ConnectorKey | None = None
+    findings: Findings | None = None
+    timer: asyncio.Task[None] | None = None
+    running: bool = False
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    default_timeout_seconds: float = 10.0
+    max_concurrent_verifications: int = 64
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: kube.KubeClient,
+        drivers: Mapping[str, Driver],
+        settings: OperatorSettings | None = None,
+    ) -> None:
+        self.client = client
+        self.drivers = dict(drivers)
+        self.settings = settings or OperatorSettings()
+        self.connections: dict[Key, dict[str, Any]] = {}
+        self.states: dict[Key, ConnectionState] = defaultdict(ConnectionState)
+        self.connectors: dict[ConnectorKey, dict[str, Any] | None] = {}
+        self.secret_versions: dict[Key, str | None] = {}
+        self.secret_readers: dict[Key, set[Key]] = defaultdict(set)
+        self.limiters: dict[ConnectorKey, AsyncLimiter] = {}
+        self.connector_counts: dict[ConnectorKey, int] = {}
+        self._slots = asyncio.Semaphore(self.settings.max_concurrent_verifications)
+        self._rng = random.Random()
+
+    # ----- events ------------------------------------------------------------------
+
+    async def connection_changed(self, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        self.connections[key] = body
+        await self._ensure_labels(key, body)
+        await self.evaluate(key)
+
+    async def connection_deleted(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self.connections.pop(key, None)
+        state = self.states.pop(key, None)
+        if state is not None:
+            if state.timer is not None:
+                state.timer.cancel()
+            for secret in state.secrets:
+                self.secret_readers[(namespace, secret)].discard(key)
+        # the binding Secret is owned by the Connection: the garbage collector removes it
+        await self._refresh_defaults(namespace)
+
+    async def connector_changed(
+        self, kind: str, body: dict[str, Any] | None, name: str, namespace: str | None
+    ) -> None:
+        ckey: ConnectorKey = (kind, namespace or "", name)
+        self.connectors[ckey] = body
+        self.limiters.pop(ckey, None)
+        if body is not None:
+            await self._write_connector_status(ckey, body)
+        for key, state in list(self.states.items()):
+            if state.connector == ckey:
+                await self.evaluate(key)
+
+    async def secret_changed(self, namespace: str, name: str, resource_version: str | None) -> None:
+        """Only the resourceVersion is kept; the contents are read when verifying."""
+        skey = (namespace, name)
+        readers = self.secret_readers.get(skey)
+        if not readers:
+            return
+        if self.secret_versions.get(skey) == resource_version:
+            return
+        self.secret_versions[skey] = resource_version
+        for key in list(readers):
+            await self.evaluate(key)
+
+    # ----- deciding ----------------------------------------------------------------
+
+    def _connector_key(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorKey:
+        ref = spec.get("connectorRef", {})
+        kind = ref.get("kind", "ClusterConnector")
+        return (kind, "" if kind == "ClusterConnector" else namespace, ref.get("name", ""))
+
+    async def _connector(self, ckey: ConnectorKey) -> dict[str, Any] | None:
+        if ckey not in self.connectors:
+            kind, namespace, name = ckey
+            self.connectors[ckey] = await self.client.get(
+                kube.connector_path(kind, namespace or None, name)
+            )
+        return self.connectors[ckey]
+
+    async def _secret_version(self, namespace: str, name: str) -> str | None:
+        skey = (namespace, name)
+        if skey not in self.secret_versions:
+            secret = await self.client.get(kube.secret_path(namespace, name))
+            self.secret_versions[skey] = secret["metadata"]["resourceVersion"] if secret else None
+        return self.secret_versions[skey]
+
+    def _track_secrets(self, key: Key, names: list[str]) -> None:
+        state = self.states[key]
+        for old in set(state.secrets) - set(names):
+            self.secret_readers[(key[0], old)].discard(key)
+        for new in names:
+            self.secret_readers[(key[0], new)].add(key)
+        state.secrets = names
+
+    async def _current_hash(self, key: Key, body: dict[str, Any]) -> str:
+        spec = body.get("spec", {})
+        ckey = self._connector_key(key[0], spec)
+        self.states[key].connector = ckey
+        connector = await self._connector(ckey)
+        names = self._secret_names(spec, connector)
+        self._track_secrets(key, names)
+        versions = {n: await self._secret_version(key[0], n) for n in names}
+        meta = (connector or {}).get("metadata", {})
+        return inputs_hash(spec, meta.get("uid"), meta.get("generation"), versions)
+
+    def _secret_names(self, spec: Mapping[str, Any], connector: dict[str, Any] | None) -> list[str]:
+        try:
+            parsed = ConnectionSpec.model_validate(spec)
+            variables = (
+                ConnectorSpec.model_validate(connector["spec"]).variables if connector else []
+            )
+            return referenced_secrets(
+                parsed, credential_sources(parsed, [v for v in variables if v.secret])
+            )
+        except (ValidationError, ConfigInvalidError, KeyError):
+            return []
+
+    async def evaluate(self, key: Key) -> None:
+        """Decide whether this Connection needs a verification now, later, or not at all."""
+        body = self.connections.get(key)
+        if body is None:
+            return
+        state = self.states[key]
+        if state.running:
+            state.dirty = True  # looked at again when the running verification ends
+            return
+        status = body.get("status") or {}
+        verification = status.get("verification") or {}
+        if state.handled_hash is None:
+            state.handled_hash = verification.get("inputsHash")
+            state.handled_request = verification.get("requestedAt")
+        if body.get("spec", {}).get("suspend"):
+            self._cancel_timer(state)
+            if status.get("phase") != "Suspended":
+                await self._write_suspended(key, body)
+            return
+        current = await self._current_hash(key, body)
+        requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
+        resumed = status.get("phase") == "Suspended"
+        if current != state.handled_hash or requested != state.handled_request or resumed:
+            self._schedule(key, 0.0)
+            return
+        next_time = _parse_time(verification.get("nextTime"))
+        if next_time is not None:
+            self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
+
+    def _cancel_timer(self, state: ConnectionState) -> None:
+        if state.timer is not None and not state.timer.done():
+            state.timer.cancel()
+        state.timer = None
+
+    def _schedule(self, key: Key, delay: float) -> None:
+        state = self.states[key]
+        self._cancel_timer(state)
+        state.timer = asyncio.get_running_loop().create_task(self._verify_later(key, delay))
+
+    async def _verify_later(self, key: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
+        state = self.states.get(key)
+        if state is None:
+            return
+        state.timer = None
+        state.running = True
+        try:
+            async with self._slots:
+                await self.verify(key)
+        except Exception:
+            logger.exception("verification of %s/%s crashed", *key)
+            self._schedule(key, 30.0)
+        finally:
+            state.running = False
+        if state.dirty:
+            state.dirty = False
+            await self.evaluate(key)
+
+    # ----- verifying ---------------------------------------------------------------
+
+    async def verify(self, key: Key) -> None:
+        """Resolve, validate, verify, project the binding and write status once."""
+        body = self.connections.get(key)
+        if body is None:
+            return
+        namespace = key[0]
+        state = self.states[key]
+        spec_body = body.get("spec", {})
+        handled_hash = await self._current_hash(key, body)
+        requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
+        started = _now()
+        connector_state, connector_spec = await self._resolve_connector(key, spec_body)
+        outcome: VerifyOutcome | None = None
+        credentials_state: ConditionState | None = None
+        verified_state: ConditionState | None = None
+        secret_fields: dict[str, bool] = {}
+        binding: str | None = None
+        duration_ms: int | None = None
+        cadence = Cadence("Periodic", 3600.0)
+        if connector_spec is not None:
+            try:
+                spec = ConnectionSpec.model_validate(spec_body)
+                cadence = self._cadence(spec, connector_spec)
+                config = resolve_config(connector_spec, spec.config)
+                secrets = await self._read_secrets(namespace, state.secrets)
+                try:
+                    creds = resolve_credentials(spec, config.secret_variables, secrets)
+                    secret_fields = creds.configured
+                    credentials_state = ConditionState(
+                        "True", Reason.VERIFIED, "all referenced Secrets and keys found"
+                    )
+                except CredentialsError as exc:
+                    credentials_state = ConditionState("False", exc.reason, exc.message)
+                    secret_fields = {v.key: False for v in config.secret_variables}
+                    creds = None
+                if creds is not None:
+                    binding = await self._project_binding(
+                        key, body, connector_spec.driver, config.values, creds.values
+                    )
+                    request = VerifyRequest(
+                        config=config.values,
+                        secrets=creds.values,
+                        auth=connector_spec.auth,
+                        checks=[*connector_spec.verification.checks, *spec.verification.checks],
+                        http=connector_spec.verification.http,
+                        tls=creds.tls,
+                    )
+                    outcome, elapsed = await run_verification(
+                        self.drivers[connector_spec.driver],
+                        request,
+                        egress=self.settings.egress,
+                        timeout_seconds=self._timeout(spec, connector_spec),
+                        limiter=self._limiter(state.connector, connector_spec),
+                    )
+                    duration_ms = int(elapsed * 1000)
+                    verified_state = ConditionState(
+                        "True"
+                        if outcome.result == "Succeeded"
+                        else "Unknown"
+                        if outcome.result == "Unknown"
+                        else "False",
+                        outcome.code,
+                        outcome.message,
+                    )
+            except ValidationError as exc:
+                verified_state = ConditionState(
+                    "False", Reason.CONFIG_INVALID, _validation_message(exc)
+                )
+            except ConfigInvalidError as exc:
+                verified_state = ConditionState("False", Reason.CONFIG_INVALID, str(exc))
+            if verified_state is not None and credentials_state is None:
+                credentials_state = ConditionState(
+                    "Unknown", Reason.PENDING, "not resolved: the config is invalid"
+                )
+        findings = Findings(
+            suspended=False,
+            connector=connector_state,
+            credentials=credentials_state,
+            verified=verified_state,
+            default_conflict=self._default_conflict(key),
+        )
+        state.findings = findings
+        finished = _now()
+        previous = (body.get("status") or {}).get("verification") or {}
+        failures = self._failures(previous, outcome, verified_state)
+        code = (
+            verified_state.reason
+            if verified_state
+            else (credentials_state.reason if credentials_state else connector_state.reason)
+        )
+        retryable = (
+            outcome.retryable
+            if outcome
+            else code not in NOT_RETRYABLE
+            and code
+            not in (Reason.CONNECTOR_NOT_FOUND, Reason.SECRET_NOT_FOUND, Reason.SECRET_KEY_MISSING)
+        )
+        next_time = next_attempt(
+            cadence,
+            now=finished,
+            succeeded=outcome is not None and outcome.result == "Succeeded",
+            retryable=retryable and code not in NOT_RETRYABLE,
+            consecutive_failures=failures,
+            retry_after=outcome.retry_after if outcome else None,
+            rng=self._rng,
+        )
+        verification = {
+            "lastAttemptTime": _timestamp(started),
+            "lastSuccessTime": _timestamp(finished)
+            if outcome is not None and outcome.result == "Succeeded"
+            else previous.get("lastSuccessTime"),
+            "nextTime": _timestamp(next_time),
+            "durationMs": duration_ms,
+            "consecutiveFailures": failures,
+            "inputsHash": handled_hash,
+            "requestedAt": requested,
+            "result": outcome.result
+            if outcome
+            else "Unknown"
+            if verified_state is None
+            else "Failed",
+            "error": None
+            if outcome is not None and outcome.result == "Succeeded"
+            else {
+                "code": str(code),
+                "message": self._message(verified_state, credentials_state, connector_state),
+                "retryable": retryable,
+            },
+            "details": {"serverVersion": outcome.server_version, "latencyMs": outcome.latency_ms}
+            if outcome is not None
+            else None,
+            "checks": [
+                {
+                    "type": c.type,
+                    "target": c.target,
+                    "result": c.result,
+                    "code": str(c.code),
+                    "message": c.message,
+                }
+                for c in (outcome.checks if outcome else ())
+            ],
+        }
+        await self._write_status(
+            key,
+            body,
+            findings,
+            {
+                "verification": verification,
+                "hasCredentials": bool(secret_fields) and all(secret_fields.values())
+                if secret_fields
+                else credentials_state is not None and credentials_state.status == "True",
+                "secretFields": {k: {"configured": v} for k, v in secret_fields.items()},
+                "binding": {"name": binding} if binding else None,
+            },
+        )
+        state.handled_hash = handled_hash
+        state.handled_request = requested
+        if next_time is not None:
+            self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
+
+    @staticmethod
+    def _message(*states: ConditionState | None) -> str:
+        for s in states:
+            if s is not None and s.status != "True":
+                return s.message
+        return ""
+
+    @staticmethod
+    def _failures(
+        previous: Mapping[str, Any], outcome: VerifyOutcome | None, verified: ConditionState | None
+    ) -> int:
+        if outcome is not None and outcome.result == "Succeeded":
+            return 0
+        return int(previous.get("consecutiveFailures") or 0) + 1
+
+    async def _resolve_connector(
+        self, key: Key, spec: Mapping[str, Any]
+    ) -> tuple[ConditionState, ConnectorSpec | None]:
+        ckey = self._connector_key(key[0], spec)
+        body = await self._connector(ckey)
+        if body is None:
+            kind, _, name = ckey
+            return ConditionState(
+                "False", Reason.CONNECTOR_NOT_FOUND, f"{kind} {name!r} not found"
+            ), None
+        try:
+            connector = ConnectorSpec.model_validate(body.get("spec", {}))
+        except ValidationError as exc:
+            return ConditionState("False", Reason.CONNECTOR_INVALID, _validation_message(exc)), None
+        if connector.driver not in self.drivers:
+            return ConditionState(
+                "False", Reason.CONNECTOR_INVALID, f"driver {connector.driver!r} is not available"
+            ), None
+        if connector.deprecated:
+            return ConditionState(
+                "True", Reason.CONNECTOR_DEPRECATED, f"{ckey[0]} {ckey[2]!r} is deprecated"
+            ), connector
+        return ConditionState("True", Reason.VALID, f"{ckey[0]} {ckey[2]!r}"), connector
+
+    def _cadence(self, spec: ConnectionSpec, connector: ConnectorSpec) -> Cadence:
+        interval = spec.verification.interval or connector.verification.interval
+        return Cadence(spec.verification.mode, parse_duration(interval), spec.verification.schedule)
+
+    def _timeout(self, spec: ConnectionSpec, connector: ConnectorSpec) -> float:
+        return parse_duration(spec.verification.timeout or connector.verification.timeout)
+
+    def _limiter(self, ckey: ConnectorKey | None, connector: ConnectorSpec) -> AsyncLimiter | None:
+        if connector.rate_limit is None or ckey is None:
+            return None
+        if ckey not in self.limiters:
+            self.limiters[ckey] = AsyncLimiter(
+                connector.rate_limit.requests, parse_duration(connector.rate_limit.per)
+            )
+        return self.limiters[ckey]
+
+    async def _read_secrets(
+        self, namespace: str, names: list[str]
+    ) -> dict[str, dict[str, str] | None]:
+        found: dict[str, dict[str, str] | None] = {}
+        for name in names:
+            secret = await self.client.get(kube.secret_path(namespace, name))
+            self.secret_versions[(namespace, name)] = (
+                secret["metadata"]["resourceVersion"] if secret else None
+            )
+            found[name] = (
+                None
+                if secret is None
+                else {
+                    k: base64.b64decode(v).decode("utf-8", "replace")
+                    for k, v in (secret.get("data") or {}).items()
+                }
+            )
+        return found
+
+    async def _project_binding(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        driver: str,
+        config: Mapping[str, str | int | bool],
+        secrets: Mapping[str, str],
+    ) -> str:
+        manifest = build_binding_secret(
+            connection=key[1],
+            namespace=key[0],
+            uid=body["metadata"]["uid"],
+            driver=driver,
+            config=config,
+            secrets=secrets,
+        )
+        digest = inputs_hash(manifest, None, None, {})
+        state = self.states[key]
+        if state.binding_digest != digest:
+            await self.client.apply(kube.secret_path(key[0], binding_name(key[1])), manifest)
+            state.binding_digest = digest
+        return binding_name(key[1])
+
+    def _default_conflict(self, key: Key) -> str | None:
+        """Of the Connections claiming default for one connector, the oldest wins."""
+        body = self.connections.get(key)
+        if body is None or not body.get("spec", {}).get("default"):
+            return None
+        winner = self._default_winner(key[0], self._connector_key(key[0], body["spec"]))
+        if winner is None or winner == key[1]:
+            return None
+        return f"Connection {winner!r} is the older default for this connector"
+
+    def _default_winner(self, namespace: str, ckey: ConnectorKey) -> str | None:
+        claims = [
+            (b["metadata"].get("creationTimestamp", ""), name)
+            for (ns, name), b in self.connections.items()
+            if ns == namespace
+            and b.get("spec", {}).get("default")
+            and self._connector_key(ns, b["spec"]) == ckey
+        ]
+        return min(claims)[1] if claims else None
+
+    async def _refresh_defaults(self, namespace: str) -> None:
+        """Re-derive status for default claimants after a claim came or went."""
+        for key, body in list(self.connections.items()):
+            state = self.states.get(key)
+            if key[0] != namespace or state is None or state.findings is None:
+                continue
+            if not body.get("spec", {}).get("default"):
+                continue
+            conflict = self._default_conflict(key)
+            if conflict != state.findings.default_conflict:
+                findings = Findings(
+                    suspended=False,
+                    connector=state.findings.connector,
+                    credentials=state.findings.credentials,
+                    verified=state.findings.verified,
+                    default_conflict=conflict,
+                )
+                state.findings = findings
+                await self._write_status(key, body, findings, {})
+
+    # ----- writing -----------------------------------------------------------------
+
+    async def _ensure_labels(self, key: Key, body: dict[str, Any]) -> None:
+        spec = body.get("spec", {})
+        ckey = self._connector_key(key[0], spec)
+        connector = await self._connector(ckey)
+        wanted = {CONNECTOR_LABEL: ckey[2]}
+        driver = ((connector or {}).get("spec") or {}).get("driver")
+        if driver:
+            wanted[DRIVER_LABEL] = driver
+        labels = body["metadata"].get("labels") or {}
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            return
+        await self.client.merge_patch(kube.connection_path(*key), {"metadata": {"labels": wanted}})
+
+    async def _write_suspended(self, key: Key, body: dict[str, Any]) -> None:
+        state = self.states[key]
+        previous = state.findings
+        findings = Findings(
+            suspended=True,
+            connector=previous.connector
+            if previous
+            else ConditionState("Unknown", Reason.SUSPENDED, "not resolved while suspended"),
+            credentials=previous.credentials if previous else None,
+            verified=previous.verified if previous else None,
+        )
+        await self._write_status(key, body, findings, {})
+
+    async def _write_status(
+        self, key: Key, body: dict[str, Any], findings: Findings, extra: dict[str, Any]
+    ) -> None:
+        status = body.get("status") or {}
+        phase, conditions = connection_conditions(
+            findings, status.get("conditions") or [], body["metadata"].get("generation"), _now()
+        )
+        ckey = self._connector_key(key[0], body.get("spec", {}))
+        patch = {
+            "status": {
+                "phase": phase,
+                "conditions": conditions,
+                "isDefault": self._default_winner(key[0], ckey) == key[1],
+                "observedGeneration": body["metadata"].get("generation"),
+                **extra,
+            }
+        }
+        await self.client.merge_patch(kube.connection_path(*key) + "/status", patch)
+        await self._record_transition(key, status, phase, conditions)
+
+    async def _record_transition(
+        self, key: Key, old_status: Mapping[str, Any], phase: str, conditions: list[dict[str, Any]]
+    ) -> None:
+        """An Event when Ready changes status or reason; none on a repeat."""
+
+        def ready_of(items: Any) -> tuple[str | None, str | None]:
+            for c in items or []:
+                if c.get("type") == "Ready":
+                    return c.get("status"), c.get("reason")
+            return None, None
+
+        before = ready_of(old_status.get("conditions"))
+        after = ready_of(conditions)
+        if before == after:
+            return
+        reason_text = after[1] or ""
+        if reason_text == Reason.SUSPENDED:
+            event_reason, event_type = "Suspended", "Normal"
+        elif before[1] == Reason.SUSPENDED:
+            event_reason, event_type = "Resumed", "Normal"
+        elif after[0] == "True":
+            event_reason, event_type = "Verified", "Normal"
+        elif reason_text == Reason.PENDING:
+            return
+        else:
+            event_reason, event_type = "VerificationFailed", "Warning"
+        message = next((c["message"] for c in conditions if c["type"] == "Ready"), "")
+        if event_reason == "VerificationFailed":
+            message = f"{reason_text}: {message}"
+        if event_reason == "Resumed" and after[0] == "True":
+            event_reason = "Verified"
+        await self._post_event(key, event_reason, event_type, message)
+
+    async def _post_event(self, key: Key, reason: str, type_: str, message: str) -> None:
+        body = self.connections.get(key, {})
+        now = _timestamp(_now())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{key[1]}.", "namespace": key[0]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": "Connection",
+                "name": key[1],
+                "namespace": key[0],
+                "uid": body.get("metadata", {}).get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "patchbay"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "patchbay.dev/operator",
+            "reportingInstance": "patchbay",
+        }
+        try:
+            await self.client.create(kube.events_path(key[0]), event)
+        except kube.KubeApiError as exc:
+            logger.warning("could not record event %s on %s/%s: %s", reason, *key, exc)
+
+    async def _write_connector_status(self, ckey: ConnectorKey, body: dict[str, Any]) -> None:
+        kind, namespace, name = ckey
+        try:
+            spec = ConnectorSpec.model_validate(body.get("spec", {}))
+            if spec.driver not in self.drivers:
+                state = ConditionState(
+                    "False", Reason.CONNECTOR_INVALID, f"driver {spec.driver!r} is not available"
+                )
+            elif spec.deprecated:
+                state = ConditionState("True", Reason.CONNECTOR_DEPRECATED, "deprecated")
+            else:
+                state = ConditionState("True", Reason.VALID, "the definition is usable")
+        except ValidationError as exc:
+            state = ConditionState("False", Reason.CONNECTOR_INVALID, _validation_message(exc))
+        old = body.get("status") or {}
+        count = sum(1 for s in self.states.values() if s.connector == ckey)
+        generation = body["metadata"].get("generation")
+        conditions = merge_conditions(
+            old.get("conditions") or [], [("Ready", state)], generation, _now()
+        )
+        desired = {"conditions": conditions, "connections": count, "observedGeneration": generation}
+        if all(old.get(k) == v for k, v in desired.items() if k != "conditions") and [
+            (c.get("status"), c.get("reason"), c.get("message")) for c in old.get("conditions", [])
+        ] == [(c["status"], c["reason"], c["message"]) for c in conditions]:
+            return
+        await self.client.merge_patch(
+            kube.connector_path(kind, namespace or None, name) + "/status", {"status": desired}
+        )

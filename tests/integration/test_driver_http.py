@@ -1,0 +1,611 @@
+"""The http driver against real HTTP(S) servers on 127.0.0.1 and 127.0.0.2.
+
+Every server is started by the test on a free loopback port; nothing here
+connects anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
+from patchbay.drivers.http import HttpDriver, parse_retry_after
+from patchbay.egress import EgressPolicy, parse_networks
+from patchbay.reasons import Reason
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OPEN_POLICY = EgressPolicy()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@dataclass
+class Seen:
+    """What a test server received."""
+
+    requests: list[web.Request] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+
+@asynccontextmanager
+async def serve(
+    routes: Mapping[str, Handler],
+    *,
+    host: str = "127.0.0.1",
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[str, Seen]]:
+    """An aiohttp server answering GET on the given paths; yields its base URL."""
+    seen = Seen()
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.requests.append(request)
+        return await handler(request)
+
+    app = web.Application(middlewares=[record])
+    for path, handler in routes.items():
+        app.router.add_route("*", path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    scheme = "https" if ssl_context else "http"
+    try:
+        yield f"{scheme}://{host}:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+def answer(
+    status: int = 200, text: str = "ok", headers: Mapping[str, str] | None = None
+) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, text=text, headers=headers)
+
+    return handler
+
+
+def make_request(
+    base_url: str,
+    *,
+    auth: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    config: Mapping[str, ConfigValue] | None = None,
+    path: str | None = "/",
+    checks: Sequence[Mapping[str, Any]] = (),
+    tls: TlsMaterial | None = None,
+) -> VerifyRequest:
+    return VerifyRequest(
+        config={"baseUrl": base_url, **(config or {})},
+        secrets=dict(secrets or {}),
+        auth=AuthSpec.model_validate(auth or {"type": "none"}),
+        checks=tuple(CheckSpec.model_validate(c) for c in checks),
+        http=HttpRequestSpec(path=path) if path is not None else None,
+        tls=tls,
+    )
+
+
+async def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
+    with pytest.raises(DriverError) as caught:
+        await HttpDriver().verify(request, egress)
+    return caught.value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- success and authentication -------------------------------------------------
+
+
+def test_no_auth_200_is_verified_with_server_header_as_version() -> None:
+    async def scenario() -> None:
+        routes = {"/": answer(headers={"Server": "inventory/2.4.1"})}
+        async with serve(routes) as (url, seen):
+            outcome = await HttpDriver().verify(make_request(url, path=None), OPEN_POLICY)
+        assert outcome.result == "Succeeded"
+        assert outcome.code == Reason.VERIFIED
+        assert outcome.server_version == "inventory/2.4.1"
+        assert outcome.latency_ms is not None and outcome.latency_ms >= 0
+        assert seen.count == 1
+        assert seen.requests[0].headers["User-Agent"].startswith("patchbay/")
+
+    run(scenario())
+
+
+def _basic_server(seen_auth: list[str]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        seen_auth.append(header)
+        # "alice:s3cret" in base64
+        if header == "Basic YWxpY2U6czNjcmV0":
+            return web.Response(text="hello alice")
+        return web.Response(status=401, text="who are you")
+
+    return handler
+
+
+def test_basic_auth_with_good_credentials_is_verified() -> None:
+    async def scenario() -> None:
+        attempts: list[str] = []
+        async with serve({"/me": _basic_server(attempts)}) as (url, _):
+            request = make_request(
+                url,
+                path="/me",
+                auth={"type": "basic"},
+                secrets={"username": "alice", "password": "s3cret"},
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert attempts == ["Basic YWxpY2U6czNjcmV0"]
+
+    run(scenario())
+
+
+def test_basic_auth_with_bad_password_fails_authentication_after_one_request() -> None:
+    async def scenario() -> None:
+        attempts: list[str] = []
+        async with serve({"/me": _basic_server(attempts)}) as (url, _):
+            request = make_request(
+                url,
+                path="/me",
+                auth={"type": "basic"},
+                secrets={"username": "alice", "password": "wrong-password"},
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.AUTHENTICATION_FAILED
+        assert error.retryable is False
+        assert len(attempts) == 1
+        assert "GET http://127.0.0.1:" in error.message
+        assert "wrong-password" not in error.message
+
+    run(scenario())
+
+
+def test_bearer_token_is_sent_in_the_authorization_header() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ok = request.headers.get("Authorization") == "Bearer tok-123"
+        return web.Response(status=200 if ok else 401)
+
+    async def scenario() -> None:
+        async with serve({"/": handler}) as (url, _):
+            request = make_request(url, auth={"type": "bearer"}, secrets={"token": "tok-123"})
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+
+    run(scenario())
+
+
+def test_api_key_in_a_header_is_verified() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ok = request.headers.get("X-Api-Key") == "Token key-1"
+        return web.Response(status=200 if ok else 401)
+
+    async def scenario() -> None:
+        async with serve({"/": handler}) as (url, _):
+            request = make_request(
+                url,
+                auth={
+                    "type": "apiKey",
+                    "apiKey": {"in": "header", "name": "X-Api-Key", "prefix": "Token "},
+                },
+                secrets={"apiKey": "key-1"},
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+
+    run(scenario())
+
+
+def test_api_key_in_the_query_string_is_verified() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ok = request.query.get("api_key") == "key/with&odd=chars" and request.query["x"] == "1"
+        return web.Response(status=200 if ok else 401)
+
+    async def scenario() -> None:
+        async with serve({"/search": handler}) as (url, _):
+            request = make_request(
+                url,
+                path="/search?x=1",
+                auth={"type": "apiKey", "apiKey": {"in": "query", "name": "api_key"}},
+                secrets={"apiKey": "key/with&odd=chars"},
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+
+    run(scenario())
+
+
+def test_missing_credential_is_secret_key_missing_naming_the_variable() -> None:
+    async def scenario() -> None:
+        async with serve({"/": answer()}) as (url, seen):
+            request = make_request(url, auth={"type": "bearer"}, secrets={})
+            error = await verify_error(request)
+        assert error.code == Reason.SECRET_KEY_MISSING
+        assert "token" in error.message
+        assert seen.count == 0
+
+    run(scenario())
+
+
+def test_unsupported_auth_type_is_config_invalid() -> None:
+    async def scenario() -> None:
+        request = make_request(
+            "http://127.0.0.1:1",
+            auth={"type": "oauth2ClientCredentials", "oauth2": {"tokenUrl": "/token"}},
+        )
+        error = await verify_error(request)
+        assert error.code == Reason.CONFIG_INVALID
+        assert "oauth2ClientCredentials" in error.message
+
+    run(scenario())
+
+
+# --- status mapping ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [
+        (403, Reason.PERMISSION_DENIED, False),
+        (404, Reason.RESOURCE_NOT_FOUND, True),
+        (400, Reason.PROTOCOL_ERROR, True),
+    ],
+)
+def test_error_status_maps_to_reason(status: int, code: Reason, retryable: bool) -> None:
+    async def scenario() -> None:
+        async with serve({"/x": answer(status)}) as (url, _):
+            error = await verify_error(make_request(url, path="/x"))
+        assert error.code == code
+        assert error.retryable is retryable
+        assert f"HTTP {status}" in error.message
+
+    run(scenario())
+
+
+def test_429_with_retry_after_is_rate_limited_with_retry_after() -> None:
+    async def scenario() -> None:
+        async with serve({"/": answer(429, headers={"Retry-After": "30"})}) as (url, _):
+            error = await verify_error(make_request(url))
+        assert error.code == Reason.RATE_LIMITED
+        assert error.retryable is True
+        assert error.retry_after == 30
+
+    run(scenario())
+
+
+def test_retry_after_accepts_an_http_date() -> None:
+    now = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    assert parse_retry_after("Wed, 01 Jan 2025 12:01:30 GMT", now=now) == 90
+    assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now=now) == 0
+    assert parse_retry_after("soon", now=now) is None
+
+
+def test_503_is_a_retryable_provider_error_with_a_body_snippet() -> None:
+    async def scenario() -> None:
+        body = "maintenance window " + "x" * 500
+        async with serve({"/": answer(503, text=body)}) as (url, _):
+            error = await verify_error(make_request(url))
+        assert error.code == Reason.PROVIDER_ERROR
+        assert error.retryable is True
+        assert "HTTP 503 from server" in error.message
+        assert "maintenance window" in error.message
+        assert "x" * 201 not in error.message
+
+    run(scenario())
+
+
+def test_path_placeholder_is_filled_from_config() -> None:
+    async def scenario() -> None:
+        async with serve({"/v1/me": answer()}) as (url, seen):
+            request = make_request(url, path="/{apiVersion}/me", config={"apiVersion": "v1"})
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert seen.requests[0].path == "/v1/me"
+
+    run(scenario())
+
+
+def test_path_placeholder_naming_an_unknown_variable_is_config_invalid() -> None:
+    async def scenario() -> None:
+        async with serve({"/": answer()}) as (url, seen):
+            error = await verify_error(make_request(url, path="/{nope}/me"))
+        assert error.code == Reason.CONFIG_INVALID
+        assert "nope" in error.message
+        assert seen.count == 0
+
+    run(scenario())
+
+
+# --- network, TLS, timeouts -------------------------------------------------------
+
+
+def test_closed_port_is_host_unreachable() -> None:
+    async def scenario() -> None:
+        error = await verify_error(make_request(f"http://127.0.0.1:{free_port()}"))
+        assert error.code == Reason.HOST_UNREACHABLE
+        assert error.retryable is True
+
+    run(scenario())
+
+
+def test_garbage_response_is_a_protocol_error() -> None:
+    async def scenario() -> None:
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"this is not http\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            error = await verify_error(make_request(f"http://127.0.0.1:{port}"))
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert error.code == Reason.PROTOCOL_ERROR
+
+    run(scenario())
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    cert_pem: str
+    server_context: ssl.SSLContext
+
+
+def self_signed(tmp_path: Path) -> SelfSigned:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "patchbay-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    (tmp_path / "tls.crt").write_text(cert_pem)
+    (tmp_path / "tls.key").write_text(key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    return SelfSigned(cert_pem=cert_pem, server_context=context)
+
+
+def test_self_signed_server_without_ca_is_tls_error(tmp_path: Path) -> None:
+    tls = self_signed(tmp_path)
+
+    async def scenario() -> None:
+        async with serve({"/": answer()}, ssl_context=tls.server_context) as (url, seen):
+            error = await verify_error(make_request(url))
+        assert error.code == Reason.TLS_ERROR
+        assert seen.count == 0
+
+    run(scenario())
+
+
+def test_self_signed_server_with_its_ca_is_verified(tmp_path: Path) -> None:
+    tls = self_signed(tmp_path)
+
+    async def scenario() -> None:
+        async with serve({"/": answer()}, ssl_context=tls.server_context) as (url, _):
+            request = make_request(url, tls=TlsMaterial(ca_pem=tls.cert_pem))
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+
+    run(scenario())
+
+
+def test_server_that_never_answers_times_out_under_the_callers_timeout() -> None:
+    async def scenario() -> None:
+        connection_closed = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # until the client goes away
+            connection_closed.set()
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    HttpDriver().verify(make_request(f"http://127.0.0.1:{port}"), OPEN_POLICY),
+                    timeout=0.5,
+                )
+            # Cancellation closed the session and with it the connection.
+            await asyncio.wait_for(connection_closed.wait(), timeout=10)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+# --- egress -----------------------------------------------------------------------
+
+
+def test_denied_ip_literal_is_egress_denied_before_any_request() -> None:
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
+
+    async def scenario() -> None:
+        async with serve({"/": answer()}, host="127.0.0.2") as (url, seen):
+            assert url.startswith("http://127.0.0.2:")
+            error = await verify_error(make_request(url), policy)
+        assert error.code == Reason.EGRESS_DENIED
+        assert error.retryable is False
+        assert seen.count == 0
+
+    run(scenario())
+
+
+def test_host_name_resolving_to_a_denied_address_is_egress_denied() -> None:
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.0/8", "::1/128"]))
+
+    async def scenario() -> None:
+        async with serve({"/": answer()}) as (url, seen):
+            port = url.rsplit(":", 1)[1]
+            error = await verify_error(make_request(f"http://localhost:{port}"), policy)
+        assert error.code == Reason.EGRESS_DENIED
+        assert seen.count == 0
+
+    run(scenario())
+
+
+def test_redirect_to_a_denied_host_is_egress_denied() -> None:
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
+
+    async def scenario() -> None:
+        async with serve({"/": answer()}, host="127.0.0.2") as (denied_url, denied_seen):
+            redirect = answer(302, headers={"Location": f"{denied_url}/"})
+            async with serve({"/start": redirect}) as (url, seen):
+                error = await verify_error(make_request(url, path="/start"), policy)
+        assert error.code == Reason.EGRESS_DENIED
+        assert seen.count == 1
+        assert denied_seen.count == 0
+
+    run(scenario())
+
+
+def test_redirect_to_another_host_does_not_carry_the_credentials() -> None:
+    async def scenario() -> None:
+        async with serve({"/landing": answer()}, host="127.0.0.2") as (other_url, other_seen):
+            redirect = answer(307, headers={"Location": f"{other_url}/landing"})
+            async with serve({"/start": redirect}) as (url, seen):
+                request = make_request(
+                    url, path="/start", auth={"type": "bearer"}, secrets={"token": "tok-9"}
+                )
+                outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert seen.requests[0].headers["Authorization"] == "Bearer tok-9"
+        assert "Authorization" not in other_seen.requests[0].headers
+
+    run(scenario())
+
+
+# --- checks -----------------------------------------------------------------------
+
+
+def test_http_check_answered_403_makes_the_verification_permission_denied() -> None:
+    async def scenario() -> None:
+        routes = {"/me": answer(), "/admin": answer(403)}
+        async with serve(routes) as (url, _):
+            request = make_request(
+                url,
+                path="/me",
+                checks=[{"type": "http", "http": {"path": "/admin"}}],
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.result == "Failed"
+        assert outcome.code == Reason.PERMISSION_DENIED
+        assert outcome.retryable is False
+        assert outcome.checks[0].code == Reason.PERMISSION_DENIED
+        assert outcome.checks[0].target == "GET /admin"
+        assert outcome.checks[0].result == "Failed"
+
+    run(scenario())
+
+
+def test_non_http_check_is_config_invalid() -> None:
+    async def scenario() -> None:
+        async with serve({"/": answer()}) as (url, _):
+            request = make_request(url, checks=[{"type": "query", "sql": "select 1"}])
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.CONFIG_INVALID
+        assert outcome.checks[0].result == "Failed"
+        assert "not supported by the http driver" in outcome.checks[0].message
+
+    run(scenario())
+
+
+# --- secrets never leak -----------------------------------------------------------
+
+
+def _echo(status: int) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = f"cannot serve {request.url} (headers: {dict(request.headers)})"
+        return web.Response(status=status, text=body)
+
+    return handler
+
+
+def test_api_key_in_the_query_never_appears_in_messages() -> None:
+    canary = f"canary-{uuid.uuid4()}"
+
+    async def scenario() -> None:
+        routes = {"/ok": answer(), "/auth": _echo(401), "/boom": _echo(500)}
+        texts: list[str] = []
+        async with serve(routes) as (url, seen):
+            for path, checks in (
+                ("/auth", []),
+                ("/boom", []),
+                ("/ok", [{"type": "http", "http": {"path": "/boom"}}]),
+            ):
+                request = make_request(
+                    url,
+                    path=path,
+                    auth={"type": "apiKey", "apiKey": {"in": "query", "name": "api_key"}},
+                    secrets={"apiKey": canary},
+                    checks=checks,
+                )
+                try:
+                    outcome = await HttpDriver().verify(request, OPEN_POLICY)
+                except DriverError as error:
+                    texts += [str(error), repr(error), error.message, repr(error.args)]
+                else:
+                    texts += [repr(outcome), outcome.message]
+                    texts += [c.message for c in outcome.checks]
+        # The key really was sent, and the servers really echoed it.
+        assert all(r.query.get("api_key") == canary for r in seen.requests)
+        assert seen.count == 4
+        assert any("HTTP 500 from server" in t for t in texts)
+        for text in texts:
+            assert canary not in text
+            assert canary[7:] not in text
+
+    run(scenario())

@@ -1,0 +1,624 @@
+"""The postgres driver against a real local PostgreSQL server (no Kubernetes needed).
+
+Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import socket
+import struct
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import localpostgres
+from patchbay.api.connector import CheckSpec, HttpRequestSpec
+from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, VerifyRequest
+from patchbay.drivers.postgres import PostgresDriver, _classify
+from patchbay.egress import EgressPolicy, parse_networks
+from patchbay.reasons import Reason
+
+T = TypeVar("T")
+DRIVER = PostgresDriver()
+OPEN_POLICY = EgressPolicy()
+APP_PASSWORD = "app-" + uuid.uuid4().hex
+SERVER_NAME = "db.patchbay.test"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres.PostgresServer]:
+    server = localpostgres.start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        ex = localpostgres.execute
+        ex(server, "create database orders")
+        ex(
+            server,
+            f"create role app login password '{APP_PASSWORD}';"
+            f"create role nologin nologin password '{APP_PASSWORD}';"
+            f"create role crowded login connection limit 0 password '{APP_PASSWORD}';"
+            f"create role noconnect login password '{APP_PASSWORD}';"
+            f"create role slow login password '{APP_PASSWORD}';"
+            "alter role slow set statement_timeout = '100ms';"
+            "revoke connect on database orders from public;"
+            "grant connect on database orders to app, crowded, slow",
+        )
+        ex(
+            server,
+            "create table public.orders (id int);"
+            "insert into public.orders values (1), (2), (3);"
+            "grant select, insert on public.orders to app;"
+            "create table public.secrets (value text);"
+            "revoke all on public.secrets from public",
+            dbname="orders",
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+def make_request(
+    server: localpostgres.PostgresServer | None = None,
+    *,
+    checks: tuple[CheckSpec, ...] = (),
+    password: str = APP_PASSWORD,
+    tls: TlsMaterial | None = None,
+    **config: str | int,
+) -> VerifyRequest:
+    values: dict[str, str | int] = {"host": "127.0.0.1", "database": "orders", "username": "app"}
+    if server is not None:
+        values["port"] = server.port
+    values.update(config)
+    return VerifyRequest(config=values, secrets={"password": password}, checks=checks, tls=tls)
+
+
+def query(sql: str) -> CheckSpec:
+    return CheckSpec(type="query", sql=sql)
+
+
+def table(name: str) -> CheckSpec:
+    return CheckSpec(type="table", table=name)
+
+
+async def verify(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> VerifyOutcome:
+    return await DRIVER.verify(request, egress)
+
+
+def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
+    with pytest.raises(DriverError) as info:
+        run(verify(request, egress))
+    return info.value
+
+
+def order_count(server: localpostgres.PostgresServer) -> int:
+    with psycopg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.superuser,
+        password=server.superuser_password,
+        dbname="orders",
+    ) as conn:
+        row = conn.execute("select count(*) from public.orders").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+# --- fake servers -------------------------------------------------------------------------
+
+CLOSE = object()
+SSL_REQUEST_CODE = 80877103
+
+
+def is_ssl_request(packet: bytes) -> bool:
+    return len(packet) == 4 and struct.unpack("!I", packet)[0] == SSL_REQUEST_CODE
+
+
+def error_response(sqlstate: str, message: str) -> bytes:
+    fields = b"".join(
+        kind + value.encode() + b"\0"
+        for kind, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
+    )
+    body = fields + b"\0"
+    return b"E" + struct.pack("!I", len(body) + 4) + body
+
+
+class Listener:
+    """A loopback TCP server that answers each client packet with ``answer(packet)``."""
+
+    def __init__(self, answer: Callable[[bytes], bytes | object], host: str = "127.0.0.1"):
+        self.answer = answer
+        self.host = host
+        self.port = 0
+        self.connections = 0
+        self.connected = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[task] = writer
+        self.connections += 1
+        self.connected.set()
+        try:
+            while True:
+                # Untagged startup-phase packets: int32 length (including itself), body.
+                header = await reader.readexactly(4)
+                packet = await reader.readexactly(struct.unpack("!I", header)[0] - 4)
+                reply = self.answer(packet)
+                if reply is CLOSE:
+                    break
+                if isinstance(reply, bytes) and reply:
+                    writer.write(reply)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away
+        finally:
+            writer.close()
+            self.closed.set()
+
+    @contextlib.asynccontextmanager
+    async def serve(self) -> AsyncIterator[Listener]:
+        server = await asyncio.start_server(self._handle, self.host, 0)
+        self.port = server.sockets[0].getsockname()[1]
+        async with server:
+            try:
+                yield self
+            finally:
+                # Hang up on clients still connected and let their handlers finish.
+                for writer in self._clients.values():
+                    writer.close()
+                await asyncio.gather(*self._clients, return_exceptions=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- login -------------------------------------------------------------------------------
+
+
+def test_good_credentials_verify(pg: localpostgres.PostgresServer) -> None:
+    outcome = run(verify(make_request(pg)))
+    assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
+    assert outcome.server_version is not None
+    assert outcome.server_version.startswith("PostgreSQL ")
+    assert outcome.latency_ms is not None and outcome.latency_ms >= 0
+    assert outcome.checks == ()
+
+
+def test_wrong_password_is_authentication_failed_and_not_retryable(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    error = verify_error(make_request(pg, password="wrong"))
+    assert error.code == Reason.AUTHENTICATION_FAILED
+    assert not error.retryable
+    assert 'password authentication failed for user "app"' in error.message
+
+
+def test_unknown_role_is_authentication_failed(pg: localpostgres.PostgresServer) -> None:
+    assert verify_error(make_request(pg, username="ghost")).code == Reason.AUTHENTICATION_FAILED
+
+
+def test_role_without_login_is_authentication_failed(pg: localpostgres.PostgresServer) -> None:
+    error = verify_error(make_request(pg, username="nologin"))
+    assert error.code == Reason.AUTHENTICATION_FAILED
+    assert "not permitted to log in" in error.message
+
+
+def test_missing_database_is_resource_not_found(pg: localpostgres.PostgresServer) -> None:
+    error = verify_error(make_request(pg, database="nosuchdb"))
+    assert error.code == Reason.RESOURCE_NOT_FOUND
+    assert 'database "nosuchdb" does not exist' in error.message
+
+
+def test_database_without_connect_privilege_is_permission_denied(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    error = verify_error(make_request(pg, username="noconnect"))
+    assert error.code == Reason.PERMISSION_DENIED
+    assert not error.retryable
+
+
+def test_connection_limit_is_rate_limited_and_retryable(pg: localpostgres.PostgresServer) -> None:
+    error = verify_error(make_request(pg, username="crowded"))
+    assert error.code == Reason.RATE_LIMITED
+    assert error.retryable
+
+
+def test_closed_port_is_host_unreachable() -> None:
+    error = verify_error(make_request(port=free_port()))
+    assert error.code == Reason.HOST_UNREACHABLE
+    assert error.retryable
+
+
+def test_sslmode_require_against_server_without_ssl_is_tls_error(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    error = verify_error(make_request(pg, sslmode="require"))
+    assert error.code == Reason.TLS_ERROR
+    assert "does not support SSL" in error.message
+
+
+def test_invalid_inputs_are_config_invalid() -> None:
+    for request in (
+        make_request(sslmode="sometimes"),
+        make_request(port="http"),
+        make_request(port=70000),
+        make_request(host=""),
+    ):
+        assert verify_error(request).code == Reason.CONFIG_INVALID
+
+
+def test_unanswering_server_is_cut_off_by_the_callers_timeout_and_closed() -> None:
+    async def scenario() -> None:
+        async with Listener(lambda packet: b"").serve() as listener:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(verify(make_request(port=listener.port)), 1.0)
+            assert listener.connected.is_set()
+            # The cancelled driver hangs up instead of leaving the socket open.
+            await asyncio.wait_for(listener.closed.wait(), 10)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda packet: b"X", id="garbage-ssl-answer"),
+        pytest.param(
+            lambda packet: b"N" if is_ssl_request(packet) else b"HTTP/1.1 400 Bad Request\r\n\r\n",
+            id="http-server",
+        ),
+        pytest.param(lambda packet: CLOSE, id="closes-at-once"),
+    ],
+)
+def test_server_not_speaking_postgres_is_protocol_error(
+    answer: Callable[[bytes], bytes | object],
+) -> None:
+    async def scenario() -> DriverError:
+        async with Listener(answer).serve() as listener:
+            with pytest.raises(DriverError) as info:
+                await verify(make_request(port=listener.port))
+            return info.value
+
+    assert run(scenario()).code == Reason.PROTOCOL_ERROR
+
+
+def test_other_server_error_at_login_is_provider_error_with_its_message() -> None:
+    def answer(packet: bytes) -> bytes:
+        if is_ssl_request(packet):
+            return b"N"
+        return error_response("XX000", "the fake server says no")
+
+    async def scenario() -> DriverError:
+        async with Listener(answer).serve() as listener:
+            with pytest.raises(DriverError) as info:
+                await verify(make_request(port=listener.port))
+            return info.value
+
+    error = run(scenario())
+    assert error.code == Reason.PROVIDER_ERROR
+    assert error.message.endswith("the fake server says no")
+
+
+def test_psycopg_connect_timeout_is_timeout() -> None:
+    error = _classify(psycopg.errors.ConnectionTimeout("connection timeout expired"))
+    assert error.code == Reason.TIMEOUT
+
+
+def test_egress_denied_host_is_never_contacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[object] = []
+
+    async def no_connect(*args: object, **kwargs: object) -> None:
+        attempts.append(kwargs)
+        raise AssertionError("the driver tried to connect")
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", no_connect)
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
+
+    async def scenario() -> tuple[DriverError, int]:
+        async with Listener(lambda packet: CLOSE, host="127.0.0.2").serve() as listener:
+            with pytest.raises(DriverError) as info:
+                await verify(make_request(host="127.0.0.2", port=listener.port), policy)
+            return info.value, listener.connections
+
+    error, connections = run(scenario())
+    assert error.code == Reason.EGRESS_DENIED
+    assert connections == 0
+    assert attempts == []
+
+
+def test_wrong_canary_password_appears_in_no_message(pg: localpostgres.PostgresServer) -> None:
+    canary = f"canary-{uuid.uuid4()}"
+    error = verify_error(make_request(pg, password=canary))
+    assert error.code == Reason.AUTHENTICATION_FAILED
+    for text in (str(error), error.message, repr(error)):
+        assert canary not in text
+    # psycopg's exception keeps the connection, whose repr shows the password.
+    assert error.__context__ is None and error.__cause__ is None
+
+
+def test_canary_password_appears_in_no_outcome_message(pg: localpostgres.PostgresServer) -> None:
+    canary = f"canary-{uuid.uuid4()}"
+    localpostgres.execute(pg, f"create role canary login password '{canary}'")
+    localpostgres.execute(pg, "grant connect on database orders to canary")
+    request = make_request(
+        pg,
+        username="canary",
+        password=canary,
+        checks=(query("select * from secrets"), table("public.nope"), query("selec 1")),
+    )
+    outcome = run(verify(request))
+    assert outcome.code == Reason.PERMISSION_DENIED
+    texts = [outcome.message, repr(outcome)]
+    texts += [text for check in outcome.checks for text in (check.message, check.target)]
+    assert all(canary not in text for text in texts)
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def test_query_checks_pass(pg: localpostgres.PostgresServer) -> None:
+    checks = (
+        query("select 1"),
+        query("select id from orders order by id"),  # several rows: stops after the first
+        query("select id from orders where false"),  # no rows is still a success
+        query("select '100%'"),  # no placeholder processing
+    )
+    outcome = run(verify(make_request(pg, checks=checks)))
+    assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
+    assert [c.result for c in outcome.checks] == ["Succeeded"] * 4
+    assert outcome.checks[1].target == "select id from orders order by id"
+
+
+def test_query_check_target_is_truncated(pg: localpostgres.PostgresServer) -> None:
+    sql = "select 1 " + "-" * 300
+    outcome = run(verify(make_request(pg, checks=(query(sql),))))
+    assert outcome.checks[0].target == sql[:200]
+
+
+def test_query_check_on_unreadable_table_is_permission_denied(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    outcome = run(
+        verify(make_request(pg, checks=(query("select 1"), query("select * from secrets"))))
+    )
+    assert (outcome.result, outcome.code) == ("Failed", Reason.PERMISSION_DENIED)
+    assert not outcome.retryable
+    assert outcome.checks[0].result == "Succeeded"
+    assert outcome.checks[1].code == Reason.PERMISSION_DENIED
+    assert outcome.checks[1].message == "permission denied for table secrets"
+
+
+def test_query_check_syntax_error_is_provider_error_with_message(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    outcome = run(verify(make_request(pg, checks=(query("selec 1"),))))
+    assert outcome.checks[0].code == Reason.PROVIDER_ERROR
+    assert 'syntax error at or near "selec"' in outcome.checks[0].message
+
+
+def test_query_check_cannot_write(pg: localpostgres.PostgresServer) -> None:
+    before = order_count(pg)
+    checks = (
+        query("insert into orders values (99) returning id"),
+        query("select 1; delete from orders"),
+        query("commit; delete from orders"),
+    )
+    outcome = run(verify(make_request(pg, checks=checks)))
+    assert outcome.checks[0].code == Reason.CONFIG_INVALID  # read-only transaction
+    assert "read-only transaction" in outcome.checks[0].message
+    # Several statements are refused outright.
+    assert [c.code for c in outcome.checks[1:]] == [Reason.PROVIDER_ERROR] * 2
+    assert all("multiple commands" in c.message for c in outcome.checks[1:])
+    assert order_count(pg) == before
+
+
+def test_query_check_without_a_result_set_is_config_invalid(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    checks = (query("set search_path = public"), query("  "))
+    outcome = run(verify(make_request(pg, checks=checks)))
+    assert [c.code for c in outcome.checks] == [Reason.CONFIG_INVALID] * 2
+
+
+def test_query_check_cancelled_by_server_statement_timeout_is_timeout(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    request = make_request(pg, username="slow", checks=(query("select pg_sleep(30)"),))
+    outcome = run(verify(request))
+    assert (outcome.result, outcome.code) == ("Unknown", Reason.TIMEOUT)
+    assert outcome.retryable
+
+
+def test_table_checks(pg: localpostgres.PostgresServer) -> None:
+    checks = (table("orders"), table("public.orders"), table("public.secrets"), table("missing"))
+    outcome = run(verify(make_request(pg, checks=checks)))
+    assert [(c.target, c.result, c.code) for c in outcome.checks] == [
+        ("orders", "Succeeded", Reason.VERIFIED),
+        ("public.orders", "Succeeded", Reason.VERIFIED),
+        ("public.secrets", "Failed", Reason.PERMISSION_DENIED),
+        ("missing", "Failed", Reason.RESOURCE_NOT_FOUND),
+    ]
+    assert outcome.code == Reason.PERMISSION_DENIED
+
+
+def test_table_check_on_missing_table_is_resource_not_found(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    checks = (table("public.nope"), table("noschema.orders"))
+    outcome = run(verify(make_request(pg, checks=checks)))
+    assert (outcome.result, outcome.code) == ("Failed", Reason.RESOURCE_NOT_FOUND)
+    assert [c.code for c in outcome.checks] == [Reason.RESOURCE_NOT_FOUND] * 2
+
+
+def test_table_check_quotes_the_name(pg: localpostgres.PostgresServer) -> None:
+    outcome = run(verify(make_request(pg, checks=(table('orders"; drop table orders; --'),))))
+    assert outcome.checks[0].code == Reason.RESOURCE_NOT_FOUND
+    assert order_count(pg) >= 3
+
+
+def test_other_check_types_are_not_supported(pg: localpostgres.PostgresServer) -> None:
+    checks = (
+        CheckSpec(type="listFiles", path="/data"),
+        CheckSpec(type="http", http=HttpRequestSpec(path="/health")),
+    )
+    outcome = run(verify(make_request(pg, checks=checks)))
+    assert [(c.result, c.code, c.message) for c in outcome.checks] == [
+        ("Failed", Reason.CONFIG_INVALID, f"check type {t} is not supported by the postgres driver")
+        for t in ("listFiles", "http")
+    ]
+    assert outcome.code == Reason.CONFIG_INVALID
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def make_leaf(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], dns_name: str
+) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(dns_name))
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(dns_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca[1], hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem(key)
+
+
+def ca_pem(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> str:
+    return ca[0].public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="module")
+def tls_pg(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[localpostgres.PostgresServer, str]]:
+    """A second server that serves TLS; yields it and the PEM of its CA."""
+    server = localpostgres.start_postgres(tmp_path_factory.mktemp("postgres-tls"))
+    try:
+        ca = make_ca("patchbay test CA")
+        localpostgres.enable_ssl(server, *make_leaf(ca, SERVER_NAME))
+        localpostgres.execute(server, f"create role app login password '{APP_PASSWORD}'")
+        localpostgres.execute(server, "create database orders owner app")
+        yield server, ca_pem(ca)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the driver's temporary files go, to check that it removes them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_verify_full_with_the_right_ca_and_name_verifies(
+    tls_pg: tuple[localpostgres.PostgresServer, str], private_tmp: Path
+) -> None:
+    server, ca = tls_pg
+    client = make_leaf(make_ca("client CA"), "client")  # sent only if asked; files still written
+    tls = TlsMaterial(
+        ca_pem=ca, client_cert_pem=client[0], client_key_pem=client[1], server_name=SERVER_NAME
+    )
+    outcome = run(verify(make_request(server, sslmode="verify-full", tls=tls)))
+    assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_verify_full_with_another_ca_is_tls_error(
+    tls_pg: tuple[localpostgres.PostgresServer, str], private_tmp: Path
+) -> None:
+    server, _ = tls_pg
+    tls = TlsMaterial(ca_pem=ca_pem(make_ca("someone else")), server_name=SERVER_NAME)
+    error = verify_error(make_request(server, sslmode="verify-full", tls=tls))
+    assert error.code == Reason.TLS_ERROR
+    assert "certificate verify failed" in error.message
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_verify_full_with_a_wrong_name_is_tls_error(
+    tls_pg: tuple[localpostgres.PostgresServer, str],
+) -> None:
+    server, ca = tls_pg
+    tls = TlsMaterial(ca_pem=ca, server_name="other.patchbay.test")
+    error = verify_error(make_request(server, sslmode="verify-full", tls=tls))
+    assert error.code == Reason.TLS_ERROR
+    assert "other.patchbay.test" in error.message
+
+
+def test_verify_full_without_a_ca_uses_system_roots(
+    tls_pg: tuple[localpostgres.PostgresServer, str],
+) -> None:
+    server, _ = tls_pg
+    error = verify_error(make_request(server, sslmode="verify-full"))
+    assert error.code == Reason.TLS_ERROR
+
+
+def test_sslmode_require_uses_tls_when_served(
+    tls_pg: tuple[localpostgres.PostgresServer, str],
+) -> None:
+    server, _ = tls_pg
+    outcome = run(verify(make_request(server, sslmode="require")))
+    assert outcome.code == Reason.VERIFIED

@@ -1,0 +1,426 @@
+"""The operator, running for real, reconciles Connections on the http driver
+against a local HTTP API: status, labels, binding Secret, events, secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import localcluster
+from tests.conftest import REPO_ROOT
+from tests.integration.http_server import TokenApi, serve_token_api
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    condition,
+    get_json,
+    wait_for,
+    wait_for_reason,
+)
+
+
+@pytest.fixture
+def token() -> str:
+    return f"canary-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def api(token: str) -> Iterator[TokenApi]:
+    with serve_token_api(token) as server:
+        yield server
+
+
+@pytest.fixture
+def operator(
+    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
+    process = OperatorProcess(
+        control_plane, tmp_path / "operator.log", "-n", namespace, "--egress-deny", "127.0.0.2/32"
+    )
+    yield process
+    process.stop()
+
+
+def apply(cp: localcluster.ControlPlane, namespace: str, *objects: dict[str, Any]) -> None:
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def token_secret(name: str, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": {"token": token},
+    }
+
+
+def http_connection(
+    name: str, base_url: str, secret: str = "api-token", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connection",
+        "metadata": {"name": name},
+        "spec": {
+            "connectorRef": {"kind": "ClusterConnector", "name": "http-api"},
+            "config": {"baseUrl": base_url},
+            "credentials": {"secretRef": {"name": secret}},
+            **spec,
+        },
+    }
+
+
+def events_for(cp: localcluster.ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = get_json(cp, "events", "-n", namespace)["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name]
+
+
+def test_good_token_makes_connection_ready_with_labels_binding_and_event(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("billing", api.base_url),
+    )
+
+    obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+    assert obj["status"]["phase"] == "Ready"
+    assert obj["metadata"]["labels"] == {
+        "patchbay.dev/connector": "http-api",
+        "patchbay.dev/driver": "http",
+    }
+    verification = obj["status"]["verification"]
+    assert verification["result"] == "Succeeded"
+    assert verification["details"]["serverVersion"] == "token-api/1.0"
+    assert obj["status"]["secretFields"] == {"token": {"configured": True}}
+    assert obj["status"]["hasCredentials"] is True
+    assert {c["type"] for c in obj["status"]["conditions"]} == {
+        "ConnectorResolved",
+        "CredentialsResolved",
+        "Verified",
+        "Ready",
+    }
+    assert all(
+        c["observedGeneration"] == obj["metadata"]["generation"]
+        for c in obj["status"]["conditions"]
+    )
+
+    binding = get_json(control_plane, "secret", "billing-binding", "-n", namespace)
+    assert binding["type"] == "servicebinding.io/http"
+    data = {k: base64.b64decode(v).decode() for k, v in binding["data"].items()}
+    assert data["uri"] == api.base_url and data["token"] == token and data["type"] == "http"
+    assert binding["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+
+    listed = control_plane.kubectl(
+        "get", "connections", "-n", namespace, "-l", "patchbay.dev/driver=http", "-o", "name"
+    ).stdout.split()
+    assert listed == ["connection.patchbay.dev/billing"]
+    reasons = [e["reason"] for e in events_for(control_plane, namespace, "billing")]
+    assert reasons == ["Verified"]
+
+
+def test_wrong_token_fails_authentication_with_one_attempt_per_period(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", "wrong-token-value"),
+        http_connection("billing", api.base_url),
+    )
+
+    obj = wait_for_reason(control_plane, namespace, "billing", "AuthenticationFailed")
+    assert obj["status"]["phase"] == "Failed"
+    assert obj["status"]["verification"]["error"]["retryable"] is False
+    time.sleep(8)  # a retrying operator would have tried again within its first backoff steps
+    assert len(api.requests) == 1
+    events = events_for(control_plane, namespace, "billing")
+    assert [e["reason"] for e in events] == ["VerificationFailed"]
+    assert events[0]["type"] == "Warning"
+
+
+def test_missing_secret_reports_secret_not_found_then_creating_it_verifies(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(control_plane, namespace, http_connection("billing", api.base_url))
+    obj = wait_for_reason(control_plane, namespace, "billing", "SecretNotFound")
+    generation = obj["metadata"]["generation"]
+    assert "api-token" in condition(obj, "Ready")["message"]
+    assert api.requests == []
+
+    apply(control_plane, namespace, token_secret("api-token", token))
+    obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+    assert obj["metadata"]["generation"] == generation
+
+
+def test_rotated_secret_reverifies_without_editing_connection(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", "stale-token-value"),
+        http_connection("billing", api.base_url),
+    )
+    wait_for_reason(control_plane, namespace, "billing", "AuthenticationFailed")
+
+    apply(control_plane, namespace, token_secret("api-token", token))
+    wait_for_reason(control_plane, namespace, "billing", "Verified")
+    binding = get_json(control_plane, "secret", "billing-binding", "-n", namespace)
+    assert base64.b64decode(binding["data"]["token"]).decode() == token
+
+
+def test_suspended_connection_makes_no_calls_and_resumes(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("billing", api.base_url, suspend=True),
+    )
+    obj = wait_for_reason(control_plane, namespace, "billing", "Suspended")
+    assert obj["status"]["phase"] == "Suspended"
+    time.sleep(3)
+    assert api.requests == []
+
+    control_plane.kubectl(
+        "patch",
+        "connection",
+        "billing",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"suspend": false}}',
+    )
+    wait_for_reason(control_plane, namespace, "billing", "Verified")
+    assert len(api.requests) == 1
+
+
+def test_deleting_connection_removes_its_binding_secret_only(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("billing", api.base_url),
+    )
+    wait_for_reason(control_plane, namespace, "billing", "Verified")
+    control_plane.kubectl("delete", "connection", "billing", "-n", namespace)
+
+    def binding_gone() -> bool:
+        result = control_plane.kubectl(
+            "get", "secret", "billing-binding", "-n", namespace, check=False
+        )
+        return "NotFound" in result.stderr
+
+    wait_for(binding_gone, "the garbage collector to delete the binding Secret")
+    control_plane.kubectl("get", "secret", "api-token", "-n", namespace)
+
+
+def test_host_in_denied_range_is_egress_denied_before_any_request(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    token: str,
+) -> None:
+    with serve_token_api(token, host="127.0.0.2") as denied_api:
+        apply(
+            control_plane,
+            namespace,
+            token_secret("api-token", token),
+            http_connection("internal", denied_api.base_url),
+        )
+        obj = wait_for_reason(control_plane, namespace, "internal", "EgressDenied")
+        assert "127.0.0.2" in condition(obj, "Ready")["message"]
+        assert denied_api.requests == []
+
+
+def test_verify_requested_annotation_triggers_a_new_verification(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("billing", api.base_url),
+    )
+    wait_for_reason(control_plane, namespace, "billing", "Verified")
+    assert len(api.requests) == 1
+    control_plane.kubectl(
+        "annotate",
+        "connection",
+        "billing",
+        "-n",
+        namespace,
+        "patchbay.dev/verify-requested-at=2026-11-23T10:00:00Z",
+    )
+    wait_for(lambda: len(api.requests) == 2, "a second verification request")
+    obj = wait_for(
+        lambda: (
+            (o := get_json(control_plane, "connection", "billing", "-n", namespace))["status"][
+                "verification"
+            ].get("requestedAt")
+            == "2026-11-23T10:00:00Z"
+            and o
+        ),
+        "the status to answer the request",
+    )
+    assert condition(obj, "Ready")["reason"] == "Verified"
+
+
+@pytest.mark.parametrize(
+    ("config", "variable"),
+    [
+        ({"baseUrl": "http://127.0.0.1:1", "region": "eu"}, "region"),
+        ({}, "baseUrl"),
+        ({"baseUrl": 42}, "baseUrl"),
+        ({"baseUrl": "not a url"}, "baseUrl"),
+        ({"baseUrl": "http://127.0.0.1:1", "token": "inline-canary-value"}, "token"),
+        ({"baseUrl": ["http://127.0.0.1:1"]}, "baseUrl"),
+    ],
+    ids=["unknown", "missing-required", "wrong-type", "bad-url", "inline-secret", "list-value"],
+)
+def test_invalid_config_reports_config_invalid_naming_the_variable(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    token: str,
+    config: dict[str, Any],
+    variable: str,
+) -> None:
+    connection = http_connection("bad-config", "unused")
+    connection["spec"]["config"] = config
+    apply(control_plane, namespace, token_secret("api-token", token), connection)
+    obj = wait_for_reason(control_plane, namespace, "bad-config", "ConfigInvalid")
+    message = condition(obj, "Ready")["message"]
+    assert variable in message
+    assert "inline-canary-value" not in json.dumps(obj["status"])
+    assert "inline-canary-value" not in operator.logs()
+
+
+def test_locked_variable_cannot_be_overridden(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    connector = yaml.safe_load(
+        (REPO_ROOT / "deploy/examples/connector-inventory-api.yaml").read_text()
+    )
+    connection = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connection",
+        "metadata": {"name": "inventory"},
+        "spec": {
+            "connectorRef": {"kind": "Connector", "name": "inventory-api"},
+            "config": {"baseUrl": api.base_url, "apiVersion": "v2"},
+        },
+    }
+    apply(control_plane, namespace, connector, connection)
+    obj = wait_for_reason(control_plane, namespace, "inventory", "ConfigInvalid")
+    assert "apiVersion" in condition(obj, "Ready")["message"]
+    assert "locked" in condition(obj, "Ready")["message"]
+
+
+def test_missing_connector_reports_connector_not_found(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+) -> None:
+    connection = http_connection("orphan", "http://127.0.0.1:1")
+    connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "nowhere"}
+    apply(control_plane, namespace, connection)
+    obj = wait_for_reason(control_plane, namespace, "orphan", "ConnectorNotFound")
+    assert "nowhere" in condition(obj, "Ready")["message"]
+
+
+def test_second_default_for_a_connector_gets_default_conflict(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("first", api.base_url, default=True),
+    )
+    wait_for_reason(control_plane, namespace, "first", "Verified")
+    time.sleep(1.1)  # creationTimestamp has one-second resolution
+    apply(control_plane, namespace, http_connection("second", api.base_url, default=True))
+    second = wait_for_reason(control_plane, namespace, "second", "DefaultConflict")
+    assert "first" in condition(second, "Ready")["message"]
+    assert second["status"]["isDefault"] is False
+    first = get_json(control_plane, "connection", "first", "-n", namespace)
+    assert first["status"]["isDefault"] is True
+
+    control_plane.kubectl("delete", "connection", "first", "-n", namespace)
+    wait_for_reason(control_plane, namespace, "second", "Verified")
+
+
+def test_canary_token_never_reaches_logs_events_status_or_annotations(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("good", api.base_url),
+    )
+    wait_for_reason(control_plane, namespace, "good", "Verified")
+    control_plane.kubectl("delete", "secret", "api-token", "-n", namespace)
+    wait_for_reason(control_plane, namespace, "good", "SecretNotFound")
+
+    connections = control_plane.kubectl("get", "connections", "-n", namespace, "-o", "json").stdout
+    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert token not in connections
+    assert token not in events
+    assert token not in operator.logs()

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
-.PHONY: install crds lint test test-unit cluster-up cluster-down control-plane
+.PHONY: install crds lint test test-deps test-unit cluster-up cluster-down control-plane
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -20,7 +20,11 @@ lint:
 control-plane:
 	@if [ -z "$$KUBEBUILDER_ASSETS" ]; then hack/build-control-plane.sh >/dev/null; fi
 
-test: install lint control-plane
+# Debian packages the integration tests start (PostgreSQL server, ...).
+test-deps:
+	hack/install-test-deps.sh
+
+test: install lint control-plane test-deps
 	$(PYTHON) -m pytest
 
 test-unit: install

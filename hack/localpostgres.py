@@ -47,6 +47,11 @@ class PostgresServer:
     private_dir: Path | None = None
     host: str = "127.0.0.1"
 
+    @property
+    def log_path(self) -> Path:
+        """The server log (authentication failures are logged there by default)."""
+        return self.datadir.parent / "postgres.log"
+
     def stop(self) -> None:
         """Stop immediately (the data is throwaway); safe to call twice."""
         if (self.datadir / "postmaster.pid").exists():

@@ -1,0 +1,173 @@
+"""The operator verifies PostgreSQL Connections against a real server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import localcluster
+import localpostgres
+from tests.conftest import REPO_ROOT
+from tests.integration.operator_harness import OperatorProcess, condition, wait_for_reason
+from tests.integration.test_operator_http import apply
+
+PASSWORD = f"pg-canary-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres.PostgresServer]:
+    server = localpostgres.start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        localpostgres.execute(server, f"create role app login password '{PASSWORD}'")
+        localpostgres.execute(server, "create database orders owner app")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def operator(
+    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
+    process = OperatorProcess(control_plane, tmp_path / "operator.log", "-n", namespace)
+    yield process
+    process.stop()
+
+
+def pg_connection(name: str, port: int, database: str = "orders") -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "patchbay.dev/v1alpha1",
+            "kind": "Connection",
+            "metadata": {"name": name},
+            "spec": {
+                "connectorRef": {"name": "postgres"},
+                "config": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "database": database,
+                    "username": "app",
+                    "sslmode": "disable",
+                },
+                "credentials": {"secretRef": {"name": f"{name}-credentials"}},
+            },
+        }
+    ]
+
+
+def password_secret(name: str, password: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-credentials"},
+        "stringData": {"password": password},
+    }
+
+
+def failed_logins(server: localpostgres.PostgresServer, user: str) -> int:
+    text = server.log_path.read_text(errors="replace")
+    return text.count(f'password authentication failed for user "{user}"')
+
+
+def test_good_password_is_ready_with_server_version_and_binding_uri(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    postgres: localpostgres.PostgresServer,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        password_secret("orders", PASSWORD),
+        *pg_connection("orders", postgres.port),
+    )
+    obj = wait_for_reason(control_plane, namespace, "orders", "Verified")
+    assert obj["status"]["verification"]["details"]["serverVersion"].startswith("PostgreSQL")
+    assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "postgres"
+    binding = control_plane.kubectl(
+        "get",
+        "secret",
+        "orders-binding",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.type}",
+    ).stdout
+    assert binding == "servicebinding.io/postgresql"
+    assert PASSWORD not in operator.logs()
+
+
+def test_wrong_password_is_one_failed_login_per_scheduled_period(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    postgres: localpostgres.PostgresServer,
+) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    localpostgres.execute(postgres, f"create role {user} login password 'right-password'")
+    connection = pg_connection("wrongpw", postgres.port)
+    connection[0]["spec"]["config"]["username"] = user
+    apply(control_plane, namespace, password_secret("wrongpw", "wrong-password"), *connection)
+    obj = wait_for_reason(control_plane, namespace, "wrongpw", "AuthenticationFailed")
+    assert obj["status"]["phase"] == "Failed"
+    time.sleep(8)  # a retrying operator would have tried again within its first backoff steps
+    assert failed_logins(postgres, user) == 1
+
+
+def test_missing_database_is_resource_not_found(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    postgres: localpostgres.PostgresServer,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        password_secret("nodb", PASSWORD),
+        *pg_connection("nodb", postgres.port, database="missing"),
+    )
+    obj = wait_for_reason(control_plane, namespace, "nodb", "ResourceNotFound")
+    assert "missing" in condition(obj, "Ready")["message"]
+
+
+def test_closed_port_is_host_unreachable(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    postgres: localpostgres.PostgresServer,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    apply(
+        control_plane,
+        namespace,
+        password_secret("closed", PASSWORD),
+        *pg_connection("closed", closed_port),
+    )
+    wait_for_reason(control_plane, namespace, "closed", "HostUnreachable")
+
+
+def test_silent_listener_times_out_within_the_connection_timeout(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        connection = pg_connection("silent", listener.getsockname()[1])
+        connection[0]["spec"]["verification"] = {"timeout": "2s"}
+        apply(control_plane, namespace, password_secret("silent", PASSWORD), *connection)
+        obj = wait_for_reason(control_plane, namespace, "silent", "Timeout")
+    assert "2s" in condition(obj, "Ready")["message"]

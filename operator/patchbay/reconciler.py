@@ -114,8 +114,9 @@ class Reconciler:
         self.secret_versions: dict[Key, str | None] = {}
         self.secret_readers: dict[Key, set[Key]] = defaultdict(set)
         self.limiters: dict[ConnectorKey, AsyncLimiter] = {}
-        self.connector_counts: dict[ConnectorKey, int] = {}
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_verifications)
+        self._recount: set[ConnectorKey] = set()
+        self._recount_task: asyncio.Task[None] | None = None
         self._rng = random.Random()
 
     # ----- events ------------------------------------------------------------------
@@ -133,6 +134,8 @@ class Reconciler:
         if state is not None:
             if state.timer is not None:
                 state.timer.cancel()
+            if state.connector is not None:
+                self._count_later(state.connector)
             for secret in state.secrets:
                 self.secret_readers[(namespace, secret)].discard(key)
         # the binding Secret is owned by the Connection: the garbage collector removes it
@@ -161,6 +164,23 @@ class Reconciler:
         self.secret_versions[skey] = resource_version
         for key in list(readers):
             await self.evaluate(key)
+
+    def _count_later(self, ckey: ConnectorKey) -> None:
+        """Connector status counts its Connections; batched so a burst costs one write."""
+        self._recount.add(ckey)
+        if self._recount_task is None or self._recount_task.done():
+            self._recount_task = asyncio.get_running_loop().create_task(self._flush_counts())
+
+    async def _flush_counts(self) -> None:
+        await asyncio.sleep(1.0)
+        pending, self._recount = self._recount, set()
+        for ckey in pending:
+            body = self.connectors.get(ckey)
+            if body is not None:
+                try:
+                    await self._write_connector_status(ckey, body)
+                except kube.KubeApiError as exc:
+                    logger.warning("could not update status of %s %s: %s", ckey[0], ckey[2], exc)
 
     # ----- deciding ----------------------------------------------------------------
 
@@ -195,7 +215,11 @@ class Reconciler:
     async def _current_hash(self, key: Key, body: dict[str, Any]) -> str:
         spec = body.get("spec", {})
         ckey = self._connector_key(key[0], spec)
-        self.states[key].connector = ckey
+        if self.states[key].connector != ckey:
+            for changed in (self.states[key].connector, ckey):
+                if changed is not None:
+                    self._count_later(changed)
+            self.states[key].connector = ckey
         connector = await self._connector(ckey)
         names = self._secret_names(spec, connector)
         self._track_secrets(key, names)

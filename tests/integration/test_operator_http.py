@@ -424,3 +424,37 @@ def test_canary_token_never_reaches_logs_events_status_or_annotations(
     assert token not in connections
     assert token not in events
     assert token not in operator.logs()
+
+
+def test_connector_status_counts_its_connections_and_is_ready(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    connector = yaml.safe_load(
+        (REPO_ROOT / "deploy/examples/connector-inventory-api.yaml").read_text()
+    )
+    connections = [
+        {
+            "apiVersion": "patchbay.dev/v1alpha1",
+            "kind": "Connection",
+            "metadata": {"name": f"inventory-{i}"},
+            "spec": {
+                "connectorRef": {"kind": "Connector", "name": "inventory-api"},
+                "config": {"baseUrl": api.base_url},
+            },
+        }
+        for i in range(3)
+    ]
+    apply(control_plane, namespace, connector, *connections)
+
+    def counted(expected: int) -> dict[str, Any] | None:
+        obj = get_json(control_plane, "connector", "inventory-api", "-n", namespace)
+        return obj if obj.get("status", {}).get("connections") == expected else None
+
+    obj = wait_for(lambda: counted(3), "the connector to count 3 connections")
+    assert condition(obj, "Ready")["status"] == "True"
+    control_plane.kubectl("delete", "connection", "inventory-0", "-n", namespace)
+    wait_for(lambda: counted(2), "the connector to count 2 connections")

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
-.PHONY: install crds lint test test-deps test-unit cluster-up cluster-down control-plane
+.PHONY: install crds lint test test-deps test-unit cluster-up cluster-down control-plane demo
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -32,6 +32,10 @@ test-unit: install
 
 cluster-up: install control-plane
 	$(PYTHON) hack/localcluster.py up
+
+# One command: control plane, PostgreSQL, CRDs, catalogue, operator, two Connections.
+demo: install control-plane test-deps
+	$(PYTHON) hack/demo.py
 
 cluster-down:
 	$(PYTHON) hack/localcluster.py down

@@ -33,7 +33,10 @@ def _uri(driver: str, values: Mapping[str, str]) -> str | None:
     credentials = f"{user}:{password}@" if user else ""
     port = f":{values['port']}" if "port" in values else ""
     database = quote(values.get("database", ""), safe="")
-    return f"{BINDING_TYPES[driver]}://{credentials}{values['host']}{port}/{database}"
+    host = values["host"]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"{BINDING_TYPES[driver]}://{credentials}{host}{port}/{database}"
 
 
 def build_binding_secret(

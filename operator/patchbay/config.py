@@ -63,11 +63,16 @@ def check_value(variable: VariableSpec, value: object) -> ConfigValue:
             raise ConfigInvalidError(key, f"must be a boolean, not {_describe(value)}")
     else:
         if not isinstance(value, str):
-            raise ConfigInvalidError(key, f"must be a {variable.type} string, not {value!r}")
+            kind = "a string" if variable.type == "string" else f"a {variable.type} string"
+            raise ConfigInvalidError(key, f"must be {kind}, not {value!r}")
         checked = value
         if variable.type == "url":
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                parts = urlsplit(value)
+                has_host = bool(parts.hostname)
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                has_host = False
+            if not has_host or parts.scheme not in ("http", "https"):
                 raise ConfigInvalidError(key, "must be an http or https URL with a host")
         elif variable.type == "duration" and not re.fullmatch(DURATION_PATTERN, value):
             raise ConfigInvalidError(key, f"must be a duration such as 30s or 5m, not {value!r}")

@@ -43,9 +43,18 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits: IPv4-compatible
+# (deprecated, still routed by some stacks) and the NAT64 well-known prefix.
+_EMBEDDING_IPV4 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+
+
 def _normalize(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    """The IPv4 address an IPv6 address stands for, if any, so IPv4 rules apply to it."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if any(address in net for net in _EMBEDDING_IPV4) and int(address) > 1:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 

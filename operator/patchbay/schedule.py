@@ -40,15 +40,18 @@ class Cadence:
             return nxt
         return after + timedelta(seconds=self.interval_seconds)
 
-    def stale_after(self) -> timedelta:
-        """A success older than this shows reason Stale."""
+    def stale_at(self, last_success: datetime) -> datetime:
+        """When a success shows reason Stale: two regular periods later.
+
+        For a cron schedule that is the second scheduled time after the
+        success, so uneven schedules (weekdays only) are judged by their own gaps.
+        """
         if self.schedule is not None:
-            base = datetime(2000, 1, 1)
-            it = croniter(self.schedule, base)
-            first: datetime = it.get_next(datetime)
+            it = croniter(self.schedule, last_success)
+            it.get_next(datetime)
             second: datetime = it.get_next(datetime)
-            return 2 * (second - first)
-        return timedelta(seconds=2 * self.interval_seconds)
+            return second
+        return last_success + timedelta(seconds=2 * self.interval_seconds)
 
 
 def backoff_delay(consecutive_failures: int, cap_seconds: float, rng: random.Random) -> float:
@@ -79,7 +82,8 @@ def next_attempt(
     if succeeded or not retryable or cadence.mode == "Manual":
         return regular
     delay = backoff_delay(consecutive_failures, cadence.interval_seconds, rng or random.Random())
-    if retry_after is not None:
-        delay = max(delay, retry_after)
     retry = now + timedelta(seconds=delay)
-    return retry if regular is None else min(retry, regular)
+    earliest = retry if regular is None else min(retry, regular)
+    if retry_after is not None:
+        earliest = max(earliest, now + timedelta(seconds=retry_after))
+    return earliest

@@ -1,0 +1,117 @@
+"""The egress policy keeps verification traffic away from metadata and host endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from patchbay.drivers.base import DriverError
+from patchbay.egress import EgressPolicy, parse_networks
+from patchbay.reasons import Reason
+
+DEFAULT = EgressPolicy()
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack metadata
+        "169.254.0.1",
+        "fe80::1",
+        "fd00:ec2::254",  # AWS IPv6 metadata
+        "::ffff:169.254.169.254",  # IPv4-mapped IPv6 form of the metadata address
+        "::ffff:a9fe:a9fe",
+        "100.100.100.200",  # Alibaba metadata
+        "168.63.129.16",  # Azure host endpoint
+        "0.0.0.0",
+        "::",
+        "::ffff:0.0.0.0",
+    ],
+)
+def test_default_policy_denies_metadata_and_unspecified_addresses(address: str) -> None:
+    assert DEFAULT.permits(_ip(address)) is False
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.0.0.5", "192.168.1.10", "8.8.8.8"])
+def test_default_policy_allows_loopback_and_ordinary_addresses(address: str) -> None:
+    assert DEFAULT.permits(_ip(address)) is True
+
+
+def test_allow_list_restricts_to_the_listed_networks() -> None:
+    policy = EgressPolicy(allowed=parse_networks(["10.0.0.0/8", " 127.0.0.2 ", ""]))
+
+    assert policy.permits(_ip("10.1.2.3"))
+    assert policy.permits(_ip("127.0.0.2"))
+    assert not policy.permits(_ip("127.0.0.1"))
+    assert not policy.permits(_ip("192.168.1.10"))
+    assert not policy.permits(_ip("::1"))
+
+
+def test_allow_list_applies_to_the_ipv4_mapped_form_too() -> None:
+    policy = EgressPolicy(allowed=parse_networks(["10.0.0.0/8"]))
+
+    assert policy.permits(_ip("::ffff:10.0.0.1"))
+    assert not policy.permits(_ip("::ffff:192.168.0.1"))
+
+
+def test_deny_wins_over_allow() -> None:
+    policy = EgressPolicy(allowed=parse_networks(["169.254.0.0/16", "0.0.0.0/0"]))
+
+    assert not policy.permits(_ip("169.254.169.254"))
+    assert policy.permits(_ip("192.0.2.1"))
+
+
+def test_resolving_a_denied_ip_literal_raises_egress_denied() -> None:
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(DEFAULT.resolve("169.254.169.254", 80))
+
+    assert caught.value.code == Reason.EGRESS_DENIED
+    assert caught.value.retryable is False
+    assert "169.254.169.254" in caught.value.message
+
+
+def test_resolving_a_bracketed_denied_ipv6_literal_raises_egress_denied() -> None:
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(DEFAULT.resolve("[fd00:ec2::254]", 443))
+
+    assert caught.value.code == Reason.EGRESS_DENIED
+
+
+def test_resolving_an_ipv4_mapped_metadata_literal_raises_egress_denied() -> None:
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(DEFAULT.resolve("::ffff:169.254.169.254", 80))
+
+    assert caught.value.code == Reason.EGRESS_DENIED
+
+
+def test_resolving_a_permitted_ip_literal_returns_it_unchanged() -> None:
+    assert asyncio.run(DEFAULT.resolve("127.0.0.1", 5432)) == [_ip("127.0.0.1")]
+    assert asyncio.run(DEFAULT.resolve("[::1]", 5432)) == [_ip("::1")]
+
+
+def test_resolving_localhost_is_allowed_by_default_and_yields_only_loopback() -> None:
+    addresses = asyncio.run(DEFAULT.resolve("localhost", 5432))
+
+    assert addresses
+    assert all(address.is_loopback for address in addresses)
+
+
+def test_resolving_localhost_is_denied_when_loopback_is_not_allowed() -> None:
+    policy = EgressPolicy(allowed=parse_networks(["10.0.0.0/8"]))
+
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(policy.resolve("localhost", 5432))
+
+    assert caught.value.code == Reason.EGRESS_DENIED
+    assert "localhost" in caught.value.message
+
+
+@pytest.mark.parametrize("address", ["::169.254.169.254", "64:ff9b::a9fe:a9fe"])
+def test_ipv6_forms_embedding_a_metadata_address_are_denied(address: str) -> None:
+    assert not EgressPolicy().permits(ipaddress.ip_address(address))

@@ -1,0 +1,187 @@
+"""When a Connection is verified next, how failures back off, and when success is stale."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from patchbay.schedule import BACKOFF_BASE_SECONDS, Cadence, next_attempt, parse_duration
+
+NOW = datetime(2024, 5, 1, 10, 7, 0, tzinfo=UTC)
+HOURLY = Cadence("Periodic", 3600.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1h30m", 5400.0), ("500ms", 0.5), ("30s", 30.0), ("1m30s", 90.0), ("1.5h", 5400.0)],
+)
+def test_go_style_durations_parse_to_seconds(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5 minutes", "", "10", "1d", "5m ", "m5", "1h-30m"])
+def test_non_durations_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_interval_cadence_runs_one_interval_after() -> None:
+    assert HOURLY.next_regular(NOW) == NOW + timedelta(hours=1)
+
+
+def test_cron_cadence_runs_at_the_next_matching_minute() -> None:
+    cadence = Cadence("Periodic", 3600.0, schedule="*/15 * * * *")
+
+    assert cadence.next_regular(NOW) == datetime(2024, 5, 1, 10, 15, tzinfo=UTC)
+    assert cadence.next_regular(datetime(2024, 5, 1, 10, 15, tzinfo=UTC)) == datetime(
+        2024, 5, 1, 10, 30, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("mode", ["Manual", "OnChange"])
+def test_manual_and_on_change_have_no_regular_time(mode: str) -> None:
+    assert Cadence(mode, 3600.0).next_regular(NOW) is None
+    assert Cadence(mode, 3600.0, schedule="*/15 * * * *").next_regular(NOW) is None
+
+
+def test_success_waits_for_the_regular_time() -> None:
+    nxt = next_attempt(HOURLY, now=NOW, succeeded=True, retryable=True, consecutive_failures=0)
+
+    assert nxt == NOW + timedelta(hours=1)
+
+
+def test_non_retryable_failure_is_not_retried_sooner_than_the_regular_time() -> None:
+    nxt = next_attempt(
+        HOURLY,
+        now=NOW,
+        succeeded=False,
+        retryable=False,
+        consecutive_failures=1,
+        rng=random.Random(1),
+    )
+
+    assert nxt == NOW + timedelta(hours=1)
+
+
+def test_non_retryable_failure_in_on_change_mode_waits_for_a_change() -> None:
+    nxt = next_attempt(
+        Cadence("OnChange", 3600.0),
+        now=NOW,
+        succeeded=False,
+        retryable=False,
+        consecutive_failures=3,
+    )
+
+    assert nxt is None
+
+
+def test_manual_mode_never_retries_on_its_own() -> None:
+    nxt = next_attempt(
+        Cadence("Manual", 3600.0), now=NOW, succeeded=False, retryable=True, consecutive_failures=1
+    )
+
+    assert nxt is None
+
+
+@pytest.mark.parametrize("failures", [1, 2, 3, 4, 5, 6, 8, 12, 30])
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_retryable_failures_back_off_exponentially_with_jitter(failures: int, seed: int) -> None:
+    cap = 3600.0
+
+    nxt = next_attempt(
+        HOURLY,
+        now=NOW,
+        succeeded=False,
+        retryable=True,
+        consecutive_failures=failures,
+        rng=random.Random(seed),
+    )
+
+    assert nxt is not None
+    delay = (nxt - NOW).total_seconds()
+    ceiling = min(cap, BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
+    assert 0.5 * ceiling <= delay <= ceiling
+
+
+def test_backoff_grows_with_consecutive_failures() -> None:
+    def delay(failures: int) -> float:
+        nxt = next_attempt(
+            HOURLY,
+            now=NOW,
+            succeeded=False,
+            retryable=True,
+            consecutive_failures=failures,
+            rng=random.Random(7),
+        )
+        assert nxt is not None
+        return (nxt - NOW).total_seconds()
+
+    # same jitter factor for every call, so the ratio is exactly the growth
+    assert delay(2) == pytest.approx(2 * delay(1))
+    assert delay(5) == pytest.approx(16 * delay(1))
+
+
+def test_retry_is_never_later_than_the_regular_time() -> None:
+    cadence = Cadence("Periodic", 3600.0, schedule="*/15 * * * *")
+
+    nxt = next_attempt(
+        cadence,
+        now=NOW,
+        succeeded=False,
+        retryable=True,
+        consecutive_failures=20,
+        rng=random.Random(3),
+    )
+
+    assert nxt == datetime(2024, 5, 1, 10, 15, tzinfo=UTC)
+
+
+def test_retry_honours_the_servers_retry_after() -> None:
+    nxt = next_attempt(
+        HOURLY,
+        now=NOW,
+        succeeded=False,
+        retryable=True,
+        consecutive_failures=1,
+        retry_after=120.0,
+        rng=random.Random(0),
+    )
+
+    assert nxt == NOW + timedelta(seconds=120)
+
+
+def test_short_retry_after_does_not_shorten_the_backoff() -> None:
+    nxt = next_attempt(
+        HOURLY,
+        now=NOW,
+        succeeded=False,
+        retryable=True,
+        consecutive_failures=4,
+        retry_after=1.0,
+        rng=random.Random(0),
+    )
+
+    assert nxt is not None
+    assert (nxt - NOW).total_seconds() >= 0.5 * BACKOFF_BASE_SECONDS * 2**3
+
+
+def test_interval_connection_is_stale_after_twice_the_interval() -> None:
+    assert HOURLY.stale_at(NOW) == NOW + timedelta(hours=2)
+    assert Cadence("Periodic", 90.0).stale_at(NOW) == NOW + timedelta(minutes=3)
+
+
+def test_cron_connection_is_stale_after_two_scheduled_runs() -> None:
+    midnight = datetime(2024, 5, 3, 0, 0, tzinfo=UTC)
+    every_quarter = Cadence("Periodic", 3600.0, "*/15 * * * *")
+    assert every_quarter.stale_at(midnight) == midnight + timedelta(minutes=30)
+    assert Cadence("Periodic", 60.0, "@daily").stale_at(midnight) == midnight + timedelta(days=2)
+
+
+def test_weekday_cron_connection_is_not_stale_over_the_weekend() -> None:
+    cadence = Cadence("Periodic", 3600.0, "0 9 * * 1-5")
+    friday_success = datetime(2024, 5, 3, 9, 0, tzinfo=UTC)
+    monday_run = cadence.next_regular(friday_success)
+    assert monday_run == datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+    assert cadence.stale_at(friday_success) == datetime(2024, 5, 7, 9, 0, tzinfo=UTC)

@@ -1,0 +1,177 @@
+"""Conditions and phase of a Connection as a user reads them in kubectl."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from patchbay.reasons import Reason
+from patchbay.status import (
+    ConditionState,
+    Findings,
+    connection_conditions,
+    merge_conditions,
+    phase,
+    ready_condition,
+)
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=7)
+
+RESOLVED = ConditionState("True", Reason.VALID, "ClusterConnector postgres")
+CREDENTIALS = ConditionState("True", Reason.VALID, "2 secret fields configured")
+VERIFIED = ConditionState("True", Reason.VERIFIED, "connected and authenticated")
+
+
+def _findings(**overrides: Any) -> Findings:
+    fields: dict[str, Any] = {
+        "suspended": False,
+        "connector": RESOLVED,
+        "credentials": CREDENTIALS,
+        "verified": VERIFIED,
+    }
+    fields.update(overrides)
+    return Findings(**fields)
+
+
+def _by_type(conditions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in conditions}
+
+
+def test_transition_time_stays_when_only_the_reason_changes() -> None:
+    first = merge_conditions(
+        [], [("Verified", ConditionState("False", Reason.TIMEOUT, "slow"))], 1, T0
+    )
+
+    second = merge_conditions(
+        first,
+        [("Verified", ConditionState("False", Reason.AUTHENTICATION_FAILED, "bad password"))],
+        2,
+        T1,
+    )
+
+    assert second[0]["lastTransitionTime"] == "2024-05-01T12:00:00Z"
+    assert second[0]["reason"] == "AuthenticationFailed"
+    assert second[0]["message"] == "bad password"
+
+
+def test_transition_time_moves_when_the_status_changes() -> None:
+    first = merge_conditions([], [("Verified", ConditionState("False", Reason.TIMEOUT))], 1, T0)
+
+    second = merge_conditions(first, [("Verified", VERIFIED)], 1, T1)
+
+    assert second[0]["lastTransitionTime"] == "2024-05-01T12:07:00Z"
+    assert second[0]["status"] == "True"
+
+
+def test_new_condition_gets_the_current_time() -> None:
+    merged = merge_conditions([{"type": "Other", "status": "True"}], [("Ready", VERIFIED)], 3, T1)
+
+    assert merged[0]["lastTransitionTime"] == "2024-05-01T12:07:00Z"
+
+
+def test_every_condition_carries_the_observed_generation() -> None:
+    _, conditions = connection_conditions(_findings(), [], 7, T0)
+
+    assert [c["type"] for c in conditions] == [
+        "ConnectorResolved",
+        "CredentialsResolved",
+        "Verified",
+        "Ready",
+    ]
+    assert all(c["observedGeneration"] == 7 for c in conditions)
+
+
+def test_successful_verification_makes_the_connection_ready() -> None:
+    phase_, conditions = connection_conditions(_findings(), [], 1, T0)
+
+    ready = _by_type(conditions)["Ready"]
+    assert phase_ == "Ready"
+    assert (ready["status"], ready["reason"]) == ("True", "Verified")
+
+
+def test_definite_failure_wins_over_a_later_pending_step_for_ready() -> None:
+    failed = ConditionState("False", Reason.SECRET_NOT_FOUND, "Secret 'db' not found")
+    findings = _findings(credentials=failed, verified=None)
+
+    phase_, conditions = connection_conditions(findings, [], 1, T0)
+
+    by_type = _by_type(conditions)
+    assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "SecretNotFound")
+    assert by_type["Ready"]["message"] == "Secret 'db' not found"
+    assert by_type["Verified"]["reason"] == "Pending"
+    assert phase_ == "Failed"
+
+
+def test_failure_wins_over_an_earlier_step_that_is_unknown() -> None:
+    unknown = ConditionState("Unknown", Reason.PENDING, "waiting")
+    failed = ConditionState("False", Reason.AUTHENTICATION_FAILED, "bad password")
+
+    ready = ready_condition(_findings(credentials=unknown, verified=failed))
+
+    assert (ready.status, ready.reason) == ("False", Reason.AUTHENTICATION_FAILED)
+
+
+def test_steps_not_reached_leave_ready_pending() -> None:
+    findings = _findings(verified=None)
+
+    ready = ready_condition(findings)
+
+    assert (ready.status, ready.reason) == ("Unknown", Reason.PENDING)
+    assert phase(findings, ready) == "Pending"
+
+
+def test_unknown_verification_never_makes_ready_true() -> None:
+    unknown = ConditionState("Unknown", Reason.PROVIDER_ERROR, "driver crashed")
+
+    for extra in ({}, {"stale": True}, {"connector": RESOLVED}):
+        ready = ready_condition(_findings(verified=unknown, **extra))
+        assert ready.status != "True"
+        assert ready.reason == Reason.PROVIDER_ERROR
+
+
+def test_stale_success_shows_ready_unknown_with_reason_stale() -> None:
+    findings = _findings(stale=True)
+
+    phase_, conditions = connection_conditions(findings, [], 1, T0)
+
+    ready = _by_type(conditions)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("Unknown", "Stale")
+    assert phase_ == "Pending"
+
+
+def test_default_conflict_shows_ready_false_with_reason_default_conflict() -> None:
+    findings = _findings(default_conflict="db-b is the default since 2024-01-01")
+
+    phase_, conditions = connection_conditions(findings, [], 1, T0)
+
+    ready = _by_type(conditions)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "DefaultConflict")
+    assert ready["message"] == "db-b is the default since 2024-01-01"
+    assert phase_ == "Failed"
+
+
+def test_suspended_connection_has_phase_suspended_whatever_else_happened() -> None:
+    failed = ConditionState("False", Reason.CONNECTOR_NOT_FOUND, "no such connector")
+    findings = _findings(suspended=True, connector=failed, credentials=None, verified=None)
+
+    phase_, conditions = connection_conditions(findings, [], 1, T0)
+
+    ready = _by_type(conditions)["Ready"]
+    assert phase_ == "Suspended"
+    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+
+
+def test_deprecated_connector_keeps_ready_true_and_mentions_the_deprecation() -> None:
+    deprecated = ConditionState(
+        "True", Reason.CONNECTOR_DEPRECATED, "ClusterConnector legacy-db is deprecated"
+    )
+
+    phase_, conditions = connection_conditions(_findings(connector=deprecated), [], 1, T0)
+
+    by_type = _by_type(conditions)
+    assert phase_ == "Ready"
+    assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("True", "Verified")
+    assert "deprecated" in by_type["Ready"]["message"]
+    assert "connected and authenticated" in by_type["Ready"]["message"]
+    assert by_type["ConnectorResolved"]["reason"] == "ConnectorDeprecated"

@@ -261,7 +261,10 @@ class Reconciler:
         current = await self._current_hash(key, body)
         requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
         resumed = status.get("phase") == "Suspended"
-        if current != state.handled_hash or requested != state.handled_request or resumed:
+        changed = current != state.handled_hash or resumed
+        if (body["spec"].get("verification") or {}).get("mode") == "Manual":
+            changed = not verification  # once at creation, then only on request
+        if changed or requested != state.handled_request:
             self._schedule(key, 0.0)
             return
         next_time = _parse_time(verification.get("nextTime"))

@@ -458,3 +458,32 @@ def test_connector_status_counts_its_connections_and_is_ready(
     assert condition(obj, "Ready")["status"] == "True"
     control_plane.kubectl("delete", "connection", "inventory-0", "-n", namespace)
     wait_for(lambda: counted(2), "the connector to count 2 connections")
+
+
+def test_manual_mode_verifies_once_then_only_on_request(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("manual", api.base_url, verification={"mode": "Manual"}),
+    )
+    wait_for_reason(control_plane, namespace, "manual", "Verified")
+    apply(control_plane, namespace, token_secret("api-token", "rotated-token-value"))
+    time.sleep(3)
+    assert len(api.requests) == 1
+    control_plane.kubectl(
+        "annotate",
+        "connection",
+        "manual",
+        "-n",
+        namespace,
+        "patchbay.dev/verify-requested-at=2026-11-23T11:00:00Z",
+    )
+    wait_for_reason(control_plane, namespace, "manual", "AuthenticationFailed")
+    assert len(api.requests) == 2

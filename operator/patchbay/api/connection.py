@@ -106,7 +106,8 @@ class ConnectionVerificationSpec(ApiModel):
     mode: VerificationMode = Field(
         default="Periodic",
         description="Periodic re-verifies on a schedule and on change; OnChange only when "
-        "inputs change; Manual only on request (annotation patchbay.dev/verify-requested-at).",
+        "inputs change; Manual once at creation, then only on request (annotation "
+        "patchbay.dev/verify-requested-at).",
     )
     interval: Duration | None = Field(
         default=None, description="Re-verification period; defaults to the connector's."

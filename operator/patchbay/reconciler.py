@@ -69,6 +69,10 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
+def _generation(body: Mapping[str, Any]) -> object:
+    return body.get("metadata", {}).get("generation")
+
+
 def _validation_message(exc: ValidationError) -> str:
     """pydantic's errors without the offending input, which may be a credential."""
     first = exc.errors(include_input=False, include_url=False)[0]
@@ -145,10 +149,13 @@ class Reconciler:
         self, kind: str, body: dict[str, Any] | None, name: str, namespace: str | None
     ) -> None:
         ckey: ConnectorKey = (kind, namespace or "", name)
+        before = self.connectors.get(ckey)
         self.connectors[ckey] = body
-        self.limiters.pop(ckey, None)
         if body is not None:
             await self._write_connector_status(ckey, body)
+        if before is not None and body is not None and _generation(before) == _generation(body):
+            return  # a status-only change (often our own write): nothing to re-verify
+        self.limiters.pop(ckey, None)
         for key, state in list(self.states.items()):
             if state.connector == ckey:
                 await self.evaluate(key)
@@ -259,16 +266,28 @@ class Reconciler:
                 await self._write_suspended(key, body)
             return
         current = await self._current_hash(key, body)
+        if state.running:
+            # a verification started while the hash was computed; judge again after it
+            state.dirty = True
+            return
         requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
         resumed = status.get("phase") == "Suspended"
         changed = current != state.handled_hash or resumed
         if (body["spec"].get("verification") or {}).get("mode") == "Manual":
             changed = not verification  # once at creation, then only on request
         if changed or requested != state.handled_request:
+            logger.info(
+                "verifying %s/%s now: %s",
+                *key,
+                "verification requested"
+                if requested != state.handled_request
+                else f"inputs changed ({state.handled_hash} -> {current})",
+            )
             self._schedule(key, 0.0)
             return
         next_time = _parse_time(verification.get("nextTime"))
-        if next_time is not None:
+        # an existing timer was set from a fresher result than this (possibly stale) body
+        if next_time is not None and state.timer is None:
             self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
 
     def _cancel_timer(self, state: ConnectionState) -> None:
@@ -287,6 +306,9 @@ class Reconciler:
         if state is None:
             return
         state.timer = None
+        if state.running:  # never two verifications of one Connection at once
+            state.dirty = True
+            return
         state.running = True
         try:
             async with self._slots:
@@ -639,7 +661,8 @@ class Reconciler:
             "status": {
                 "phase": phase,
                 "conditions": conditions,
-                "isDefault": self._default_winner(key[0], ckey) == key[1],
+                "isDefault": bool(body.get("spec", {}).get("default"))
+                and self._default_winner(key[0], ckey) == key[1],
                 "observedGeneration": body["metadata"].get("generation"),
                 **extra,
             }

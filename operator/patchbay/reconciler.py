@@ -289,6 +289,58 @@ class Reconciler:
         # an existing timer was set from a fresher result than this (possibly stale) body
         if next_time is not None and state.timer is None:
             self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
+        elif next_time is None:
+            await self._watch_staleness(key, body)
+
+    async def _watch_staleness(self, key: Key, body: dict[str, Any]) -> None:
+        """Without a next regular verification, a success ages into reason Stale."""
+        status = body.get("status") or {}
+        last_success = _parse_time((status.get("verification") or {}).get("lastSuccessTime"))
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        if last_success is None or ready.get("reason") != Reason.VERIFIED:
+            return
+        connector = await self._connector(self._connector_key(key[0], body["spec"]))
+        try:
+            spec = ConnectionSpec.model_validate(body["spec"])
+            connector_spec = ConnectorSpec.model_validate((connector or {}).get("spec", {}))
+        except ValidationError:
+            return
+        stale_at = self._cadence(spec, connector_spec).stale_at(last_success)
+        if _now() < stale_at:
+            self._cancel_timer(self.states[key])
+            self.states[key].timer = asyncio.get_running_loop().create_task(
+                self._evaluate_later(key, (stale_at - _now()).total_seconds())
+            )
+            return
+        stale = ConditionState(
+            "Unknown", Reason.STALE, "the last success is older than twice the interval"
+        )
+        conditions = merge_conditions(
+            status.get("conditions") or [],
+            [
+                *(
+                    (c["type"], ConditionState(c["status"], Reason(c["reason"]), c["message"]))
+                    for c in status.get("conditions") or []
+                    if c["type"] != "Ready" and c.get("reason") in Reason.__members__.values()
+                ),
+                ("Ready", stale),
+            ],
+            body["metadata"].get("generation"),
+            _now(),
+        )
+        await self.client.merge_patch(
+            kube.connection_path(*key) + "/status",
+            {"status": {"phase": "Pending", "conditions": conditions}},
+        )
+        await self._record_transition(key, status, "Pending", conditions)
+
+    async def _evaluate_later(self, key: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if key in self.states:
+            self.states[key].timer = None
+            await self.evaluate(key)
 
     def _cancel_timer(self, state: ConnectionState) -> None:
         if state.timer is not None and not state.timer.done():
@@ -694,6 +746,8 @@ class Reconciler:
             event_reason, event_type = "Verified", "Normal"
         elif reason_text == Reason.PENDING:
             return
+        elif reason_text == Reason.STALE:
+            event_reason, event_type = "Stale", "Warning"
         else:
             event_reason, event_type = "VerificationFailed", "Warning"
         message = next((c["message"] for c in conditions if c["type"] == "Ready"), "")

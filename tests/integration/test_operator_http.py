@@ -487,3 +487,34 @@ def test_manual_mode_verifies_once_then_only_on_request(
     )
     wait_for_reason(control_plane, namespace, "manual", "AuthenticationFailed")
     assert len(api.requests) == 2
+
+
+def test_success_older_than_twice_the_interval_shows_stale(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    connector = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "quick"},
+        "spec": {
+            "driver": "http",
+            "auth": {"type": "bearer"},
+            "variables": [
+                {"key": "baseUrl", "type": "url", "required": True},
+                {"key": "token", "required": True, "secret": True},
+            ],
+            "verification": {"interval": "2s", "http": {"path": "/"}},
+        },
+    }
+    connection = http_connection("onchange", api.base_url, verification={"mode": "OnChange"})
+    connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "quick"}
+    apply(control_plane, namespace, connector, token_secret("api-token", token), connection)
+    wait_for_reason(control_plane, namespace, "onchange", "Verified")
+    obj = wait_for_reason(control_plane, namespace, "onchange", "Stale")
+    assert condition(obj, "Ready")["status"] == "Unknown"
+    assert obj["status"]["phase"] == "Pending"
+    assert len(api.requests) == 1

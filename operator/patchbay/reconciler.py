@@ -14,7 +14,8 @@ import base64
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -363,8 +364,7 @@ class Reconciler:
             return
         state.running = True
         try:
-            async with self._slots:
-                await self.verify(key)
+            await self.verify(key)
         except Exception:
             logger.exception("verification of %s/%s crashed", *key)
             self._schedule(key, 30.0)
@@ -428,7 +428,7 @@ class Reconciler:
                         request,
                         egress=self.settings.egress,
                         timeout_seconds=self._timeout(spec, connector_spec),
-                        limiter=self._limiter(state.connector, connector_spec),
+                        limiter=self._budget(self._limiter(state.connector, connector_spec)),
                     )
                     duration_ms = int(elapsed * 1000)
                     verified_state = ConditionState(
@@ -581,6 +581,13 @@ class Reconciler:
 
     def _timeout(self, spec: ConnectionSpec, connector: ConnectorSpec) -> float:
         return parse_duration(spec.verification.timeout or connector.verification.timeout)
+
+    @asynccontextmanager
+    async def _budget(self, limiter: AsyncLimiter | None) -> AsyncIterator[None]:
+        """The connector's rate limit first, then a slot: a throttled connector waiting
+        for tokens must not hold the slots other connectors need."""
+        async with limiter if limiter is not None else nullcontext(), self._slots:
+            yield
 
     def _limiter(self, ckey: ConnectorKey | None, connector: ConnectorSpec) -> AsyncLimiter | None:
         if connector.rate_limit is None or ckey is None:

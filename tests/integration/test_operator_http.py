@@ -518,3 +518,43 @@ def test_success_older_than_twice_the_interval_shows_stale(
     assert condition(obj, "Ready")["status"] == "Unknown"
     assert obj["status"]["phase"] == "Pending"
     assert len(api.requests) == 1
+
+
+def test_connector_rate_limit_caps_calls_to_the_system(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    connector = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "throttled"},
+        "spec": {
+            "driver": "http",
+            "auth": {"type": "bearer"},
+            "variables": [
+                {"key": "baseUrl", "type": "url", "required": True},
+                {"key": "token", "required": True, "secret": True},
+            ],
+            "verification": {"http": {"path": "/"}},
+            "rateLimit": {"requests": 1, "per": "1h"},
+        },
+    }
+    connections = []
+    for i in range(3):
+        connection = http_connection(f"limited-{i}", api.base_url)
+        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "throttled"}
+        connections.append(connection)
+    apply(control_plane, namespace, connector, token_secret("api-token", token), *connections)
+    wait_for(lambda: len(api.requests) == 1, "the first verification")
+    time.sleep(5)
+    assert len(api.requests) == 1
+    phases = [
+        get_json(control_plane, "connection", f"limited-{i}", "-n", namespace)
+        .get("status", {})
+        .get("phase")
+        for i in range(3)
+    ]
+    assert phases.count("Ready") == 1

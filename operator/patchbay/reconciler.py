@@ -423,12 +423,29 @@ class Reconciler:
                         http=connector_spec.verification.http,
                         tls=creds.tls,
                     )
+                    limiter = self._limiter(state.connector, connector_spec)
+                    if limiter is not None and not limiter.has_capacity():
+                        await self._write_status(
+                            key,
+                            body,
+                            Findings(
+                                suspended=False,
+                                connector=connector_state,
+                                credentials=credentials_state,
+                                verified=ConditionState(
+                                    "Unknown",
+                                    Reason.RATE_LIMITED,
+                                    "waiting for the connector's rate limit",
+                                ),
+                            ),
+                            {},
+                        )
                     outcome, elapsed = await run_verification(
                         self.drivers[connector_spec.driver],
                         request,
                         egress=self.settings.egress,
                         timeout_seconds=self._timeout(spec, connector_spec),
-                        limiter=self._budget(self._limiter(state.connector, connector_spec)),
+                        limiter=self._budget(limiter),
                     )
                     duration_ms = int(elapsed * 1000)
                     verified_state = ConditionState(
@@ -755,6 +772,8 @@ class Reconciler:
             return
         elif reason_text == Reason.STALE:
             event_reason, event_type = "Stale", "Warning"
+        elif after[0] == "Unknown":
+            return  # not a result yet (e.g. waiting for the rate limit)
         else:
             event_reason, event_type = "VerificationFailed", "Warning"
         message = next((c["message"] for c in conditions if c["type"] == "Ready"), "")

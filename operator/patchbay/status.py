@@ -99,8 +99,8 @@ def phase(findings: Findings, ready: ConditionState) -> str:
         return "Suspended"
     if ready.status == "True":
         return "Ready"
-    if ready.reason in (Reason.PENDING, Reason.STALE):
-        return "Pending"
+    if ready.status == "Unknown":
+        return "Pending"  # no definite answer yet: pending, not failed
     return "Failed"
 
 

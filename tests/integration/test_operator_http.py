@@ -558,3 +558,12 @@ def test_connector_rate_limit_caps_calls_to_the_system(
         for i in range(3)
     ]
     assert phases.count("Ready") == 1
+    assert phases.count("Pending") == 2
+    waiting = [
+        get_json(control_plane, "connection", f"limited-{i}", "-n", namespace) for i in range(3)
+    ]
+    assert sorted(condition(o, "Ready")["reason"] for o in waiting) == [
+        "RateLimited",
+        "RateLimited",
+        "Verified",
+    ]

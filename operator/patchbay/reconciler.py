@@ -365,8 +365,9 @@ class Reconciler:
         state.running = True
         try:
             await self.verify(key)
-        except Exception:
-            logger.exception("verification of %s/%s crashed", *key)
+        except Exception as exc:
+            # the type only: a traceback's message could carry a credential
+            logger.error("verification of %s/%s crashed with %s", *key, type(exc).__name__)
             self._schedule(key, 30.0)
         finally:
             state.running = False

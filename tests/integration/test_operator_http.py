@@ -78,6 +78,24 @@ def http_connection(
     }
 
 
+def bearer_connector(name: str, **spec: Any) -> dict[str, Any]:
+    """A namespaced http Connector with bearer auth, like the http-api ClusterConnector."""
+    return {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": name},
+        "spec": {
+            "driver": "http",
+            "auth": {"type": "bearer"},
+            "variables": [
+                {"key": "baseUrl", "type": "url", "required": True},
+                {"key": "token", "required": True, "secret": True},
+            ],
+            **spec,
+        },
+    }
+
+
 def events_for(cp: localcluster.ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
     items = get_json(cp, "events", "-n", namespace)["items"]
     return [e for e in items if e["involvedObject"]["name"] == name]
@@ -496,20 +514,7 @@ def test_success_older_than_twice_the_interval_shows_stale(
     api: TokenApi,
     token: str,
 ) -> None:
-    connector = {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connector",
-        "metadata": {"name": "quick"},
-        "spec": {
-            "driver": "http",
-            "auth": {"type": "bearer"},
-            "variables": [
-                {"key": "baseUrl", "type": "url", "required": True},
-                {"key": "token", "required": True, "secret": True},
-            ],
-            "verification": {"interval": "2s", "http": {"path": "/"}},
-        },
-    }
+    connector = bearer_connector("quick", verification={"interval": "2s", "http": {"path": "/"}})
     connection = http_connection("onchange", api.base_url, verification={"mode": "OnChange"})
     connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "quick"}
     apply(control_plane, namespace, connector, token_secret("api-token", token), connection)
@@ -527,21 +532,11 @@ def test_connector_rate_limit_caps_calls_to_the_system(
     api: TokenApi,
     token: str,
 ) -> None:
-    connector = {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connector",
-        "metadata": {"name": "throttled"},
-        "spec": {
-            "driver": "http",
-            "auth": {"type": "bearer"},
-            "variables": [
-                {"key": "baseUrl", "type": "url", "required": True},
-                {"key": "token", "required": True, "secret": True},
-            ],
-            "verification": {"http": {"path": "/"}},
-            "rateLimit": {"requests": 1, "per": "1h"},
-        },
-    }
+    connector = bearer_connector(
+        "throttled",
+        verification={"http": {"path": "/"}},
+        rateLimit={"requests": 1, "per": "1h"},
+    )
     connections = []
     for i in range(3):
         connection = http_connection(f"limited-{i}", api.base_url)

@@ -118,7 +118,9 @@ class Reconciler:
         self.connectors: dict[ConnectorKey, dict[str, Any] | None] = {}
         self.secret_versions: dict[Key, str | None] = {}
         self.secret_readers: dict[Key, set[Key]] = defaultdict(set)
-        self.limiters: dict[ConnectorKey, AsyncLimiter] = {}
+        # with the (requests, period) they were made for: another edit of the
+        # connector keeps the spent budget, or a re-verification wave would be free
+        self.limiters: dict[ConnectorKey, tuple[tuple[int, float], AsyncLimiter]] = {}
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_verifications)
         self._recount: set[ConnectorKey] = set()
         self._recount_task: asyncio.Task[None] | None = None
@@ -156,7 +158,8 @@ class Reconciler:
             await self._write_connector_status(ckey, body)
         if before is not None and body is not None and _generation(before) == _generation(body):
             return  # a status-only change (often our own write): nothing to re-verify
-        self.limiters.pop(ckey, None)
+        if body is None:
+            self.limiters.pop(ckey, None)
         for key, state in list(self.states.items()):
             if state.connector == ckey:
                 await self.evaluate(key)
@@ -610,11 +613,12 @@ class Reconciler:
     def _limiter(self, ckey: ConnectorKey | None, connector: ConnectorSpec) -> AsyncLimiter | None:
         if connector.rate_limit is None or ckey is None:
             return None
-        if ckey not in self.limiters:
-            self.limiters[ckey] = AsyncLimiter(
-                connector.rate_limit.requests, parse_duration(connector.rate_limit.per)
-            )
-        return self.limiters[ckey]
+        budget = (connector.rate_limit.requests, parse_duration(connector.rate_limit.per))
+        known = self.limiters.get(ckey)
+        if known is None or known[0] != budget:
+            known = (budget, AsyncLimiter(*budget))
+            self.limiters[ckey] = known
+        return known[1]
 
     async def _read_secrets(
         self, namespace: str, names: list[str]

@@ -19,6 +19,7 @@ class TokenApi:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -26,6 +27,7 @@ class TokenApi:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(request.headers.get("Authorization", ""))
+        self.paths.append(request.path)
         if request.headers.get("Authorization") == f"Bearer {self.token}":
             return web.json_response({"ok": True}, headers={"Server": "token-api/1.0"})
         return web.json_response({"error": "invalid token"}, status=401)

@@ -562,3 +562,40 @@ def test_connector_rate_limit_caps_calls_to_the_system(
         "RateLimited",
         "Verified",
     ]
+
+
+def test_connector_change_reverifies_its_connections_within_its_rate_limit(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    def connector(path: str) -> dict[str, Any]:
+        return bearer_connector(
+            "shared", verification={"http": {"path": path}}, rateLimit={"requests": 4, "per": "1h"}
+        )
+
+    connections = []
+    for i in range(2):
+        connection = http_connection(f"user-{i}", api.base_url)
+        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "shared"}
+        connections.append(connection)
+    apply(
+        control_plane, namespace, connector("/v1"), token_secret("api-token", token), *connections
+    )
+    for i in range(2):
+        wait_for_reason(control_plane, namespace, f"user-{i}", "Verified")
+    assert api.paths == ["/v1", "/v1"]
+
+    apply(control_plane, namespace, connector("/v2"))
+    wait_for(lambda: api.paths[2:] == ["/v2", "/v2"], "both connections to use the new request")
+    for i in range(2):
+        wait_for_reason(control_plane, namespace, f"user-{i}", "Verified")
+
+    # The budget of 4 calls per hour is spent: a further change must wait for it.
+    apply(control_plane, namespace, connector("/v3"))
+    for i in range(2):
+        wait_for_reason(control_plane, namespace, f"user-{i}", "RateLimited")
+    time.sleep(3)
+    assert len(api.paths) == 4

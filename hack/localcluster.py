@@ -348,7 +348,7 @@ def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, 
 # --- processes --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # Racy by nature (the port is released before the component binds it), but good enough
     # on loopback and avoids fixed ports clashing between parallel clusters.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -434,7 +434,7 @@ def start_control_plane(
     shutil.rmtree(etcd_dir, ignore_errors=True)
     pki = _make_pki(workdir / "pki")
 
-    etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     server = f"https://127.0.0.1:{api_port}"
     cp = ControlPlane(
         workdir=workdir, kubeconfig=workdir / "kubeconfig", server=server, bin_dir=bin_dir

@@ -16,7 +16,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+
+from localcluster import free_port
 
 POSTGRES_LIB = Path("/usr/lib/postgresql")
 INSTALL_HINT = "run hack/install-test-deps.sh to install the postgresql package"
@@ -95,13 +96,6 @@ def _write_private(path: Path, text: str) -> None:
     _give_to_server_user(path)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -122,7 +116,7 @@ def start_postgres(workdir: Path) -> PostgresServer:
         base = workdir
         base.mkdir(parents=True, exist_ok=True)
     server = PostgresServer(
-        port=_free_port(),
+        port=free_port(),
         superuser="postgres",
         superuser_password=secrets.token_urlsafe(24),
         datadir=base / "data",

@@ -44,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow verification traffic only to these networks (repeatable)",
     )
     run.add_argument("--max-concurrent", type=int, default=64, help="verifications running at once")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (0: off)",
+    )
+    run.add_argument(
+        "--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="address the metrics bind to"
+    )
     return parser
 
 
@@ -68,7 +78,10 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(
+            settings=settings,
+            metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+        ),
     )
     return 0
 

@@ -38,6 +38,7 @@ from patchbay.credentials import (
 from patchbay.drivers.base import Driver, VerifyOutcome, VerifyRequest
 from patchbay.egress import EgressPolicy
 from patchbay.inputs import inputs_hash
+from patchbay.metrics import Metrics
 from patchbay.reasons import NOT_RETRYABLE, Reason
 from patchbay.schedule import Cadence, next_attempt, parse_duration
 from patchbay.status import ConditionState, Findings, connection_conditions, merge_conditions
@@ -109,10 +110,12 @@ class Reconciler:
         client: kube.KubeClient,
         drivers: Mapping[str, Driver],
         settings: OperatorSettings | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.drivers = dict(drivers)
         self.settings = settings or OperatorSettings()
+        self.metrics = metrics or Metrics()
         self.connections: dict[Key, dict[str, Any]] = {}
         self.states: dict[Key, ConnectionState] = defaultdict(ConnectionState)
         self.connectors: dict[ConnectorKey, dict[str, Any] | None] = {}
@@ -138,6 +141,7 @@ class Reconciler:
         key = (namespace, name)
         self.connections.pop(key, None)
         state = self.states.pop(key, None)
+        self.metrics.forget_connection(namespace, name)
         if state is not None:
             if state.timer is not None:
                 state.timer.cancel()
@@ -338,7 +342,7 @@ class Reconciler:
             kube.connection_path(*key) + "/status",
             {"status": {"phase": "Pending", "conditions": conditions}},
         )
-        await self._record_transition(key, status, "Pending", conditions)
+        await self._after_status_write(key, body, status, "Pending", conditions)
 
     async def _evaluate_later(self, key: Key, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -429,6 +433,7 @@ class Reconciler:
                     )
                     limiter = self._limiter(state.connector, connector_spec)
                     if limiter is not None and not limiter.has_capacity():
+                        self.metrics.rate_limited.inc()
                         await self._write_status(
                             key,
                             body,
@@ -539,6 +544,12 @@ class Reconciler:
                 for c in (outcome.checks if outcome else ())
             ],
         }
+        self.metrics.observe_verification(
+            connector_spec.driver if outcome is not None and connector_spec else None,
+            verification["result"],
+            str(code),
+            duration_ms / 1000 if duration_ms is not None else None,
+        )
         await self._write_status(
             key,
             body,
@@ -749,7 +760,19 @@ class Reconciler:
             }
         }
         await self.client.merge_patch(kube.connection_path(*key) + "/status", patch)
-        await self._record_transition(key, status, phase, conditions)
+        await self._after_status_write(key, body, status, phase, conditions)
+
+    async def _after_status_write(
+        self,
+        key: Key,
+        body: dict[str, Any],
+        old_status: Mapping[str, Any],
+        phase: str,
+        conditions: list[dict[str, Any]],
+    ) -> None:
+        connector = (body.get("spec", {}).get("connectorRef") or {}).get("name", "")
+        self.metrics.observe_phase(*key, connector, phase)
+        await self._record_transition(key, old_status, phase, conditions)
 
     async def _record_transition(
         self, key: Key, old_status: Mapping[str, Any], phase: str, conditions: list[dict[str, Any]]

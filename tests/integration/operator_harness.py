@@ -7,26 +7,66 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 import localcluster
 
 
 class OperatorProcess:
-    """`patchbay run` in a subprocess, its JSON log captured to a file."""
+    """`patchbay run` in a subprocess, its JSON log captured to a file and its
+    metrics served on a free loopback port."""
 
     def __init__(self, cp: localcluster.ControlPlane, log_path: Path, *args: str) -> None:
         self.log_path = log_path
+        self.metrics_port = localcluster.free_port()
         env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "patchbay.cli", "run", "--log-format", "json", *args],
+            [
+                sys.executable,
+                "-m",
+                "patchbay.cli",
+                "run",
+                "--log-format",
+                "json",
+                "--metrics-host",
+                "127.0.0.1",
+                "--metrics-port",
+                str(self.metrics_port),
+                *args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
         )
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every sample the metrics endpoint serves now, keyed by name and labels."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+        def scrape() -> str | None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return str(response.read().decode())
+            except ConnectionRefusedError:
+                return None  # still starting
+            except urllib.error.URLError as exc:
+                if isinstance(exc.reason, ConnectionRefusedError):
+                    return None
+                raise
+
+        text: str = wait_for(scrape, "the metrics endpoint")
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -599,3 +599,57 @@ def test_connector_change_reverifies_its_connections_within_its_rate_limit(
         wait_for_reason(control_plane, namespace, f"user-{i}", "RateLimited")
     time.sleep(3)
     assert len(api.paths) == 4
+
+
+def test_metrics_follow_verifications_readiness_and_rate_limits(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    ready = (
+        "patchbay_connection_ready",
+        frozenset({("namespace", namespace), ("name", "watched"), ("connector", "http-api")}),
+    )
+
+    def counted(result: str, reason: str) -> float:
+        key = ("patchbay_verifications_total", frozenset({("result", result), ("reason", reason)}))
+        return operator.metrics().get(key, 0.0)
+
+    verified_before = counted("Succeeded", "Verified")
+    apply(
+        control_plane,
+        namespace,
+        token_secret("api-token", token),
+        http_connection("watched", api.base_url),
+    )
+    wait_for_reason(control_plane, namespace, "watched", "Verified")
+    samples = operator.metrics()
+    assert samples[ready] == 1.0
+    assert counted("Succeeded", "Verified") == verified_before + 1
+    http_count = ("patchbay_verification_duration_seconds_count", frozenset({("driver", "http")}))
+    assert samples[http_count] >= 1
+
+    failed_before = counted("Failed", "AuthenticationFailed")
+    apply(control_plane, namespace, token_secret("api-token", "rotated-to-a-wrong-value"))
+    wait_for_reason(control_plane, namespace, "watched", "AuthenticationFailed")
+    assert operator.metrics()[ready] == 0.0
+    assert counted("Failed", "AuthenticationFailed") == failed_before + 1
+
+    control_plane.kubectl("delete", "connection", "watched", "-n", namespace)
+    wait_for(lambda: ready not in operator.metrics(), "the deleted Connection's series to go")
+
+    connector = bearer_connector(
+        "metered", verification={"http": {"path": "/"}}, rateLimit={"requests": 1, "per": "1h"}
+    )
+    waiting = []
+    for i in range(2):
+        connection = http_connection(f"metered-{i}", api.base_url)
+        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "metered"}
+        waiting.append(connection)
+    apply(control_plane, namespace, token_secret("api-token", token), connector, *waiting)
+    wait_for(
+        lambda: operator.metrics().get(("patchbay_rate_limited_total", frozenset()), 0) >= 1,
+        "a verification to wait for the rate limit",
+    )

@@ -13,6 +13,7 @@ import kopf
 
 from patchbay import kube
 from patchbay.drivers import available_drivers
+from patchbay.metrics import Metrics, MetricsServer
 from patchbay.reconciler import OperatorSettings, Reconciler
 
 GROUP = "patchbay.dev"
@@ -34,11 +35,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     client = kube.KubeClient(kube.load_configuration())
     memo["client"] = client
-    memo["reconciler"] = Reconciler(client, available_drivers(), operator_settings)
+    metrics = Metrics()
+    memo["reconciler"] = Reconciler(client, available_drivers(), operator_settings, metrics)
+    address: tuple[str, int] | None = memo.get("metrics_address")
+    if address is not None:
+        memo["metrics_server"] = server = MetricsServer(metrics, *address)
+        await server.start()
 
 
 @kopf.on.cleanup()
 async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    server = memo.get("metrics_server")
+    if server is not None:
+        await server.stop()
     client = memo.get("client")
     if client is not None:
         await client.close()

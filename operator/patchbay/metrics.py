@@ -1,0 +1,94 @@
+"""Prometheus metrics of the operator and the endpoint that serves them.
+
+The registry is per operator rather than the library's global one, so a test
+or an embedding program sees exactly the series this operator produced.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# Verifications span loopback answers in milliseconds to a full timeout.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connection_ready = Gauge(
+            "patchbay_connection_ready",
+            "1 when the Connection's Ready condition is True, else 0.",
+            ["namespace", "name", "connector"],
+            registry=self.registry,
+        )
+        self.verification_duration = Histogram(
+            "patchbay_verification_duration_seconds",
+            "Time one verification spent talking to the external system.",
+            ["driver"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.verifications = Counter(
+            "patchbay_verifications",
+            "Verifications finished, by result and reason code.",
+            ["result", "reason"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "patchbay_rate_limited",
+            "Verifications that had to wait for their connector's rate limit.",
+            registry=self.registry,
+        )
+        # the connector label each Connection's series was written with
+        self._ready_labels: dict[tuple[str, str], str] = {}
+
+    def observe_phase(self, namespace: str, name: str, connector: str, phase: str) -> None:
+        previous = self._ready_labels.get((namespace, name))
+        if previous is not None and previous != connector:
+            self.connection_ready.remove(namespace, name, previous)
+        self._ready_labels[(namespace, name)] = connector
+        self.connection_ready.labels(namespace, name, connector).set(1 if phase == "Ready" else 0)
+
+    def forget_connection(self, namespace: str, name: str) -> None:
+        connector = self._ready_labels.pop((namespace, name), None)
+        if connector is not None:
+            self.connection_ready.remove(namespace, name, connector)
+
+    def observe_verification(
+        self, driver: str | None, result: str, reason: str, seconds: float | None
+    ) -> None:
+        self.verifications.labels(result, reason).inc()
+        if driver is not None and seconds is not None:
+            self.verification_duration.labels(driver).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """`GET /metrics` on the operator's event loop; generating the text is cheap."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, _: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.exposition())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

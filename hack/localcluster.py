@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -30,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from testpki import CertificateAuthority, pem_key, subject_alternative_names
 
 HACK_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HACK_DIR.parent
@@ -194,14 +192,6 @@ class _Pki:
     sa_private: Path
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     path.chmod(0o600)
@@ -210,104 +200,25 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _make_pki(pki_dir: Path) -> _Pki:
     pki_dir.mkdir(parents=True, exist_ok=True)
-    # Backdated so a little clock skew cannot make fresh certs "not yet valid"; short-lived
-    # because every start mints new ones.
-    now = datetime.datetime.now(datetime.UTC)
-    not_before = now - datetime.timedelta(minutes=5)
-    not_after = now + datetime.timedelta(days=7)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "patchbay-local-ca")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def leaf(
-        cn: str,
-        orgs: tuple[str, ...] = (),
-        server: bool = False,
-        sans: list[x509.GeneralName] | None = None,
-    ) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                critical=False,
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
-
+    ca = CertificateAuthority.create("patchbay-local-ca")
     # 10.0.0.1 is the first address of SERVICE_CIDR, i.e. the in-cluster `kubernetes` service.
-    serving_sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        *(
-            x509.DNSName(n)
-            for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
-        ),
-    ]
-    serving = leaf("kube-apiserver", server=True, sans=serving_sans)
-    admin = leaf("admin", orgs=("system:masters",))
-    kcm = leaf("system:kube-controller-manager")
+    serving_sans = subject_alternative_names(
+        "127.0.0.1",
+        "10.0.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+    )
+    serving = ca.issue("kube-apiserver", server=True, sans=serving_sans)
+    admin = ca.issue("admin", organizations=("system:masters",))
+    kcm = ca.issue("system:kube-controller-manager")
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     sa_pub = sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return _Pki(
-        ca_cert=_write(pki_dir / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM)),
+        ca_cert=_write(pki_dir / "ca.crt", ca.cert_pem),
         serving_cert=_write(pki_dir / "apiserver.crt", serving[0]),
         serving_key=_write(pki_dir / "apiserver.key", serving[1]),
         admin_cert=_write(pki_dir / "admin.crt", admin[0]),
@@ -315,7 +226,7 @@ def _make_pki(pki_dir: Path) -> _Pki:
         kcm_cert=_write(pki_dir / "kube-controller-manager.crt", kcm[0]),
         kcm_key=_write(pki_dir / "kube-controller-manager.key", kcm[1]),
         sa_public=_write(pki_dir / "sa.pub", sa_pub),
-        sa_private=_write(pki_dir / "sa.key", _pem_key(sa_key)),
+        sa_private=_write(pki_dir / "sa.key", pem_key(sa_key)),
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 
 from patchbay import __version__
 
@@ -54,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="address the metrics bind to"
     )
+    run.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the validating admission webhook over HTTPS on this port (0: off)",
+    )
+    run.add_argument(
+        "--webhook-host", default="0.0.0.0", metavar="ADDRESS", help="address the webhook binds to"
+    )
+    run.add_argument(
+        "--webhook-cert", metavar="FILE", help="PEM serving certificate of the webhook"
+    )
+    run.add_argument("--webhook-key", metavar="FILE", help="PEM private key of the webhook")
     return parser
 
 
@@ -65,7 +81,14 @@ def run_operator(args: argparse.Namespace) -> int:
     from patchbay.logs import configure_logging
     from patchbay.reconciler import OperatorSettings
 
+    if args.webhook_port and not (args.webhook_cert and args.webhook_key):
+        print(
+            "patchbay run: --webhook-port needs --webhook-cert and --webhook-key", file=sys.stderr
+        )
+        return 2
     configure_logging(args.log_level, args.log_format == "json")
+    if args.webhook_port:
+        importlib.import_module("patchbay.controller.admission")  # registers the webhook
     settings = OperatorSettings(
         max_concurrent_verifications=args.max_concurrent,
         egress=EgressPolicy(
@@ -81,6 +104,14 @@ def run_operator(args: argparse.Namespace) -> int:
         memo=kopf.Memo(
             settings=settings,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+            webhook=kopf.WebhookServer(
+                addr=args.webhook_host,
+                port=args.webhook_port,
+                certfile=args.webhook_cert,
+                pkeyfile=args.webhook_key,
+            )
+            if args.webhook_port
+            else None,
         ),
     )
     return 0

@@ -204,6 +204,16 @@ class Reconciler:
         kind = ref.get("kind", "ClusterConnector")
         return (kind, "" if kind == "ClusterConnector" else namespace, ref.get("name", ""))
 
+    async def connector_spec(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorSpec | None:
+        """The connector a Connection spec refers to, if it exists and is valid."""
+        body = await self._connector(self._connector_key(namespace, spec))
+        if body is None:
+            return None
+        try:
+            return ConnectorSpec.model_validate(body.get("spec", {}))
+        except ValidationError:
+            return None
+
     async def _connector(self, ckey: ConnectorKey) -> dict[str, Any] | None:
         if ckey not in self.connectors:
             kind, namespace, name = ckey

@@ -28,6 +28,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="patchbay.dev", key="last-handled-configuration"
     )
+    settings.admission.server = memo.get("webhook")
     settings.posting.enabled = False  # patchbay posts its own Events, on transitions only
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -1,0 +1,57 @@
+"""What the validating webhook admits and refuses, decided without a cluster."""
+
+from __future__ import annotations
+
+from patchbay.admission import connection_problem
+from patchbay.api.connector import ConnectorSpec
+
+CONNECTOR = ConnectorSpec.model_validate(
+    {
+        "driver": "http",
+        "auth": {"type": "bearer"},
+        "variables": [
+            {"key": "baseUrl", "type": "url", "required": True},
+            {"key": "token", "secret": True, "required": True},
+        ],
+    }
+)
+REF = {"kind": "ClusterConnector", "name": "http-api"}
+
+
+def test_inline_secret_is_refused_naming_the_variable_but_not_the_value() -> None:
+    spec = {"connectorRef": REF, "config": {"baseUrl": "https://a.test", "token": "canary-x1"}}
+
+    problem = connection_problem(CONNECTOR, spec)
+
+    assert problem is not None
+    assert "'token'" in problem and "Secret" in problem
+    assert "canary-x1" not in problem
+
+
+def test_unknown_and_missing_variables_are_refused() -> None:
+    unknown = {"connectorRef": REF, "config": {"baseUrl": "https://a.test", "colour": "red"}}
+    missing = {"connectorRef": REF, "config": {}}
+
+    assert "'colour'" in (connection_problem(CONNECTOR, unknown) or "")
+    assert "'baseUrl'" in (connection_problem(CONNECTOR, missing) or "")
+
+
+def test_valid_config_is_admitted() -> None:
+    spec = {"connectorRef": REF, "config": {"baseUrl": "https://a.test"}}
+
+    assert connection_problem(CONNECTOR, spec) is None
+
+
+def test_unknown_connector_is_admitted_for_the_reconciler_to_report() -> None:
+    spec = {"connectorRef": REF, "config": {"anything": 1}}
+
+    assert connection_problem(None, spec) is None
+
+
+def test_edit_that_leaves_config_and_connector_alone_is_admitted() -> None:
+    # stored before its connector gained a required variable: it can still be suspended
+    old = {"connectorRef": REF, "config": {}}
+    new = {**old, "suspend": True}
+
+    assert connection_problem(CONNECTOR, new, old) is None
+    assert connection_problem(CONNECTOR, {**new, "config": {"x": 1}}, old) is not None

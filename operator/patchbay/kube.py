@@ -16,6 +16,8 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from patchbay import __version__
+
 FIELD_MANAGER = "patchbay"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -53,6 +55,8 @@ class KubeClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=context, limit=64),
             timeout=aiohttp.ClientTimeout(total=30),
+            # names the operator in managedFields and the API server's audit log
+            headers={"User-Agent": f"{FIELD_MANAGER}/{__version__}"},
         )
 
     def _headers(self, content_type: str | None) -> dict[str, str]:

@@ -725,14 +725,19 @@ class Reconciler:
 
     # ----- writing -----------------------------------------------------------------
 
-    async def _ensure_labels(self, key: Key, body: dict[str, Any]) -> None:
-        spec = body.get("spec", {})
-        ckey = self._connector_key(key[0], spec)
+    async def labels_for(self, namespace: str, spec: Mapping[str, Any]) -> dict[str, str]:
+        """The labels that let `kubectl get connections -l` filter by connector and driver."""
+        ckey = self._connector_key(namespace, spec)
         connector = await self._connector(ckey)
         wanted = {CONNECTOR_LABEL: ckey[2]}
         driver = ((connector or {}).get("spec") or {}).get("driver")
         if driver:
             wanted[DRIVER_LABEL] = driver
+        return wanted
+
+    async def _ensure_labels(self, key: Key, body: dict[str, Any]) -> None:
+        # usually set at admission already; a patch only without the webhook
+        wanted = await self.labels_for(key[0], body.get("spec", {}))
         labels = body["metadata"].get("labels") or {}
         if all(labels.get(k) == v for k, v in wanted.items()):
             return

@@ -16,7 +16,12 @@ import yaml
 import localcluster
 from testpki import CertificateAuthority, subject_alternative_names
 from tests.conftest import REPO_ROOT
-from tests.integration.operator_harness import OperatorProcess, wait_for
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    get_json,
+    wait_for,
+    wait_for_reason,
+)
 
 
 def connection(name: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +43,32 @@ def apply(
     return cp.kubectl(
         "apply", "-n", namespace, *flags, "-f", "-", input=yaml.safe_dump(obj), check=False
     )
+
+
+def registration(kind: str, name: str, path: str, failure_policy: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"{path}.patchbay.dev",
+                "clientConfig": {"path": path},
+                "rules": [
+                    {
+                        "apiGroups": ["patchbay.dev"],
+                        "apiVersions": ["v1alpha1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["connections"],
+                    }
+                ],
+                "failurePolicy": failure_policy,
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
 
 
 @pytest.fixture
@@ -67,39 +98,39 @@ def webhook(
         str(tmp_path / "tls.key"),
     )
     name = f"patchbay-test-{uuid.uuid4().hex[:8]}"
-    configuration = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "connections.patchbay.dev",
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}/validate-connection",
-                    "caBundle": base64.b64encode(ca.cert_pem).decode(),
-                },
-                "rules": [
-                    {
-                        "apiGroups": ["patchbay.dev"],
-                        "apiVersions": ["v1alpha1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["connections"],
-                    }
-                ],
-                # only this test's namespace: other tests run without the webhook
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5,
-            }
-        ],
-    }
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(configuration))
+    ca_bundle = base64.b64encode(ca.cert_pem).decode()
+    configurations = [
+        registration("ValidatingWebhookConfiguration", name, "validate-connection", "Fail"),
+        registration("MutatingWebhookConfiguration", name, "label-connection", "Ignore"),
+    ]
+    for configuration in configurations:
+        webhook = configuration["webhooks"][0]
+        webhook["clientConfig"] = {
+            "url": f"https://127.0.0.1:{port}/{webhook['clientConfig']['path']}",
+            "caBundle": ca_bundle,
+        }
+        # only this test's namespace: other tests run without the webhooks
+        webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(configuration))
+    # The operator needs a moment to serve, and the API server to load the configurations.
+    probe = connection("probe", {"baseUrl": "http://127.0.0.1:9"})
+    invalid = connection("probe", {})
+
+    def effective() -> bool:
+        refused = apply(control_plane, namespace, invalid, "--dry-run=server")
+        admitted = apply(control_plane, namespace, probe, "--dry-run=server", "-o", "json")
+        return (
+            "denied the request" in refused.stderr
+            and admitted.returncode == 0
+            and "patchbay.dev/driver" in admitted.stdout
+        )
+
     try:
+        wait_for(effective, "the webhooks to take effect")
         yield process
     finally:
-        control_plane.kubectl("delete", "validatingwebhookconfiguration", name, check=False)
+        for configuration in configurations:
+            control_plane.kubectl("delete", configuration["kind"], name, check=False)
         process.stop()
 
 
@@ -109,16 +140,8 @@ def test_inline_password_is_refused_at_admission_and_nothing_is_stored(
     canary = f"canary-{uuid.uuid4().hex}"
     leaky = connection("leaky", {"baseUrl": "http://127.0.0.1:9", "token": canary})
 
-    # the operator needs a moment to serve; until then the API server cannot reach it
-    result = wait_for(
-        lambda: (
-            (r := apply(control_plane, namespace, leaky)).returncode != 0
-            and "validate-connection" not in r.stderr
-            and "spec.config" in r.stderr
-            and r
-        ),
-        "the webhook to refuse the inline token",
-    )
+    result = apply(control_plane, namespace, leaky)
+    assert result.returncode != 0
     assert "variable 'token'" in result.stderr
     assert "must come from a Secret" in result.stderr
     assert canary not in result.stderr + result.stdout
@@ -131,10 +154,7 @@ def test_config_breaking_variable_rules_is_refused_naming_the_variable(
     control_plane: localcluster.ControlPlane, namespace: str, webhook: OperatorProcess
 ) -> None:
     good = connection("good", {"baseUrl": "http://127.0.0.1:9"})
-    wait_for(
-        lambda: apply(control_plane, namespace, good).returncode == 0,
-        "the webhook to admit a valid Connection",
-    )
+    assert apply(control_plane, namespace, good).returncode == 0
     unknown = connection("good", {"baseUrl": "http://127.0.0.1:9", "colour": "red"})
     refused = apply(control_plane, namespace, unknown)
     assert refused.returncode != 0
@@ -150,3 +170,28 @@ def test_config_breaking_variable_rules_is_refused_naming_the_variable(
         "get", "connection", "good", "-n", namespace, "-o", "jsonpath={.spec.config}"
     )
     assert "colour" not in stored.stdout
+
+
+def test_connections_are_labelled_at_admission_without_a_patch_from_the_operator(
+    control_plane: localcluster.ControlPlane, namespace: str, webhook: OperatorProcess
+) -> None:
+    created = apply(
+        control_plane, namespace, connection("labelled", {"baseUrl": "http://127.0.0.1:9"})
+    )
+    assert created.returncode == 0, created.stderr
+    obj = get_json(control_plane, "connection", "labelled", "-n", namespace)
+    assert obj["metadata"]["labels"] == {
+        "patchbay.dev/connector": "http-api",
+        "patchbay.dev/driver": "http",
+    }
+    wait_for_reason(control_plane, namespace, "labelled", "SecretNotFound")
+    obj = get_json(
+        control_plane, "connection", "labelled", "-n", namespace, "--show-managed-fields"
+    )
+    # the operator's own writes to this Connection: status only, no labels patch
+    written = {
+        entry.get("subresource", "")
+        for entry in obj["metadata"]["managedFields"]
+        if entry["manager"] == "patchbay"
+    }
+    assert written == {"status"}

@@ -1,4 +1,4 @@
-"""The validating admission webhook for Connections, registered only when the
+"""The admission webhooks for Connections, registered only when the
 operator serves webhooks (kopf refuses to start with admission handlers and no
 server)."""
 
@@ -26,3 +26,24 @@ async def validate_connection(
     problem = connection_problem(connector, spec, old_spec)
     if problem is not None:
         raise kopf.AdmissionError(problem, code=422)
+
+
+@kopf.on.mutate(
+    GROUP,
+    VERSION,
+    "connections",
+    id="label-connection",
+    operations=["CREATE", "UPDATE"],
+    ignore_failures=True,
+)
+async def label_connection(
+    *, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    # Labelling at admission saves the reconciler a write per Connection; when this
+    # webhook is not installed or fails, the reconciler patches the labels instead.
+    reconciler: Reconciler = memo["reconciler"]
+    wanted = await reconciler.labels_for(body["metadata"]["namespace"], body.get("spec") or {})
+    labels = body["metadata"].get("labels") or {}
+    missing = {k: v for k, v in wanted.items() if labels.get(k) != v}
+    if missing:
+        patch.setdefault("metadata", {}).setdefault("labels", {}).update(missing)

@@ -17,9 +17,11 @@ import yaml
 import localcluster
 from tests.conftest import REPO_ROOT
 from tests.integration.http_server import (
+    CertificateAuthority,
     OAuth2Server,
     TokenApi,
     serve_in_thread,
+    serve_mutual_tls,
     serve_token_api,
 )
 from tests.integration.operator_harness import (
@@ -620,3 +622,54 @@ def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
         assert value not in status
         assert value not in events
         assert value not in operator.logs()
+
+
+def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets(
+    control_plane: localcluster.ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    server_ca, client_ca = CertificateAuthority("server-ca"), CertificateAuthority("client-ca")
+    client = client_ca.issue_client("billing-client")
+    connector = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "billing-mtls"},
+        "spec": {
+            "driver": "http",
+            "auth": {"type": "tlsClientCert"},
+            "variables": [{"key": "baseUrl", "type": "url", "required": True}],
+        },
+    }
+    secrets = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "billing-ca"},
+            "stringData": {"ca.crt": server_ca.cert_pem},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "billing-client-cert"},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": client.cert_pem, "tls.key": client.key_pem},
+        },
+    ]
+    with serve_mutual_tls(server_ca, client_ca) as server:
+        connection = http_connection(
+            "billing",
+            server.base_url,
+            tls={
+                "caSecretRef": {"name": "billing-ca"},
+                "clientCertSecretRef": {"name": "billing-client-cert"},
+            },
+        )
+        del connection["spec"]["credentials"]
+        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "billing-mtls"}
+        apply(control_plane, namespace, connector, *secrets, connection)
+        obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+
+    assert obj["status"]["phase"] == "Ready"
+    assert server.clients == ["billing-client"]
+    key_body = client.key_pem.splitlines()[1]
+    assert key_body not in json.dumps(obj)
+    assert key_body not in operator.logs()

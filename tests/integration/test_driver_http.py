@@ -408,6 +408,29 @@ def test_server_refusing_the_client_certificate_is_authentication_failed(
     assert server.clients == []
 
 
+def test_redirect_to_another_host_does_not_present_the_client_certificate(
+    mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
+) -> None:
+    server_ca, client_ca, server = mutual_tls
+    client = client_ca.issue_client("billing-client")
+    tls = TlsMaterial(
+        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
+    )
+
+    async def scenario() -> None:
+        redirect = answer(307, headers={"Location": f"{server.base_url}/landing"})
+        context = server_ca.server_context()
+        async with serve({"/": redirect}, host="127.0.0.2", ssl_context=context) as (url, seen):
+            request = make_request(url, auth={"type": "tlsClientCert"}, tls=tls)
+            error = await verify_error(request)
+        assert seen.count == 1
+        assert error.code == Reason.AUTHENTICATION_FAILED
+        assert "redirected to GET https://127.0.0.1:" in error.message
+
+    run(scenario())
+    assert server.clients == []
+
+
 def test_tls_client_cert_auth_without_a_certificate_is_config_invalid(
     mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
 ) -> None:

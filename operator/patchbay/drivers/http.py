@@ -30,7 +30,8 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -546,7 +547,7 @@ class _Exchange:
         data: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         host = url.raw_host or ""
-        try:
+        with self._classified(label):
             if _is_ip_literal(host):
                 # aiohttp does not call the resolver for IP literals.
                 await self.egress.resolve(host, url.port or 0)
@@ -563,19 +564,18 @@ class _Exchange:
                     self.server_name if host.lower() == (self.base.raw_host or "").lower() else None
                 ),
             )
-        except Exception as exc:
-            error = self._failed(exc, label)
-            if error is None:
-                raise
-            raise error from None
 
-    def _failed(self, exc: Exception, label: str) -> DriverError | None:
-        """The DriverError for a failed request; None when it is not classified."""
-        mapped = _classify(exc)
-        if mapped is None:
-            return None
-        code, detail, retryable = mapped
-        return self.fail(code, f"{label}: {detail}", retryable=retryable)
+    @contextmanager
+    def _classified(self, label: str) -> Iterator[None]:
+        """Raise a failed request as its DriverError; an unclassified failure as it is."""
+        try:
+            yield
+        except Exception as exc:
+            mapped = _classify(exc)
+            if mapped is None:
+                raise
+            code, detail, retryable = mapped
+            raise self.fail(code, f"{label}: {detail}", retryable=retryable) from None
 
     async def send(self, spec: HttpRequestSpec) -> _Response:
         """Make the request, following up to MAX_REDIRECTS redirects."""
@@ -708,12 +708,8 @@ class _Exchange:
             data=urlencode(grant.form).encode(),
         )
         try:
-            body = await _read_capped(resp, _TOKEN_RESPONSE_LIMIT)
-        except Exception as exc:
-            error = self._failed(exc, label)
-            if error is None:
-                raise
-            raise error from None
+            with self._classified(label):
+                body = await _read_capped(resp, _TOKEN_RESPONSE_LIMIT)
         finally:
             resp.release()
         status = resp.status

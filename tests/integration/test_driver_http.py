@@ -8,87 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import ipaddress
 import socket
-import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.http import HttpDriver, parse_retry_after
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from tests.integration.http_server import (
+    CertificateAuthority,
+    Handler,
+    MutualTlsServer,
+    answer,
+    serve,
+    serve_mutual_tls,
+)
 
 T = TypeVar("T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_POLICY = EgressPolicy()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-@dataclass
-class Seen:
-    """What a test server received."""
-
-    requests: list[web.Request] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.requests)
-
-
-@asynccontextmanager
-async def serve(
-    routes: Mapping[str, Handler],
-    *,
-    host: str = "127.0.0.1",
-    ssl_context: ssl.SSLContext | None = None,
-) -> AsyncIterator[tuple[str, Seen]]:
-    """An aiohttp server answering GET on the given paths; yields its base URL."""
-    seen = Seen()
-
-    @web.middleware
-    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-        seen.requests.append(request)
-        return await handler(request)
-
-    app = web.Application(middlewares=[record])
-    for path, handler in routes.items():
-        app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    scheme = "https" if ssl_context else "http"
-    try:
-        yield f"{scheme}://{host}:{port}", seen
-    finally:
-        await runner.cleanup()
-
-
-def answer(
-    status: int = 200, text: str = "ok", headers: Mapping[str, str] | None = None
-) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=status, text=text, headers=headers)
-
-    return handler
 
 
 def make_request(
@@ -261,11 +210,12 @@ def test_unsupported_auth_type_is_config_invalid() -> None:
     async def scenario() -> None:
         request = make_request(
             "http://127.0.0.1:1",
-            auth={"type": "oauth2ClientCredentials", "oauth2": {"tokenUrl": "/token"}},
+            auth={"type": "sshKey"},
+            secrets={"username": "alice", "privateKey": "not-for-http"},
         )
         error = await verify_error(request)
         assert error.code == Reason.CONFIG_INVALID
-        assert "oauth2ClientCredentials" in error.message
+        assert "sshKey" in error.message
 
     run(scenario())
 
@@ -378,50 +328,11 @@ def test_garbage_response_is_a_protocol_error() -> None:
     run(scenario())
 
 
-@dataclass(frozen=True)
-class SelfSigned:
-    cert_pem: str
-    server_context: ssl.SSLContext
-
-
-def self_signed(tmp_path: Path) -> SelfSigned:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "patchbay-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    (tmp_path / "tls.crt").write_text(cert_pem)
-    (tmp_path / "tls.key").write_text(key_pem)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
-    return SelfSigned(cert_pem=cert_pem, server_context=context)
-
-
-def test_self_signed_server_without_ca_is_tls_error(tmp_path: Path) -> None:
-    tls = self_signed(tmp_path)
+def test_server_certificate_from_an_unknown_ca_is_tls_error() -> None:
+    server_context = CertificateAuthority("private-ca").server_context()
 
     async def scenario() -> None:
-        async with serve({"/": answer()}, ssl_context=tls.server_context) as (url, seen):
+        async with serve({"/": answer()}, ssl_context=server_context) as (url, seen):
             error = await verify_error(make_request(url))
         assert error.code == Reason.TLS_ERROR
         assert seen.count == 0
@@ -429,16 +340,107 @@ def test_self_signed_server_without_ca_is_tls_error(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_self_signed_server_with_its_ca_is_verified(tmp_path: Path) -> None:
-    tls = self_signed(tmp_path)
+def test_server_certificate_from_the_connections_ca_is_verified() -> None:
+    ca = CertificateAuthority("private-ca")
 
     async def scenario() -> None:
-        async with serve({"/": answer()}, ssl_context=tls.server_context) as (url, _):
-            request = make_request(url, tls=TlsMaterial(ca_pem=tls.cert_pem))
+        async with serve({"/": answer()}, ssl_context=ca.server_context()) as (url, _):
+            request = make_request(url, tls=TlsMaterial(ca_pem=ca.cert_pem))
             outcome = await HttpDriver().verify(request, OPEN_POLICY)
         assert outcome.code == Reason.VERIFIED
 
     run(scenario())
+
+
+@pytest.fixture
+def mutual_tls() -> Iterator[tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer]]:
+    """An HTTPS server with a certificate from server_ca that requires a client
+    certificate from client_ca."""
+    server_ca, client_ca = CertificateAuthority("server-ca"), CertificateAuthority("client-ca")
+    with serve_mutual_tls(server_ca, client_ca) as server:
+        yield server_ca, client_ca, server
+
+
+def test_client_certificate_from_the_tls_secret_is_accepted(
+    mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
+) -> None:
+    server_ca, client_ca, server = mutual_tls
+    client = client_ca.issue_client("billing-client")
+    tls = TlsMaterial(
+        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
+    )
+    request = make_request(server.base_url, auth={"type": "tlsClientCert"}, tls=tls)
+    outcome = run(HttpDriver().verify(request, OPEN_POLICY))
+    assert outcome.code == Reason.VERIFIED
+    assert server.clients == ["billing-client"]
+
+
+def test_client_certificate_from_credential_variables_is_accepted(
+    mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
+) -> None:
+    server_ca, client_ca, server = mutual_tls
+    client = client_ca.issue_client("billing-client")
+    request = make_request(
+        server.base_url,
+        auth={"type": "tlsClientCert"},
+        secrets={"clientCert": client.cert_pem, "clientKey": client.key_pem},
+        tls=TlsMaterial(ca_pem=server_ca.cert_pem),
+    )
+    outcome = run(HttpDriver().verify(request, OPEN_POLICY))
+    assert outcome.code == Reason.VERIFIED
+    assert server.clients == ["billing-client"]
+
+
+@pytest.mark.parametrize("client_cert", ["none", "from-another-ca"])
+def test_server_refusing_the_client_certificate_is_authentication_failed(
+    mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
+    client_cert: str,
+) -> None:
+    server_ca, _, server = mutual_tls
+    tls = TlsMaterial(ca_pem=server_ca.cert_pem)
+    if client_cert == "from-another-ca":
+        stranger = CertificateAuthority("stranger-ca").issue_client("billing-client")
+        tls = replace(tls, client_cert_pem=stranger.cert_pem, client_key_pem=stranger.key_pem)
+    error = run(verify_error(make_request(server.base_url, tls=tls)))
+    assert error.code == Reason.AUTHENTICATION_FAILED
+    assert error.retryable is False
+    assert "client certificate" in error.message
+    assert server.clients == []
+
+
+def test_redirect_to_another_host_does_not_present_the_client_certificate(
+    mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
+) -> None:
+    server_ca, client_ca, server = mutual_tls
+    client = client_ca.issue_client("billing-client")
+    tls = TlsMaterial(
+        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
+    )
+
+    async def scenario() -> None:
+        redirect = answer(307, headers={"Location": f"{server.base_url}/landing"})
+        context = server_ca.server_context()
+        async with serve({"/": redirect}, host="127.0.0.2", ssl_context=context) as (url, seen):
+            request = make_request(url, auth={"type": "tlsClientCert"}, tls=tls)
+            error = await verify_error(request)
+        assert seen.count == 1
+        assert error.code == Reason.AUTHENTICATION_FAILED
+        assert "redirected to GET https://127.0.0.1:" in error.message
+
+    run(scenario())
+    assert server.clients == []
+
+
+def test_tls_client_cert_auth_without_a_certificate_is_config_invalid(
+    mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
+) -> None:
+    server_ca, _, server = mutual_tls
+    request = make_request(
+        server.base_url, auth={"type": "tlsClientCert"}, tls=TlsMaterial(ca_pem=server_ca.cert_pem)
+    )
+    error = run(verify_error(request))
+    assert error.code == Reason.CONFIG_INVALID
+    assert "clientCertSecretRef" in error.message
 
 
 def test_server_that_never_answers_times_out_under_the_callers_timeout() -> None:

@@ -16,7 +16,14 @@ import yaml
 
 import localcluster
 from tests.conftest import REPO_ROOT
-from tests.integration.http_server import TokenApi, serve_token_api
+from tests.integration.http_server import (
+    CertificateAuthority,
+    OAuth2Server,
+    TokenApi,
+    serve_in_thread,
+    serve_mutual_tls,
+    serve_token_api,
+)
 from tests.integration.operator_harness import (
     OperatorProcess,
     condition,
@@ -653,3 +660,107 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(
         lambda: operator.metrics().get(("patchbay_rate_limited_total", frozenset()), 0) >= 1,
         "a verification to wait for the rate limit",
     )
+
+
+def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
+    control_plane: localcluster.ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    provider = OAuth2Server(
+        client_id="billing-sync",
+        client_secret=f"canary-{uuid.uuid4().hex}",
+        allowed_scopes=frozenset({"invoices.read"}),
+    )
+    connector = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "billing-oauth2"},
+        "spec": {
+            "driver": "http",
+            "auth": {
+                "type": "oauth2ClientCredentials",
+                "oauth2": {"tokenUrl": "{baseUrl}/oauth/token", "scopes": ["invoices.read"]},
+            },
+            "variables": [
+                {"key": "baseUrl", "type": "url", "required": True},
+                {"key": "clientId", "required": True, "secret": True},
+                {"key": "clientSecret", "required": True, "secret": True},
+            ],
+            "verification": {"http": {"path": "/v1/me"}},
+        },
+    }
+    credentials = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "billing-oauth2"},
+        "stringData": {"clientId": provider.client_id, "clientSecret": provider.client_secret},
+    }
+    with serve_in_thread(provider.routes()) as (url, _):
+        connection = http_connection("billing", url, secret="billing-oauth2")
+        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "billing-oauth2"}
+        apply(control_plane, namespace, connector, credentials, connection)
+        obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+
+    assert obj["status"]["phase"] == "Ready"
+    assert obj["status"]["verification"]["details"]["serverVersion"] == "oauth2-api/1.0"
+    assert obj["status"]["secretFields"] == {
+        "clientId": {"configured": True},
+        "clientSecret": {"configured": True},
+    }
+    assert provider.api_auth_headers == [f"Bearer {provider.issued[0]}"]
+    status = json.dumps(obj)
+    events = json.dumps(events_for(control_plane, namespace, "billing"))
+    for value in (provider.issued[0], provider.client_secret):
+        assert value not in status
+        assert value not in events
+        assert value not in operator.logs()
+
+
+def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets(
+    control_plane: localcluster.ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    server_ca, client_ca = CertificateAuthority("server-ca"), CertificateAuthority("client-ca")
+    client = client_ca.issue_client("billing-client")
+    connector = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "billing-mtls"},
+        "spec": {
+            "driver": "http",
+            "auth": {"type": "tlsClientCert"},
+            "variables": [{"key": "baseUrl", "type": "url", "required": True}],
+        },
+    }
+    secrets = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "billing-ca"},
+            "stringData": {"ca.crt": server_ca.cert_pem},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "billing-client-cert"},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": client.cert_pem, "tls.key": client.key_pem},
+        },
+    ]
+    with serve_mutual_tls(server_ca, client_ca) as server:
+        connection = http_connection(
+            "billing",
+            server.base_url,
+            tls={
+                "caSecretRef": {"name": "billing-ca"},
+                "clientCertSecretRef": {"name": "billing-client-cert"},
+            },
+        )
+        del connection["spec"]["credentials"]
+        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "billing-mtls"}
+        apply(control_plane, namespace, connector, *secrets, connection)
+        obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+
+    assert obj["status"]["phase"] == "Ready"
+    assert server.clients == ["billing-client"]
+    key_body = client.key_pem.splitlines()[1]
+    assert key_body not in json.dumps(obj)
+    assert key_body not in operator.logs()

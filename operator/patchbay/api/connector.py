@@ -74,8 +74,11 @@ class OAuth2Auth(ApiModel):
     token_url: str = Field(
         min_length=1,
         max_length=2048,
-        description="Token endpoint; may contain {variable} placeholders, e.g. "
-        "'{baseUrl}/oauth/token'.",
+        description="Token endpoint: a path on the base URL ('/oauth/token') or an absolute "
+        "URL. Both may contain {variable} placeholders of non-secret variables, filled "
+        "URL-quoted; a placeholder that opens an absolute URL holds a whole URL, e.g. "
+        "'{instanceUrl}/services/oauth2/token' or "
+        "'https://login.example.com/{tenant}/oauth2/token'.",
     )
     scopes: list[str] = Field(default_factory=list, max_length=64, description="Scopes to request.")
     audience: str | None = Field(default=None, max_length=2048, description="Optional audience.")
@@ -91,9 +94,11 @@ class AuthSpec(ApiModel):
     Each type reads conventional secret variables: password and basic use
     `username` and `password`; bearer uses `token`; apiKey uses `apiKey`;
     oauth2ClientCredentials uses `clientId` and `clientSecret`;
-    oauth2RefreshToken adds `refreshToken`; awsAccessKey uses `accessKeyId`
-    and `secretAccessKey`; sshKey uses `username` and `privateKey`;
-    tlsClientCert uses the Connection's spec.tls.clientCertSecretRef.
+    oauth2RefreshToken uses `clientId`, `refreshToken` and, unless the client
+    is public, `clientSecret`; awsAccessKey uses `accessKeyId` and
+    `secretAccessKey`; sshKey uses `username` and `privateKey`; tlsClientCert
+    uses `clientCert` and `clientKey` (PEM) or the Connection's
+    spec.tls.clientCertSecretRef.
     """
 
     model_config = validation_rules(

@@ -2,14 +2,19 @@
 
 It makes one authenticated request (the connector's ``verification.http``)
 and then the connector's ``http`` capability checks, all through one
-``aiohttp`` session per verification.
+``aiohttp`` session per verification. The OAuth 2.0 grants first exchange
+the Connection's credentials for an access token at the connector's token
+endpoint, in the same session, and send that token as a Bearer token; the
+access token lives only for the verification and is scrubbed from every
+message like the Secret's values.
 
 Egress: every host name is resolved by ``_EgressResolver``, which asks the
 egress policy, so the addresses a connection uses are exactly the ones the
 policy approved (no second lookup an attacker could rebind). aiohttp skips
 the resolver for IP-literal hosts, so those are checked before each request.
 Redirects are followed here rather than by aiohttp, so that every hop gets
-that check and credentials are not handed to a different host.
+that check and credentials (a client certificate included) are not handed
+to a different host. Token requests are never redirected.
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ import asyncio
 import base64
 import email.utils
 import ipaddress
+import json
 import os
 import re
 import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from urllib.parse import quote
+from typing import TypeVar
+from urllib.parse import quote, quote_plus, urlencode
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -65,6 +73,55 @@ _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json"
 _INCONCLUSIVE = frozenset(
     {Reason.HOST_UNREACHABLE, Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.PROVIDER_ERROR}
 )
+_OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
+# A token response holds a few tokens (JWTs of some kilobytes); more is not one.
+_TOKEN_RESPONSE_LIMIT = 64 * 1024
+# The error codes of RFC 6749 section 5.2 (and two that token endpoints borrow
+# from section 4.1.2.1): the reason each maps to, and what it means.
+_TOKEN_ERRORS: Mapping[str, tuple[Reason, str]] = {
+    "invalid_client": (Reason.AUTHENTICATION_FAILED, "the client id or secret was rejected"),
+    "invalid_grant": (
+        Reason.AUTHENTICATION_FAILED,
+        "the grant was rejected: the refresh token is invalid, expired, revoked "
+        "or was issued to another client",
+    ),
+    "unauthorized_client": (
+        Reason.AUTHENTICATION_FAILED,
+        "the client is not allowed to use this grant type",
+    ),
+    "invalid_scope": (
+        Reason.PERMISSION_DENIED,
+        "the requested scope is invalid or not granted to this client",
+    ),
+    "invalid_request": (
+        Reason.PROTOCOL_ERROR,
+        "the token endpoint considers the request malformed",
+    ),
+    "unsupported_grant_type": (
+        Reason.PROTOCOL_ERROR,
+        "the token endpoint does not support this grant type",
+    ),
+    "temporarily_unavailable": (
+        Reason.PROVIDER_ERROR,
+        "the token endpoint is temporarily unavailable",
+    ),
+    "server_error": (Reason.PROVIDER_ERROR, "the token endpoint failed"),
+}
+# TLS alerts (OpenSSL reason names) a server sends about the client's
+# certificate: it refused the certificate, which is a credential like a password.
+_CLIENT_CERT_ALERTS = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+    }
+)
+_Found = TypeVar("_Found", bound=BaseException)
 
 
 class _EgressResolver(AbstractResolver):
@@ -196,9 +253,99 @@ def _credentials(request: VerifyRequest) -> _Credentials:
             return _Credentials(headers={}, query={spec.name: api_key}, sensitive=(api_key,))
         value = (spec.prefix or "") + api_key
         return _Credentials(headers={spec.name: value}, query={}, sensitive=(api_key, value))
+    if auth.type == "tlsClientCert":
+        # The certificate is the credential: see _tls_material.
+        return _Credentials(headers={}, query={}, sensitive=())
     raise DriverError(
-        Reason.CONFIG_INVALID, f"auth type {auth.type} is not supported by the http driver yet"
+        Reason.CONFIG_INVALID, f"auth type {auth.type} is not supported by the http driver"
     )
+
+
+def _bearer(token: str, scrub_too: Sequence[str]) -> _Credentials:
+    header = f"Bearer {token}"
+    return _Credentials(
+        headers={"Authorization": header}, query={}, sensitive=(*scrub_too, token, header)
+    )
+
+
+@dataclass(frozen=True)
+class _TokenGrant:
+    """A request for an access token at an OAuth 2.0 token endpoint (RFC 6749 4.4 and 6)."""
+
+    token_url: str
+    form: Mapping[str, str] = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
+    sensitive: tuple[str, ...] = field(repr=False)
+
+
+def _token_grant(request: VerifyRequest) -> _TokenGrant:
+    auth = request.auth
+    if auth.oauth2 is None:
+        raise DriverError(Reason.CONFIG_INVALID, f"auth.oauth2 is required for {auth.type} auth")
+    client_id = _secret(request, "clientId")
+    form: dict[str, str]
+    if auth.type == "oauth2RefreshToken":
+        form = {"grant_type": "refresh_token", "refresh_token": _secret(request, "refreshToken")}
+        # Public clients (RFC 6749 2.1) have no secret and identify themselves by id only.
+        client_secret = _secret(request, "clientSecret") if request.value("clientSecret") else ""
+    else:
+        form = {"grant_type": "client_credentials"}
+        client_secret = _secret(request, "clientSecret")
+    if auth.oauth2.scopes:
+        form["scope"] = " ".join(auth.oauth2.scopes)
+    if auth.oauth2.audience:
+        form["audience"] = auth.oauth2.audience
+    sensitive = [client_secret, form.get("refresh_token", "")]
+    headers: dict[str, str] = {}
+    if auth.oauth2.client_auth == "basic":
+        # RFC 6749 2.3.1: both parts are form-encoded before they are joined.
+        pair = base64.b64encode(
+            f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+        ).decode("ascii")
+        headers["Authorization"] = f"Basic {pair}"
+        sensitive += [pair, headers["Authorization"]]
+    else:
+        form["client_id"] = client_id
+        if client_secret:
+            form["client_secret"] = client_secret
+    return _TokenGrant(
+        auth.oauth2.token_url, form, headers, tuple(value for value in sensitive if value)
+    )
+
+
+def _tls_material(request: VerifyRequest) -> TlsMaterial | None:
+    """spec.tls, with the client certificate of tlsClientCert auth taken from the credentials.
+
+    A tlsClientCert connector may name the certificate and key as the secret
+    variables clientCert and clientKey, or leave them to the Connection's
+    spec.tls.clientCertSecretRef (a kubernetes.io/tls Secret); one of the two.
+    """
+    tls = request.tls
+    if request.auth.type != "tlsClientCert":
+        return tls
+    from_secret_ref = tls is not None and bool(tls.client_cert_pem or tls.client_key_pem)
+    cert, key = request.value("clientCert"), request.secrets.get("clientKey")
+    if not (cert or key):
+        if not from_secret_ref:
+            raise DriverError(
+                Reason.CONFIG_INVALID,
+                "auth type tlsClientCert needs a client certificate: the secret variables "
+                "clientCert and clientKey, or spec.tls.clientCertSecretRef",
+            )
+        return tls
+    if from_secret_ref:
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "the client certificate is given twice: by the variables clientCert and clientKey "
+            "and by spec.tls.clientCertSecretRef; keep one",
+        )
+    for variable, value in (("clientCert", cert), ("clientKey", key)):
+        if not value:
+            raise DriverError(
+                Reason.SECRET_KEY_MISSING,
+                f"the credentials have no value for variable {variable}",
+            )
+    return replace(tls or TlsMaterial(), client_cert_pem=str(cert), client_key_pem=key)
 
 
 def _scrub(text: str, sensitive: Sequence[str]) -> str:
@@ -257,6 +404,26 @@ def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
     return context
 
 
+@dataclass(frozen=True)
+class _TlsContexts:
+    """The same server trust for every request; the client certificate only where
+    credentials go (the base URL's host and the token endpoint), never to a
+    redirect target elsewhere."""
+
+    anonymous: ssl.SSLContext | bool = True
+    credentialed: ssl.SSLContext | bool = True
+
+
+def _tls_contexts(tls: TlsMaterial) -> _TlsContexts:
+    """Runs in a thread, like _ssl_context."""
+    credentialed = _ssl_context(tls)
+    if not (tls.client_cert_pem or tls.client_key_pem):
+        return _TlsContexts(credentialed, credentialed)
+    return _TlsContexts(
+        _ssl_context(replace(tls, client_cert_pem=None, client_key_pem=None)), credentialed
+    )
+
+
 def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -275,7 +442,7 @@ class _Exchange:
         base: URL,
         config: Mapping[str, ConfigValue],
         credentials: _Credentials,
-        ssl_context: ssl.SSLContext | bool,
+        tls: _TlsContexts,
         server_name: str | None,
     ) -> None:
         self.session = session
@@ -283,16 +450,18 @@ class _Exchange:
         self.base = base
         self.config = config
         self.credentials = credentials
-        self.ssl_context = ssl_context
+        self.tls = tls
         self.server_name = server_name
 
     def fail(self, code: Reason, message: str, *, retryable: bool | None = None) -> DriverError:
         return DriverError(code, _scrub(message, self.credentials.sensitive), retryable=retryable)
 
-    def url_for(self, path: str) -> URL:
-        """The base URL plus the path, placeholders filled and URL-quoted; "" is the base."""
-        if not path:
-            return self._with_credential_query(self.base)
+    def _fill(self, template: str, what: str, *, leading_url: bool = False) -> str:
+        """Fill {variable} placeholders with URL-quoted non-secret values.
+
+        With leading_url, a placeholder that opens the template holds a URL
+        (e.g. {baseUrl}) and goes in as it is, less a trailing slash.
+        """
 
         def substitute(match: re.Match[str]) -> str:
             key = match.group(1)
@@ -300,20 +469,47 @@ class _Exchange:
                 # Secret values never go into a URL: URLs end up in logs.
                 raise DriverError(
                     Reason.CONFIG_INVALID,
-                    f"path {path} names {{{key}}}, which is not a non-secret variable",
+                    f"{what} names {{{key}}}, which is not a non-secret variable",
                 )
             value = self.config[key]
             text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if leading_url and match.start() == 0:
+                return text.rstrip("/")
             return quote(text, safe="")
 
-        filled = _PLACEHOLDER.sub(substitute, path)
+        return _PLACEHOLDER.sub(substitute, template)
+
+    def _join(self, path: str, what: str) -> URL:
+        filled = self._fill(path, what)
         try:
-            url = URL(str(self.base).rstrip("/") + filled)
+            return URL(str(self.base).rstrip("/") + filled)
         except ValueError:
-            raise DriverError(
-                Reason.CONFIG_INVALID, f"path {path} does not make a valid URL"
-            ) from None
+            raise DriverError(Reason.CONFIG_INVALID, f"{what} does not make a valid URL") from None
+
+    def url_for(self, path: str) -> URL:
+        """The base URL plus the path, placeholders filled and URL-quoted; "" is the base."""
+        url = self._join(path, f"path {path}") if path else self.base
         return self._with_credential_query(url)
+
+    def token_url(self, template: str) -> URL:
+        """The token endpoint: a path on the base URL, or an absolute URL template
+        such as '{instanceUrl}/services/oauth2/token' or
+        'https://login.example.com/{tenant}/oauth2/token'."""
+        what = f"tokenUrl {template}"
+        if template.startswith("/"):
+            return self._join(template, what)
+        try:
+            url = URL(self._fill(template, what, leading_url=True))
+        except ValueError:
+            raise DriverError(Reason.CONFIG_INVALID, f"{what} does not make a valid URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise DriverError(
+                Reason.CONFIG_INVALID,
+                f"{what} must be a path starting with / or an http:// or https:// URL",
+            )
+        if url.user is not None or url.password is not None:
+            raise DriverError(Reason.CONFIG_INVALID, f"{what} must not contain credentials")
+        return url
 
     def _with_credential_query(self, url: URL) -> URL:
         return url.update_query(self.credentials.query) if self.credentials.query else url
@@ -341,24 +537,39 @@ class _Exchange:
         return headers
 
     async def _open(
-        self, method: str, url: URL, spec: HttpRequestSpec, with_credentials: bool, label: str
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        *,
+        with_credentials: bool,
+        label: str,
+        data: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         host = url.raw_host or ""
-        try:
+        with self._classified(label):
             if _is_ip_literal(host):
                 # aiohttp does not call the resolver for IP literals.
                 await self.egress.resolve(host, url.port or 0)
+            tls = self.tls.credentialed if with_credentials else self.tls.anonymous
             return await self.session.request(
                 method,
                 url,
-                headers=self._headers(spec, with_credentials),
+                headers=headers,
+                data=data,
                 allow_redirects=False,
-                ssl=self.ssl_context if url.scheme == "https" else True,
+                ssl=tls if url.scheme == "https" else True,
                 # The override names the base URL's server, not a redirect target.
                 server_hostname=(
                     self.server_name if host.lower() == (self.base.raw_host or "").lower() else None
                 ),
             )
+
+    @contextmanager
+    def _classified(self, label: str) -> Iterator[None]:
+        """Raise a failed request as its DriverError; an unclassified failure as it is."""
+        try:
+            yield
         except Exception as exc:
             mapped = _classify(exc)
             if mapped is None:
@@ -376,7 +587,13 @@ class _Exchange:
         for _ in range(MAX_REDIRECTS + 1):
             if url.scheme not in ("http", "https") or not url.host:
                 raise self.fail(Reason.PROTOCOL_ERROR, f"{label}: not an http(s) URL")
-            resp = await self._open(method, url, spec, with_credentials, label)
+            resp = await self._open(
+                method,
+                url,
+                self._headers(spec, with_credentials),
+                with_credentials=with_credentials,
+                label=label,
+            )
             try:
                 location = resp.headers.get("Location")
                 if (
@@ -420,10 +637,22 @@ class _Exchange:
         return _Response(
             status=resp.status,
             label=label,
-            server=_CONTROL.sub(" ", server)[:256] if server else None,
+            server=(
+                _CONTROL.sub(" ", _scrub(server, self.credentials.sensitive))[:256]
+                if server
+                else None
+            ),
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             snippet=snippet,
         )
+
+    def rate_limited(self, label: str, retry_after: float | None) -> DriverError:
+        message = f"{label}: HTTP 429, rate limited"
+        if retry_after is not None:
+            message += f"; retry after {retry_after:.0f}s"
+        error = self.fail(Reason.RATE_LIMITED, message)
+        error.retry_after = retry_after
+        return error
 
     async def request(self, spec: HttpRequestSpec) -> _Response:
         """Send, and raise a DriverError for any status not in spec.expect_status."""
@@ -443,12 +672,7 @@ class _Exchange:
         if status == 404:
             raise self.fail(Reason.RESOURCE_NOT_FOUND, f"{label}: HTTP 404, not found")
         if status == 429:
-            message = f"{label}: HTTP 429, rate limited"
-            if response.retry_after is not None:
-                message += f"; retry after {response.retry_after:.0f}s"
-            error = self.fail(Reason.RATE_LIMITED, message)
-            error.retry_after = response.retry_after
-            raise error
+            raise self.rate_limited(label, response.retry_after)
         if 500 <= status <= 599:
             message = f"{label}: HTTP {status} from server"
             if response.snippet:
@@ -459,16 +683,143 @@ class _Exchange:
             Reason.PROTOCOL_ERROR, f"{label}: unexpected HTTP {status} (expected {expected})"
         )
 
+    async def authorize(self, grant: _TokenGrant) -> None:
+        """Exchange the grant for an access token; later requests send it as a Bearer token.
 
-def _driver_error_in(exc: BaseException) -> DriverError | None:
-    """The resolver's DriverError, if aiohttp wrapped it."""
+        The token is never kept beyond this verification. A new refresh token
+        in the answer (rotation) is dropped too, since writing it back would
+        mean storing it: it is only scrubbed like the old one.
+        """
+        url = self.token_url(grant.token_url)
+        label = f"POST {safe_url(url)}"
+        headers: CIMultiDict[str] = CIMultiDict(
+            {
+                "Accept": "application/json",
+                "Content-Type": "application/x-www-form-urlencoded",
+                **grant.headers,
+            }
+        )
+        resp = await self._open(
+            "POST",
+            url,
+            headers,
+            with_credentials=True,
+            label=label,
+            data=urlencode(grant.form).encode(),
+        )
+        try:
+            with self._classified(label):
+                body = await _read_capped(resp, _TOKEN_RESPONSE_LIMIT)
+        finally:
+            resp.release()
+        status = resp.status
+        if status == 429:
+            raise self.rate_limited(label, parse_retry_after(resp.headers.get("Retry-After")))
+        answer = _json_object(body)
+        if 200 <= status <= 299:
+            if answer is None:
+                problem = "is not a JSON object" if body is not None else "is too large"
+                raise self.fail(
+                    Reason.PROTOCOL_ERROR, f"{label}: HTTP {status}, but the answer {problem}"
+                )
+            token = answer.get("access_token")
+            if not isinstance(token, str) or not token or not _is_token_text(token):
+                raise self.fail(
+                    Reason.PROTOCOL_ERROR, f"{label}: the token response has no usable access_token"
+                )
+            token_type = answer.get("token_type")
+            if isinstance(token_type, str) and token_type.lower() != "bearer":
+                raise self.fail(
+                    Reason.PROTOCOL_ERROR,
+                    f"{label}: token type {_CONTROL.sub(' ', token_type)[:32]!r} is not "
+                    "supported, only Bearer",
+                )
+            rotated = answer.get("refresh_token")
+            self.credentials = _bearer(
+                token,
+                (*self.credentials.sensitive, *([rotated] if isinstance(rotated, str) else [])),
+            )
+            return
+        if 300 <= status <= 399:
+            raise self.fail(
+                Reason.PROTOCOL_ERROR,
+                f"{label}: HTTP {status}; a token endpoint that redirects is not followed, "
+                "set tokenUrl to the final address",
+            )
+        raise self._token_error(label, status, answer)
+
+    def _token_error(
+        self, label: str, status: int, answer: Mapping[str, object] | None
+    ) -> DriverError:
+        """RFC 6749 5.2: the error code decides; the status where the answer has none."""
+        error = answer.get("error") if answer is not None else None
+        description = answer.get("error_description") if answer is not None else None
+        said = f"HTTP {status}"
+        if isinstance(error, str):
+            said += f" {_CONTROL.sub(' ', error)[:64]}"
+            if isinstance(description, str) and description.strip():
+                said += f": {_CONTROL.sub(' ', description).strip()[:SNIPPET_CHARS]}"
+        if 500 <= status <= 599:
+            return self.fail(
+                Reason.PROVIDER_ERROR,
+                f"{label}: the token endpoint failed ({said})",
+                retryable=True,
+            )
+        if isinstance(error, str) and error in _TOKEN_ERRORS:
+            code, meaning = _TOKEN_ERRORS[error]
+        elif status == 401:
+            code, meaning = Reason.AUTHENTICATION_FAILED, "the client credentials were rejected"
+        elif status == 403:
+            code, meaning = Reason.PERMISSION_DENIED, "the token request was forbidden"
+        elif status == 404:
+            code, meaning = Reason.RESOURCE_NOT_FOUND, "no token endpoint at this URL"
+        elif isinstance(error, str):
+            code, meaning = Reason.PROTOCOL_ERROR, "the token endpoint answered an unknown error"
+        else:
+            code, meaning = Reason.PROTOCOL_ERROR, "the answer is not an OAuth 2.0 error response"
+        return self.fail(code, f"{label}: {meaning} ({said})")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None when it is longer than limit."""
+    body = bytearray()
+    while chunk := await resp.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _json_object(body: bytes | None) -> dict[str, object] | None:
+    if body is None:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_token_text(token: str) -> bool:
+    """RFC 6749 A.12: visible ASCII and space; anything else cannot go in a header."""
+    return all(" " <= c <= "~" for c in token)
+
+
+def _found_in(exc: BaseException, kind: type[_Found]) -> _Found | None:
+    """An exception of the given kind that aiohttp wrapped into exc, or exc itself."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, DriverError):
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        wrapped = getattr(current, "os_error", None)
+        pending += [current.__context__, current.__cause__]
+        if isinstance(wrapped, BaseException):
+            pending.append(wrapped)
     return None
 
 
@@ -480,7 +831,7 @@ def _os_detail(exc: OSError | None) -> str:
 
 def _classify(exc: Exception) -> tuple[Reason, str, bool | None] | None:
     """Reason, safe detail and retryability for a failed request; None leaves it alone."""
-    inner = _driver_error_in(exc)
+    inner = _found_in(exc, DriverError)
     if inner is not None:
         return inner.code, inner.message, inner.retryable
     if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
@@ -489,10 +840,18 @@ def _classify(exc: Exception) -> tuple[Reason, str, bool | None] | None:
         cert_error = exc.certificate_error
         detail = getattr(cert_error, "verify_message", None) or type(cert_error).__name__
         return Reason.TLS_ERROR, f"TLS certificate verification failed: {detail}", None
+    tls_error = _found_in(exc, ssl.SSLError)
+    if tls_error is not None and tls_error.reason in _CLIENT_CERT_ALERTS:
+        # With TLS 1.3 the server says so after the handshake, in place of a response.
+        return (
+            Reason.AUTHENTICATION_FAILED,
+            f"the server refused the TLS client certificate ({tls_error.reason})",
+            None,
+        )
     if isinstance(exc, aiohttp.ClientSSLError):
         return Reason.TLS_ERROR, f"TLS handshake failed: {_os_detail(exc.os_error)}", None
-    if isinstance(exc, ssl.SSLError):
-        return Reason.TLS_ERROR, f"TLS error: {exc.reason or type(exc).__name__}", None
+    if tls_error is not None:
+        return Reason.TLS_ERROR, f"TLS error: {tls_error.reason or type(tls_error).__name__}", None
     if isinstance(exc, aiohttp.ClientConnectorError):
         return Reason.HOST_UNREACHABLE, f"cannot connect: {_os_detail(exc.os_error)}", None
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -545,21 +904,28 @@ def _base_url(request: VerifyRequest) -> URL:
 
 
 class HttpDriver:
-    """Verifies HTTP APIs with none, basic, bearer or API-key authentication."""
+    """Verifies HTTP APIs with none, basic, bearer, API-key, OAuth 2.0 (client
+    credentials or refresh token) or TLS client-certificate authentication."""
 
     name = "http"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         base = _base_url(request)
-        credentials = _credentials(request)
+        grant = _token_grant(request) if request.auth.type in _OAUTH2_GRANTS else None
+        # Until the token endpoint answers, only the grant's values need scrubbing.
+        credentials = (
+            _Credentials(headers={}, query={}, sensitive=grant.sensitive)
+            if grant is not None
+            else _credentials(request)
+        )
         # Without a configured request, GET the base URL itself.
         spec = request.http or HttpRequestSpec.model_construct(
             method="GET", path="", expect_status=[200], headers={}
         )
-        tls = request.tls
-        ssl_context: ssl.SSLContext | bool = True
+        tls = _tls_material(request)
+        tls_contexts = _TlsContexts()
         if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
-            ssl_context = await asyncio.to_thread(_ssl_context, tls)
+            tls_contexts = await asyncio.to_thread(_tls_contexts, tls)
         connector = aiohttp.TCPConnector(
             resolver=_EgressResolver(egress),
             # Every new connection must pass the policy: no cached answers.
@@ -579,9 +945,11 @@ class HttpDriver:
                 base,
                 {k: v for k, v in request.config.items() if k not in request.secrets},
                 credentials,
-                ssl_context,
+                tls_contexts,
                 tls.server_name if tls else None,
             )
+            if grant is not None:
+                await exchange.authorize(grant)
             started = time.monotonic()
             response = await exchange.request(spec)
             latency_ms = round((time.monotonic() - started) * 1000)

@@ -1,0 +1,433 @@
+"""The http driver's OAuth 2.0 grants against a real token endpoint and API.
+
+The token endpoint and the API are aiohttp servers started by each test on
+127.0.0.1 or 127.0.0.2; nothing here connects anywhere else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from patchbay.drivers.base import DriverError, TlsMaterial
+from patchbay.drivers.http import HttpDriver
+from patchbay.egress import EgressPolicy, parse_networks
+from patchbay.reasons import Reason
+from tests.integration.http_server import (
+    CertificateAuthority,
+    Handler,
+    OAuth2Server,
+    answer,
+    serve,
+)
+from tests.integration.test_driver_http import OPEN_POLICY, make_request, run, verify_error
+
+CLIENT_ID = "patchbay-client"
+
+
+def provider(**settings: Any) -> OAuth2Server:
+    return OAuth2Server(client_id=CLIENT_ID, client_secret=f"cs-{uuid.uuid4().hex}", **settings)
+
+
+def client_credentials(token_url: str = "/oauth/token", **oauth2: Any) -> dict[str, Any]:
+    return {"type": "oauth2ClientCredentials", "oauth2": {"tokenUrl": token_url, **oauth2}}
+
+
+def refresh_token_grant(token_url: str = "/oauth/token", **oauth2: Any) -> dict[str, Any]:
+    return {"type": "oauth2RefreshToken", "oauth2": {"tokenUrl": token_url, **oauth2}}
+
+
+def client_secrets(server: OAuth2Server, **more: str) -> dict[str, str]:
+    return {"clientId": server.client_id, "clientSecret": server.client_secret, **more}
+
+
+# --- client credentials ------------------------------------------------------------
+
+
+def test_client_credentials_token_is_sent_as_bearer_and_verifies() -> None:
+    server = provider(allowed_scopes=frozenset({"read", "write"}))
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(scopes=["read", "write"], audience="urn:patchbay:test"),
+                secrets=client_secrets(server),
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert outcome.server_version == "oauth2-api/1.0"
+        assert server.token_forms == [
+            {
+                "grant_type": "client_credentials",
+                "scope": "read write",
+                "audience": "urn:patchbay:test",
+                "client_id": CLIENT_ID,
+                "client_secret": server.client_secret,
+            }
+        ]
+        assert server.api_auth_headers == [f"Bearer {server.issued[0]}"]
+
+    run(scenario())
+
+
+def test_client_secret_goes_in_http_basic_auth_when_the_connector_asks() -> None:
+    server = OAuth2Server(client_id="client id/1", client_secret="s3cret:with&odd=chars")
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(clientAuth="basic"),
+                secrets=client_secrets(server),
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert server.token_forms == [{"grant_type": "client_credentials"}]
+        assert server.token_auth_headers[0].startswith("Basic ")
+
+    run(scenario())
+
+
+def test_wrong_client_secret_is_authentication_failed_and_the_api_is_not_called() -> None:
+    server = provider()
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(),
+                secrets={"clientId": CLIENT_ID, "clientSecret": "wrong-client-secret"},
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.AUTHENTICATION_FAILED
+        assert error.retryable is False
+        assert "invalid_client" in error.message
+        assert f"POST {url}/oauth/token" in error.message
+        assert "wrong-client-secret" not in error.message
+        assert server.api_auth_headers == []
+
+    run(scenario())
+
+
+def test_missing_client_secret_is_secret_key_missing_before_any_request() -> None:
+    async def scenario() -> None:
+        async with serve({"/oauth/token": answer()}) as (url, seen):
+            request = make_request(url, auth=client_credentials(), secrets={"clientId": CLIENT_ID})
+            error = await verify_error(request)
+        assert error.code == Reason.SECRET_KEY_MISSING
+        assert "clientSecret" in error.message
+        assert seen.count == 0
+
+    run(scenario())
+
+
+def test_scope_not_granted_to_the_client_is_permission_denied() -> None:
+    server = provider(allowed_scopes=frozenset({"read"}))
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(scopes=["read", "admin"]),
+                secrets=client_secrets(server),
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.PERMISSION_DENIED
+        assert error.retryable is False
+        assert "invalid_scope" in error.message
+
+    run(scenario())
+
+
+# --- refresh token -----------------------------------------------------------------
+
+
+def test_refresh_token_is_exchanged_for_an_access_token_that_verifies() -> None:
+    server = provider(refresh_token=f"rt-{uuid.uuid4().hex}")
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=refresh_token_grant(),
+                secrets=client_secrets(server, refreshToken=server.refresh_token),
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert server.token_forms[0]["grant_type"] == "refresh_token"
+        assert server.token_forms[0]["refresh_token"] == server.refresh_token
+        assert server.api_auth_headers == [f"Bearer {server.issued[0]}"]
+
+    run(scenario())
+
+
+def test_expired_refresh_token_is_authentication_failed() -> None:
+    server = provider(refresh_token="rt-current")
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=refresh_token_grant(),
+                secrets=client_secrets(server, refreshToken="rt-expired-long-ago"),
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.AUTHENTICATION_FAILED
+        assert error.retryable is False
+        assert "invalid_grant" in error.message
+        assert "rt-expired-long-ago" not in error.message
+        assert server.api_auth_headers == []
+
+    run(scenario())
+
+
+def test_access_and_refresh_tokens_never_appear_in_the_outcome() -> None:
+    # The provider rotates the refresh token; the API echoes the request, with
+    # its Authorization header, in error bodies and a Server header.
+    server = provider(refresh_token=f"rt-{uuid.uuid4().hex}", rotate_refresh_token=True)
+    first_refresh_token = server.refresh_token
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        return web.Response(status=500, text=f"cannot serve {auth}", headers={"Server": auth})
+
+    async def scenario() -> None:
+        texts: list[str] = []
+        async with serve({**server.routes(), "/v1/echo": echo}) as (url, _):
+            for path, checks in (
+                ("/v1/me", [{"type": "http", "http": {"path": "/v1/echo"}}]),
+                ("/v1/echo", []),
+            ):
+                request = make_request(
+                    url,
+                    path=path,
+                    auth=refresh_token_grant(),
+                    # Each verification uses the refresh token the provider knows.
+                    secrets=client_secrets(server, refreshToken=server.refresh_token),
+                    checks=checks,
+                )
+                try:
+                    outcome = await HttpDriver().verify(request, OPEN_POLICY)
+                except DriverError as error:
+                    texts += [str(error), repr(error), error.message]
+                else:
+                    texts += [repr(outcome), outcome.message, str(outcome.server_version)]
+                    texts += [c.message for c in outcome.checks]
+        assert len(server.issued) == 2
+        assert any("HTTP 500 from server: cannot serve ***" in t for t in texts)
+        tokens = [*server.issued, first_refresh_token, server.refresh_token]
+        for text in texts:
+            for token in tokens:
+                assert token not in text
+
+    run(scenario())
+
+
+# --- what the token endpoint answers ---------------------------------------------
+
+
+def test_token_endpoint_429_is_rate_limited_with_its_retry_after() -> None:
+    server = provider(retry_after="30")
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = make_request(
+                url, path="/v1/me", auth=client_credentials(), secrets=client_secrets(server)
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.RATE_LIMITED
+        assert error.retryable is True
+        assert error.retry_after == 30
+        assert server.api_auth_headers == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("token_endpoint", "code", "said"),
+    [
+        (answer(503, "upstream down"), Reason.PROVIDER_ERROR, "HTTP 503"),
+        (
+            answer(200, "<html>login</html>", {"Content-Type": "text/html"}),
+            Reason.PROTOCOL_ERROR,
+            "not a JSON object",
+        ),
+        (answer(400, "bad request"), Reason.PROTOCOL_ERROR, "not an OAuth 2.0 error response"),
+        (
+            answer(200, '{"token_type": "Bearer"}', {"Content-Type": "application/json"}),
+            Reason.PROTOCOL_ERROR,
+            "no usable access_token",
+        ),
+        (
+            answer(200, '{"access_token": "x", "token_type": "mac"}'),
+            Reason.PROTOCOL_ERROR,
+            "only Bearer",
+        ),
+        (answer(404, "not here"), Reason.RESOURCE_NOT_FOUND, "no token endpoint"),
+    ],
+    ids=["503", "html", "400-not-json", "no-access-token", "mac-token", "404"],
+)
+def test_token_endpoint_answer_maps_to_reason(
+    token_endpoint: Handler, code: Reason, said: str
+) -> None:
+    async def scenario() -> None:
+        async with serve({"/oauth/token": token_endpoint, "/v1/me": answer()}) as (url, seen):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(),
+                secrets={"clientId": CLIENT_ID, "clientSecret": "cs-1234"},
+            )
+            error = await verify_error(request)
+        assert error.code == code
+        assert said in error.message
+        assert [r.path for r in seen.requests] == ["/oauth/token"]
+
+    run(scenario())
+
+
+def test_token_endpoint_redirect_is_not_followed() -> None:
+    async def scenario() -> None:
+        async with serve({"/elsewhere": answer()}, host="127.0.0.2") as (other, other_seen):
+            redirect = answer(307, headers={"Location": f"{other}/elsewhere"})
+            async with serve({"/oauth/token": redirect}) as (url, _):
+                request = make_request(
+                    url,
+                    auth=client_credentials(),
+                    secrets={"clientId": CLIENT_ID, "clientSecret": "cs-1234"},
+                )
+                error = await verify_error(request)
+        assert error.code == Reason.PROTOCOL_ERROR
+        assert "redirect" in error.message
+        assert other_seen.count == 0
+
+    run(scenario())
+
+
+# --- where the token endpoint is -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token_url",
+    ["{loginUrl}/{tenant}/oauth2/token", "http://127.0.0.2:{loginPort}/{tenant}/oauth2/token"],
+    ids=["url-variable", "absolute-url"],
+)
+def test_token_url_template_is_filled_from_config(token_url: str) -> None:
+    server = provider()
+
+    async def scenario() -> None:
+        login_routes = {"/{tenant}/oauth2/token": server.token}
+        async with (
+            serve(login_routes, host="127.0.0.2") as (login_url, login_seen),
+            serve({"/v1/me": server.api}) as (url, _),
+        ):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(token_url),
+                secrets=client_secrets(server),
+                config={
+                    "loginUrl": login_url + "/",
+                    "loginPort": int(login_url.rsplit(":", 1)[1]),
+                    "tenant": "contoso tenant",
+                },
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert login_seen.requests[0].raw_path == "/contoso%20tenant/oauth2/token"
+
+    run(scenario())
+
+
+def test_token_url_naming_a_secret_variable_is_config_invalid() -> None:
+    async def scenario() -> None:
+        async with serve({"/": answer()}) as (url, seen):
+            request = make_request(
+                url,
+                auth=client_credentials("/token/{clientSecret}"),
+                secrets={"clientId": CLIENT_ID, "clientSecret": "cs-never-in-a-url"},
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.CONFIG_INVALID
+        assert "{clientSecret}" in error.message
+        assert "cs-never-in-a-url" not in error.message
+        assert seen.count == 0
+
+    run(scenario())
+
+
+def test_token_endpoint_on_a_denied_host_is_egress_denied_before_any_request() -> None:
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
+    server = provider()
+
+    async def scenario() -> None:
+        async with (
+            serve({"/token": server.token}, host="127.0.0.2") as (login_url, login_seen),
+            serve({"/v1/me": server.api}) as (url, _),
+        ):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(f"{login_url}/token"),
+                secrets=client_secrets(server),
+            )
+            error = await verify_error(request, policy)
+        assert error.code == Reason.EGRESS_DENIED
+        assert login_seen.count == 0
+        assert server.api_auth_headers == []
+
+    run(scenario())
+
+
+# --- TLS -----------------------------------------------------------------------------
+
+
+def test_token_endpoint_and_api_over_https_are_verified_with_the_connections_ca() -> None:
+    ca = CertificateAuthority("private-ca")
+    server = provider()
+
+    async def scenario() -> None:
+        async with serve(server.routes(), ssl_context=ca.server_context()) as (url, _):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(),
+                secrets=client_secrets(server),
+                tls=TlsMaterial(ca_pem=ca.cert_pem),
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert len(server.issued) == 1
+
+    run(scenario())
+
+
+def test_token_endpoint_with_a_certificate_from_another_ca_is_tls_error() -> None:
+    trusted, other = CertificateAuthority("private-ca"), CertificateAuthority("other-ca")
+    server = provider()
+
+    async def scenario() -> None:
+        async with serve(server.routes(), ssl_context=other.server_context()) as (url, seen):
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=client_credentials(),
+                secrets=client_secrets(server),
+                tls=TlsMaterial(ca_pem=trusted.cert_pem),
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.TLS_ERROR
+        assert f"POST {url}/oauth/token" in error.message
+        assert seen.count == 0
+
+    run(scenario())

@@ -352,6 +352,9 @@ class _Exchange:
                 method,
                 url,
                 headers=self._headers(spec, with_credentials),
+                # No body is sent, so no Content-Type either: aiohttp would add
+                # application/octet-stream to a POST, which JSON RPC APIs refuse.
+                skip_auto_headers=("Content-Type",),
                 allow_redirects=False,
                 ssl=self.ssl_context if url.scheme == "https" else True,
                 # The override names the base URL's server, not a redirect target.

@@ -2,6 +2,11 @@
 
 Pure functions: the reconciler and the admission webhook share them, so a
 manifest is judged the same way at admission and at reconcile time.
+
+A url variable may name other non-secret variables as ``{key}``, e.g. a
+default of ``https://{shop}.myshopify.com``: the placeholders are filled
+after defaults are applied, so every consumer (driver, binding Secret) sees
+the finished URL, and a Connection can still replace the whole URL.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from patchbay.api.common import DURATION_PATTERN
 from patchbay.api.connector import ConnectorSpec, VariableSpec
 
 ConfigValue = str | int | bool
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 
 
 class ConfigInvalidError(ValueError):
@@ -108,5 +115,38 @@ def resolve_config(connector: ConnectorSpec, config: Mapping[str, object]) -> Re
                 raise ConfigInvalidError(variable.key, "is required")
             continue
         values[variable.key] = check_value(variable, raw)
+    for variable in connector.variables:
+        value = values.get(variable.key)
+        if variable.type == "url" and isinstance(value, str) and "{" in value:
+            values[variable.key] = _fill_placeholders(variable, value, values, variables)
     secret_variables = tuple(v for v in connector.variables if v.secret)
     return ResolvedConfig(values=values, secret_variables=secret_variables)
+
+
+def _fill_placeholders(
+    variable: VariableSpec,
+    template: str,
+    values: Mapping[str, ConfigValue],
+    variables: Mapping[str, VariableSpec],
+) -> str:
+    """The url with each {key} replaced by that variable's URL-quoted value."""
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        named = variables.get(key)
+        if named is None or named.secret or named.type == "url":
+            # Secrets never go into a URL (URLs end up in logs and messages).
+            raise ConfigInvalidError(
+                variable.key,
+                f"names {{{key}}}, which is not a non-secret string, integer or boolean variable",
+            )
+        if key not in values:
+            raise ConfigInvalidError(key, f"needs a value: {variable.key} uses it")
+        value = values[key]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return quote(text, safe="")
+
+    filled = _PLACEHOLDER.sub(fill, template)
+    if "{" in filled or "}" in filled:
+        raise ConfigInvalidError(variable.key, "has a malformed {placeholder}")
+    return str(check_value(variable, filled))

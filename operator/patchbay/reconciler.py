@@ -35,14 +35,14 @@ from patchbay.credentials import (
     referenced_secrets,
     resolve_credentials,
 )
-from patchbay.drivers.base import Driver, VerifyOutcome, VerifyRequest
+from patchbay.drivers.base import Driver, VerifyOutcome
 from patchbay.egress import EgressPolicy
 from patchbay.inputs import inputs_hash
 from patchbay.metrics import Metrics
 from patchbay.reasons import NOT_RETRYABLE, Reason
 from patchbay.schedule import Cadence, next_attempt, parse_duration
 from patchbay.status import ConditionState, Findings, connection_conditions, merge_conditions
-from patchbay.verification import run_verification
+from patchbay.verification import build_verify_request, run_verification
 
 logger = logging.getLogger(__name__)
 
@@ -433,14 +433,7 @@ class Reconciler:
                     binding = await self._project_binding(
                         key, body, connector_spec.driver, config.values, creds.values
                     )
-                    request = VerifyRequest(
-                        config=config.values,
-                        secrets=creds.values,
-                        auth=connector_spec.auth,
-                        checks=[*connector_spec.verification.checks, *spec.verification.checks],
-                        http=connector_spec.verification.http,
-                        tls=creds.tls,
-                    )
+                    request = build_verify_request(connector_spec, spec, config, creds)
                     limiter = self._limiter(state.connector, connector_spec)
                     if limiter is not None and not limiter.has_capacity():
                         self.metrics.rate_limited.inc()

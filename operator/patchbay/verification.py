@@ -15,6 +15,10 @@ from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import replace
 
+from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
+from patchbay.config import ResolvedConfig
+from patchbay.credentials import ResolvedCredentials
 from patchbay.drivers.base import Driver, DriverError, Egress, VerifyOutcome
 from patchbay.drivers.base import VerifyRequest as VerifyRequest
 from patchbay.reasons import Reason
@@ -31,6 +35,23 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     for value in sorted({s for s in secrets if len(s) >= _MIN_SCRUB_LENGTH}, key=len, reverse=True):
         text = text.replace(value, REDACTED)
     return text
+
+
+def build_verify_request(
+    connector: ConnectorSpec,
+    connection: ConnectionSpec,
+    config: ResolvedConfig,
+    credentials: ResolvedCredentials,
+) -> VerifyRequest:
+    """What the driver is asked: the connector's checks run before the Connection's own."""
+    return VerifyRequest(
+        config=config.values,
+        secrets=credentials.values,
+        auth=connector.auth,
+        checks=[*connector.verification.checks, *connection.verification.checks],
+        http=connector.verification.http,
+        tls=credentials.tls,
+    )
 
 
 def _scrub_outcome(outcome: VerifyOutcome, secrets: Iterable[str]) -> VerifyOutcome:

@@ -50,6 +50,37 @@ def test_catalogue_and_examples_apply_and_show_printer_columns(
     assert {"postgres", "http-api"} <= {line.split()[0] for line in connectors[1:]}
 
 
+def _is_contained(wanted: object, stored: object) -> bool:
+    """Everything written is stored; the API server may only add defaults."""
+    if isinstance(wanted, dict):
+        return isinstance(stored, dict) and all(
+            k in stored and _is_contained(v, stored[k]) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(stored, list)
+            and len(wanted) == len(stored)
+            and all(_is_contained(w, s) for w, s in zip(wanted, stored, strict=True))
+        )
+    return wanted == stored
+
+
+def test_every_catalogue_entry_is_stored_as_written(
+    control_plane: localcluster.ControlPlane,
+) -> None:
+    catalogue = sorted((REPO_ROOT / "deploy" / "connectors").glob("*.yaml"))
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
+
+    listed = yaml.safe_load(control_plane.kubectl("get", "clusterconnectors", "-o", "yaml").stdout)
+    stored = {item["metadata"]["name"]: item for item in listed["items"]}
+    for path in catalogue:
+        written = yaml.safe_load(path.read_text())
+        name = written["metadata"]["name"]
+        assert name in stored, f"{path.name} was not stored"
+        assert _is_contained(written["spec"], stored[name]["spec"]), path.name
+    assert len(catalogue) >= 18
+
+
 def test_api_server_fills_documented_defaults(
     control_plane: localcluster.ControlPlane, namespace: str
 ) -> None:

@@ -10,7 +10,12 @@ import asyncio
 import datetime
 import socket
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -609,5 +614,17 @@ def test_api_key_in_the_query_never_appears_in_messages() -> None:
         for text in texts:
             assert canary not in text
             assert canary[7:] not in text
+
+    run(scenario())
+
+
+def test_post_without_a_body_declares_no_content_type() -> None:
+    async def scenario() -> None:
+        async with serve({"/rpc": answer()}) as (url, seen):
+            request = replace(make_request(url), http=HttpRequestSpec(method="POST", path="/rpc"))
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        assert seen.requests[0].method == "POST"
+        assert "Content-Type" not in seen.requests[0].headers
 
     run(scenario())

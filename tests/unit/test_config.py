@@ -210,3 +210,44 @@ def test_list_value_is_rejected_for_every_type(kind: str) -> None:
 def test_string_variable_does_not_accept_a_number() -> None:
     with pytest.raises(ConfigInvalidError, match="'value'"):
         check_value(_variable(), 14)
+
+
+SHOP = ConnectorSpec.model_validate(
+    {
+        "driver": "http",
+        "variables": [
+            {"key": "baseUrl", "type": "url", "default": "https://{shop}.myshopify.com"},
+            {"key": "shop", "pattern": "[a-z0-9][a-z0-9-]*"},
+            {"key": "token", "secret": True, "required": True},
+        ],
+    }
+)
+
+
+def test_url_default_is_filled_with_the_tenant_variable() -> None:
+    resolved = resolve_config(SHOP, {"shop": "acme-store"})
+    assert resolved.values["baseUrl"] == "https://acme-store.myshopify.com"
+
+
+def test_connection_can_replace_a_templated_url_entirely() -> None:
+    resolved = resolve_config(SHOP, {"baseUrl": "http://127.0.0.1:8080", "shop": "acme"})
+    assert resolved.values["baseUrl"] == "http://127.0.0.1:8080"
+
+
+def test_url_placeholder_without_a_value_names_the_missing_variable() -> None:
+    with pytest.raises(ConfigInvalidError, match="variable 'shop': needs a value: baseUrl"):
+        resolve_config(SHOP, {})
+
+
+def test_url_placeholder_never_takes_a_secret_value() -> None:
+    with pytest.raises(ConfigInvalidError, match=r"variable 'baseUrl': names \{token\}"):
+        resolve_config(SHOP, {"baseUrl": "https://{token}.example.com"})
+
+
+def test_url_placeholder_value_is_quoted_so_it_cannot_change_the_url_shape() -> None:
+    connector = _connector(
+        {"key": "tokenUrl", "type": "url", "default": "https://login.example.com/{tenant}/token"},
+        {"key": "tenant"},
+    )
+    resolved = resolve_config(connector, {"tenant": "a/b?c"})
+    assert resolved.values["tokenUrl"] == "https://login.example.com/a%2Fb%3Fc/token"

@@ -557,6 +557,9 @@ class _Exchange:
                 url,
                 headers=headers,
                 data=data,
+                # Without a body, no Content-Type either: aiohttp would add
+                # application/octet-stream to a POST, which JSON RPC APIs refuse.
+                skip_auto_headers=("Content-Type",) if data is None else (),
                 allow_redirects=False,
                 ssl=tls if url.scheme == "https" else True,
                 # The override names the base URL's server, not a redirect target.

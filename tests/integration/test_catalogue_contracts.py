@@ -1,0 +1,159 @@
+"""Each SaaS entry of the catalogue against a local server that answers as its vendor documents.
+
+The connector is read from deploy/connectors/, the Connection's config and
+credentials go through the operator's own resolution functions, and the
+driver runs under the shared verification runner with an egress policy that
+allows loopback only. Every URL variable is pointed at the local server, so
+nothing here reaches a vendor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from patchbay.api import ClusterConnector
+from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
+from patchbay.config import ConfigValue, resolve_config
+from patchbay.credentials import resolve_credentials
+from patchbay.drivers import available_drivers
+from patchbay.drivers.base import VerifyOutcome
+from patchbay.egress import EgressPolicy, parse_networks
+from patchbay.schedule import parse_duration
+from patchbay.verification import build_verify_request, run_verification
+from tests.conftest import REPO_ROOT
+from tests.integration.saas_contracts import CONTRACTS, Case, Contract, VendorServer, serve_vendor
+
+CATALOGUE = REPO_ROOT / "deploy" / "connectors"
+# Entries that are not SaaS products: they have tests of their own.
+GENERIC_ENTRIES = {"http-api", "postgres"}
+# Self-hosted products, or vendors that give each partner its own host.
+NO_VENDOR_HOST = {"mlflow", "flexiroam"}
+LOOPBACK_ONLY = EgressPolicy(allowed=parse_networks(["127.0.0.0/8", "::1/128"]))
+SECRET_NAME = "vendor-credentials"
+
+
+def _connector(name: str) -> ConnectorSpec:
+    return ClusterConnector.model_validate(
+        yaml.safe_load((CATALOGUE / f"{name}.yaml").read_text())
+    ).spec
+
+
+def _url_variables(spec: ConnectorSpec) -> list[str]:
+    return [v.key for v in spec.variables if v.type == "url"]
+
+
+def _vendor_urls(contract: Contract, spec: ConnectorSpec) -> dict[str, str]:
+    """The URL variables as the catalogue defaults make them for the contract's tenant."""
+    without_default = {
+        v.key: "https://placeholder.invalid"
+        for v in spec.variables
+        if v.type == "url" and v.default is None
+    }
+    values = resolve_config(spec, {**contract.config, **without_default}).values
+    return {key: str(values[key]) for key in _url_variables(spec) if key not in without_default}
+
+
+def _local_config(
+    contract: Contract, spec: ConnectorSpec, server: VendorServer
+) -> dict[str, ConfigValue]:
+    """The contract's tenant config with every URL moved to the local server, path kept."""
+    vendor = _vendor_urls(contract, spec)
+    local: dict[str, ConfigValue] = dict(contract.config)
+    for key in _url_variables(spec):
+        path = urlsplit(vendor[key]).path.rstrip("/") if key in vendor else ""
+        local[key] = server.origin + path
+    return local
+
+
+async def _verify(contract: Contract, case: Case) -> tuple[VerifyOutcome, VendorServer]:
+    spec = _connector(contract.connector)
+    async with serve_vendor(contract) as server:
+        connection = ConnectionSpec.model_validate(
+            {
+                "connectorRef": {"name": contract.connector},
+                "config": _local_config(contract, spec, server),
+                "credentials": {"secretRef": {"name": SECRET_NAME}},
+            }
+        )
+        config = resolve_config(spec, connection.config)
+        for key in _url_variables(spec):
+            host = urlsplit(str(config.values[key])).hostname
+            assert host is not None and ipaddress.ip_address(host).is_loopback, key
+        credentials = resolve_credentials(
+            connection, config.secret_variables, {SECRET_NAME: case.secrets}
+        )
+        request = build_verify_request(spec, connection, config, credentials)
+        outcome, _ = await run_verification(
+            available_drivers()[spec.driver],
+            request,
+            egress=LOOPBACK_ONLY,
+            timeout_seconds=parse_duration(spec.verification.timeout),
+        )
+    return outcome, server
+
+
+def _case_id(value: object) -> str:
+    return value.name if isinstance(value, Case) else str(getattr(value, "connector", value))
+
+
+@pytest.mark.parametrize(
+    ("contract", "case"),
+    [(contract, case) for contract in CONTRACTS for case in contract.cases],
+    ids=lambda value: _case_id(value),
+)
+def test_catalogue_entry_reports_what_its_vendor_answers(contract: Contract, case: Case) -> None:
+    outcome, server = asyncio.run(_verify(contract, case))
+
+    assert outcome.code == case.expect, (
+        f"{outcome.code}: {outcome.message} (server saw {server.seen})"
+    )
+    for value in case.secrets.values():
+        assert value not in outcome.message
+    # The request reached the vendor's documented endpoint, not a 404 elsewhere.
+    assert f"{contract.api.method} {urlsplit(contract.api.path).path}" in server.seen
+
+
+def test_every_saas_entry_of_the_catalogue_has_a_contract() -> None:
+    entries = {path.stem for path in CATALOGUE.glob("*.yaml")} - GENERIC_ENTRIES
+    assert entries == {contract.connector for contract in CONTRACTS}
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.connector)
+def test_catalogue_urls_default_to_the_vendor_and_contracts_replace_every_one(
+    contract: Contract,
+) -> None:
+    spec = _connector(contract.connector)
+    vendor = _vendor_urls(contract, spec)
+    if contract.connector in NO_VENDOR_HOST:
+        assert vendor == {}
+        assert [v.required for v in spec.variables if v.key == "baseUrl"] == [True]
+    else:
+        assert "baseUrl" in vendor
+    for key, url in vendor.items():
+        host = urlsplit(url).hostname or ""
+        assert urlsplit(url).scheme == "https", (key, url)
+        assert not _is_ip(host) and "." in host, (key, url)
+    local = _local_config(contract, spec, VendorServer(contract, origin="http://127.0.0.1:1"))
+    assert {k for k, v in local.items() if str(v).startswith("http://127.0.0.1:1")} == set(
+        _url_variables(spec)
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def test_catalogue_yaml_files_are_named_after_their_entry() -> None:
+    for path in sorted(Path(CATALOGUE).glob("*.yaml")):
+        assert yaml.safe_load(path.read_text())["metadata"]["name"] == path.stem

@@ -305,6 +305,11 @@ def test_missing_credentials_and_unsupported_auth_types(sshd: localsshd.SshServe
     assert "auth type bearer is not supported by the sftp driver" in error.message
 
 
+def test_user_name_ssh_cannot_carry_is_config_invalid(sshd: localsshd.SshServer) -> None:
+    error = verify_error(make_request(sshd, username="bell\u0007"))
+    assert (error.code, error.message) == (Reason.CONFIG_INVALID, "username is not valid for SSH")
+
+
 def test_closed_port_is_host_unreachable(sshd: localsshd.SshServer) -> None:
     error = verify_error(make_request(sshd, port=free_port()))
     assert error.code == Reason.HOST_UNREACHABLE
@@ -374,7 +379,9 @@ def outcome_texts(outcome: VerifyOutcome) -> list[str]:
     return [outcome.message, repr(outcome)] + [t for c in checks for t in (c.message, c.target)]
 
 
-def test_canary_password_and_key_appear_in_no_outcome(sshd: localsshd.SshServer) -> None:
+def test_canary_password_and_key_appear_in_no_outcome(
+    sshd: localsshd.SshServer, tree: Path
+) -> None:
     canary_password = f"canary-{uuid.uuid4()}"
     error = verify_error(make_request(sshd, password=canary_password))
     assert error.code == Reason.AUTHENTICATION_FAILED

@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 import asyncssh
 from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
+from asyncssh.saslprep import SASLPrepError
 
 from patchbay import __version__
 from patchbay.api.connector import CheckSpec
@@ -241,6 +242,10 @@ async def _login(
         )
     except (asyncssh.Error, OSError) as exc:
         error = _login_error(exc, name, username, auth_type)
+    except SASLPrepError:  # asyncssh normalizes the user name before connecting
+        error = DriverError(Reason.CONFIG_INVALID, "username is not valid for SSH")
+    except ValueError as exc:  # options asyncssh rejects, e.g. no local user name
+        error = DriverError(Reason.PROVIDER_ERROR, f"the SSH client cannot be set up: {exc}")
     # Raised outside the handler so the library's exception does not ride along.
     raise error
 

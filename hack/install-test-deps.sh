@@ -4,6 +4,7 @@ set -euo pipefail
 
 PACKAGES=(
   postgresql # server binaries for tests/integration/test_driver_postgres.py
+  openssh-server # sshd for tests/integration/test_driver_sftp.py
 )
 
 missing=()

@@ -38,3 +38,5 @@ def configure_logging(level: str, json_format: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # asyncssh logs every connection, key exchange and login step at INFO.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)

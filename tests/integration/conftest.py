@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 import localcluster
+import localsshd
 from tests.conftest import REPO_ROOT
+from tests.integration.operator_harness import OperatorProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,3 +42,24 @@ def namespace(control_plane: localcluster.ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator(
+    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator watching the test's namespace, with the connector catalogue applied."""
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
+    process = OperatorProcess(control_plane, tmp_path / "operator.log", "-n", namespace)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[localsshd.SshServer]:
+    """One OpenSSH server with a test user for the whole run, stopped at the end."""
+    server = localsshd.start_sshd()
+    try:
+        yield server
+    finally:
+        server.stop()

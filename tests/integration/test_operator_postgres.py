@@ -5,14 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import localcluster
 import localpostgres
-from tests.conftest import REPO_ROOT
 from tests.integration.operator_harness import OperatorProcess, condition, wait_for_reason
 from tests.integration.test_operator_http import apply
 
@@ -28,16 +26,6 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def operator(
-    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
-    process = OperatorProcess(control_plane, tmp_path / "operator.log", "-n", namespace)
-    yield process
-    process.stop()
 
 
 def pg_connection(name: str, port: int, database: str = "orders") -> list[dict[str, Any]]:

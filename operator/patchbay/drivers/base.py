@@ -93,6 +93,49 @@ class VerifyOutcome:
     retry_after: float | None = None
 
 
+# A check that failed for one of these reasons learnt nothing definite about
+# the capability it tests, so its result is Unknown rather than Failed.
+INCONCLUSIVE = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
+
+
+def failed_check(check_type: str, target: str, error: DriverError) -> CheckOutcome:
+    """The outcome of a check that raised a classified error."""
+    result: ResultKind = "Unknown" if error.code in INCONCLUSIVE else "Failed"
+    return CheckOutcome(check_type, target, result, error.code, error.message)
+
+
+def config_text(request: VerifyRequest, key: str, default: str | None = None) -> str:
+    """A variable's value as text; ConfigInvalid when it is missing and has no default."""
+    value = request.value(key)
+    if value is None or value == "":
+        if default is None:
+            raise DriverError(Reason.CONFIG_INVALID, f"{key} is required")
+        return default
+    if isinstance(value, bool) or "\x00" in str(value):
+        raise DriverError(Reason.CONFIG_INVALID, f"{key} has an invalid value")
+    return str(value)
+
+
+def config_port(request: VerifyRequest, default: int) -> int:
+    """The ``port`` variable, or the protocol's default port."""
+    value = request.value("port")
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not str(value).isdigit() or not 0 < int(value) < 65536:
+        raise DriverError(Reason.CONFIG_INVALID, f"port {value!r} is not a valid port")
+    return int(value)
+
+
+def secret_text(request: VerifyRequest, key: str) -> str:
+    """A credential's value; SecretKeyMissing when the credentials do not have it."""
+    value = request.value(key)
+    if value is None or value == "":
+        raise DriverError(
+            Reason.SECRET_KEY_MISSING, f"the credentials have no value for variable {key}"
+        )
+    return str(value)
+
+
 class Driver(Protocol):
     """A protocol module. ``name`` is the value of Connector.spec.driver."""
 

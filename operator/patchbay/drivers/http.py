@@ -52,6 +52,7 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    secret_text,
     summarize_checks,
 )
 from patchbay.reasons import Reason
@@ -202,13 +203,7 @@ def _has_control(value: str) -> bool:
 
 
 def _secret(request: VerifyRequest, key: str) -> str:
-    value = request.value(key)
-    if value is None or value == "":
-        raise DriverError(
-            Reason.SECRET_KEY_MISSING,
-            f"the credentials have no value for variable {key}",
-        )
-    text = str(value)
+    text = secret_text(request, key)
     if _has_control(text):
         # aiohttp would reject the header and might quote the value in its error.
         raise DriverError(

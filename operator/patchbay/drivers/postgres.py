@@ -19,10 +19,12 @@ from patchbay.drivers.base import (
     CheckOutcome,
     DriverError,
     Egress,
-    ResultKind,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    config_port,
+    config_text,
+    failed_check,
     summarize_checks,
 )
 from patchbay.reasons import Reason
@@ -84,8 +86,6 @@ _BY_MESSAGE: tuple[tuple[re.Pattern[str], Reason], ...] = tuple(
 # libpq prefixes every attempt with 'connection to server at "HOST", port P failed: '.
 _ATTEMPT_PREFIX = re.compile(r"^.*?connection to server at .*? failed: ", re.DOTALL)
 _SEVERITY = re.compile(r"^(?:FATAL|ERROR|PANIC):\s+")
-# Outcomes that say nothing definite about the checked capability.
-_TRANSIENT = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
 
 
 def _describe(exc: psycopg.Error) -> str:
@@ -106,26 +106,6 @@ def _classify(exc: psycopg.Error, context: str = "") -> DriverError:
     else:
         code = next((r for p, r in _BY_MESSAGE if p.search(message)), None)
     return DriverError(code or Reason.PROVIDER_ERROR, f"{context}{message}")
-
-
-def _text(request: VerifyRequest, key: str, default: str | None = None) -> str:
-    value = request.value(key)
-    if value is None or value == "":
-        if default is None:
-            raise DriverError(Reason.CONFIG_INVALID, f"{key} is required")
-        return default
-    if isinstance(value, bool) or "\x00" in str(value):
-        raise DriverError(Reason.CONFIG_INVALID, f"{key} has an invalid value")
-    return str(value)
-
-
-def _port(request: VerifyRequest) -> int:
-    value = request.value("port")
-    if value is None or value == "":
-        return 5432
-    if isinstance(value, bool) or not str(value).isdigit() or not 0 < int(value) < 65536:
-        raise DriverError(Reason.CONFIG_INVALID, f"port {value!r} is not a valid port")
-    return int(value)
 
 
 @contextlib.contextmanager
@@ -231,8 +211,7 @@ async def _run_check(conn: Connection, check: CheckSpec) -> CheckOutcome:
         raise error
     # Not in a finally: after a cancellation a rollback could wait on a hung server.
     await conn.rollback()
-    result: ResultKind = "Unknown" if error.code in _TRANSIENT else "Failed"
-    return CheckOutcome(check.type, target, result, error.code, error.message)
+    return failed_check(check.type, target, error)
 
 
 def _server_version(conn: Connection) -> str:
@@ -247,10 +226,10 @@ class PostgresDriver:
     name = "postgres"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        host, port = _text(request, "host"), _port(request)
-        database, username = _text(request, "database"), _text(request, "username")
-        password = _text(request, "password", "")
-        sslmode = _text(request, "sslmode", "prefer")
+        host, port = config_text(request, "host"), config_port(request, 5432)
+        database, username = config_text(request, "database"), config_text(request, "username")
+        password = config_text(request, "password", "")
+        sslmode = config_text(request, "sslmode", "prefer")
         if sslmode not in SSL_MODES:
             raise DriverError(
                 Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}"

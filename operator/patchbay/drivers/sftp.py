@@ -1,0 +1,398 @@
+"""SFTP driver: log in over SSH (asyncssh) against a pinned host key, then check paths over SFTP.
+
+The server's host key must match the connector's ``knownHosts`` variable
+(known_hosts format, as ``ssh-keyscan`` prints it) for the configured host
+name, so credentials are only ever sent to the server the user pinned. The
+connection goes to the address the egress policy approved, while the host
+key is looked up by name: the lookup is done here, never against the
+address, so an entry for an IP address does not stand in for the name.
+
+Nothing is read from the operator's own ``~/.ssh`` (config, keys, known
+hosts) or from an SSH agent; only the one configured method is tried, so a
+wrong password costs exactly one failed login on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import re
+import stat
+import time
+from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import asyncssh
+from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
+from asyncssh.saslprep import SASLPrepError
+
+from patchbay import __version__
+from patchbay.api.connector import CheckSpec
+from patchbay.drivers.base import (
+    CheckOutcome,
+    DriverError,
+    Egress,
+    VerifyOutcome,
+    VerifyRequest,
+    config_port,
+    config_text,
+    failed_check,
+    secret_text,
+    summarize_checks,
+)
+from patchbay.reasons import Reason
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 22
+# A readObject check proves the file can be read without transferring it.
+READ_BYTES = 16
+# The runner's asyncio timeout is the real limit; these only keep asyncssh from giving up first.
+LIBRARY_TIMEOUT_SECONDS = 300
+CLIENT_VERSION = f"patchbay_{__version__}"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_TEXT_MAX = 256
+
+TrustedKeys = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]
+
+_BY_SFTP_CODE: dict[int, Reason] = {
+    asyncssh.FX_NO_SUCH_FILE: Reason.RESOURCE_NOT_FOUND,
+    asyncssh.FX_NO_SUCH_PATH: Reason.RESOURCE_NOT_FOUND,
+    asyncssh.FX_NOT_A_DIRECTORY: Reason.RESOURCE_NOT_FOUND,
+    asyncssh.FX_PERMISSION_DENIED: Reason.PERMISSION_DENIED,
+    asyncssh.FX_WRITE_PROTECT: Reason.PERMISSION_DENIED,
+    asyncssh.FX_OP_UNSUPPORTED: Reason.PROTOCOL_ERROR,
+    asyncssh.FX_BAD_MESSAGE: Reason.PROTOCOL_ERROR,
+}
+
+
+def _printable(text: str) -> str:
+    """Text the server chose, fit for a one-line status message."""
+    return _CONTROL.sub(" ", text).strip()[:_TEXT_MAX]
+
+
+def _host_key_name(host: str, port: int) -> str:
+    """How known_hosts names this server: the host, with the port when it is not 22."""
+    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
+
+
+def _trusted_keys(request: VerifyRequest, host: str, port: int) -> TrustedKeys:
+    """Host keys, CA keys and revoked keys that knownHosts lists for the configured name."""
+    text = request.value("knownHosts")
+    if not isinstance(text, str) or not text.strip():
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "knownHosts is required: the server's host key line(s) in known_hosts format, "
+            "as printed by ssh-keyscan",
+        )
+    try:
+        known_hosts = asyncssh.import_known_hosts(text)
+    except ValueError:
+        raise DriverError(
+            Reason.CONFIG_INVALID, "knownHosts is not in known_hosts format"
+        ) from None
+    # The name only: passing the address would let an entry for the IP vouch for it.
+    # OpenSSH compares names case-insensitively; asyncssh's exact entries do not.
+    host_keys, ca_keys, revoked, *_ = known_hosts.match(
+        host.lower(), "", None if port == DEFAULT_PORT else port
+    )
+    if not host_keys and not ca_keys:
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            f"knownHosts has no host key for {_host_key_name(host, port)}",
+        )
+    return list(host_keys), list(ca_keys), list(revoked)
+
+
+def _host_key_algorithms(trusted: TrustedKeys) -> list[str]:
+    """The pinned key types first, then every other type, as OpenSSH orders them.
+
+    Offered only the pinned types (asyncssh's default), a server without a key
+    of those types hangs up during the key exchange, which would look like a
+    protocol error; offered all, it presents the key it has, and a mismatch is
+    reported as one.
+    """
+    host_keys, ca_keys, _ = trusted
+    certificates = get_default_certificate_algs()
+    pinned = [alg for key in host_keys for alg in key.sig_algorithms]
+    if ca_keys:
+        pinned = certificates + pinned
+    ordered = dict.fromkeys(pinned + certificates + get_default_public_key_algs())
+    return [alg.decode("ascii") for alg in ordered]
+
+
+def _key_error(exc: ValueError) -> DriverError:
+    if isinstance(exc, asyncssh.KeyEncryptionError) or "decrypt" in str(exc):
+        message = "privateKey cannot be decrypted with the given passphrase"
+    elif "passphrase must be specified" in str(exc).lower():
+        message = "privateKey is encrypted: the credentials need a passphrase"
+    else:
+        message = "privateKey is not a valid private key"
+    return DriverError(Reason.CONFIG_INVALID, message)
+
+
+async def _auth_options(request: VerifyRequest) -> dict[str, object]:
+    """asyncssh options for the connector's auth type: one method, nothing from ~/.ssh."""
+    auth_type = request.auth.type
+    if auth_type == "password":
+        return {
+            "password": secret_text(request, "password"),
+            "preferred_auth": "password",
+            "client_keys": None,
+        }
+    if auth_type == "sshKey":
+        pem = secret_text(request, "privateKey")
+        passphrase = request.value("passphrase")
+        error: DriverError | None = None
+        try:
+            # Decrypting a key runs a deliberately slow KDF: not on the event loop.
+            key = await asyncio.to_thread(
+                asyncssh.import_private_key, pem, str(passphrase) if passphrase else None
+            )
+        except ValueError as exc:  # KeyImportError, KeyEncryptionError
+            error = _key_error(exc)
+        if error is not None:  # raised outside the handler: no key text rides along
+            raise error
+        return {"client_keys": [key], "preferred_auth": "publickey"}
+    raise DriverError(
+        Reason.CONFIG_INVALID,
+        f"auth type {auth_type} is not supported by the sftp driver (use password or sshKey)",
+    )
+
+
+def _login_error(
+    exc: asyncssh.Error | OSError, name: str, username: str, auth_type: str
+) -> DriverError:
+    """The reason for a failed connect or login."""
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return DriverError(
+            Reason.TLS_ERROR,
+            f"host key mismatch: the key {name} presented is not the one pinned in knownHosts",
+        )
+    if isinstance(exc, asyncssh.PermissionDenied):
+        what = "password" if auth_type == "password" else "key"
+        return DriverError(
+            Reason.AUTHENTICATION_FAILED, f"{name} rejected the {what} for user {username}"
+        )
+    if isinstance(exc, asyncssh.IllegalUserName):
+        return DriverError(Reason.CONFIG_INVALID, "username is not valid for SSH")
+    if isinstance(
+        exc,
+        asyncssh.ConnectionLost | ConnectionResetError | ConnectionAbortedError | BrokenPipeError,
+    ):
+        # Connected, then dropped before the handshake was done: most often not an SSH server.
+        return DriverError(
+            Reason.PROTOCOL_ERROR, f"{name} closed the connection during the SSH handshake"
+        )
+    reason = _printable(exc.reason) if isinstance(exc, asyncssh.Error) else ""
+    if isinstance(exc, asyncssh.DisconnectError):
+        if exc.code == asyncssh.DISC_TOO_MANY_CONNECTIONS:
+            return DriverError(Reason.RATE_LIMITED, f"{name}: too many connections")
+        if exc.code == asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT:
+            return DriverError(Reason.PERMISSION_DENIED, f"{name}: {reason}")
+        if exc.code == asyncssh.DISC_BY_APPLICATION:
+            return DriverError(Reason.PROVIDER_ERROR, f"{name} disconnected: {reason}")
+        # Protocol, key exchange, MAC and compression failures, unsupported versions:
+        # the peer does not speak SSH as expected.
+        return DriverError(Reason.PROTOCOL_ERROR, f"{name}: {reason}")
+    if isinstance(exc, TimeoutError):
+        return DriverError(Reason.TIMEOUT, f"{name} did not complete the SSH login in time")
+    if isinstance(exc, OSError):
+        return DriverError(
+            Reason.HOST_UNREACHABLE,
+            f"cannot connect to {name}: {exc.strerror or type(exc).__name__}",
+        )
+    return DriverError(Reason.PROVIDER_ERROR, f"{name}: {reason}")
+
+
+async def _login(
+    address: str,
+    host: str,
+    port: int,
+    username: str,
+    trusted: TrustedKeys,
+    auth: Mapping[str, object],
+    auth_type: str,
+) -> asyncssh.SSHClientConnection:
+    name = _host_key_name(host, port)
+    error: DriverError | None = None
+    try:
+        return await asyncssh.connect(
+            address,
+            port,
+            username=username,
+            known_hosts=trusted,
+            server_host_key_algs=_host_key_algorithms(trusted),
+            # Host certificates in X.509 form would bypass the lookup above.
+            x509_trusted_certs=None,
+            # Nothing from the operator's environment: no ~/.ssh/config, agent,
+            # PKCS#11 token, GSSAPI ticket or host-based key.
+            config=None,
+            agent_path=None,
+            pkcs11_provider=None,
+            gss_auth=False,
+            gss_kex=False,
+            host_based_auth=False,
+            kbdint_auth=False,
+            client_version=CLIENT_VERSION,
+            connect_timeout=LIBRARY_TIMEOUT_SECONDS,
+            login_timeout=LIBRARY_TIMEOUT_SECONDS,
+            **auth,
+        )
+    except (asyncssh.Error, OSError) as exc:
+        error = _login_error(exc, name, username, auth_type)
+    except SASLPrepError:  # asyncssh normalizes the user name before connecting
+        error = DriverError(Reason.CONFIG_INVALID, "username is not valid for SSH")
+    except ValueError as exc:  # options asyncssh rejects, e.g. no local user name
+        error = DriverError(Reason.PROVIDER_ERROR, f"the SSH client cannot be set up: {exc}")
+    # Raised outside the handler so the library's exception does not ride along.
+    raise error
+
+
+async def _abort_on_cancel(conn: asyncssh.SSHClientConnection, work: Coroutine[Any, Any, T]) -> T:
+    """Await work; when the caller's timeout cancels us, drop the connection first.
+
+    asyncssh's SFTP helpers close their file handles in ``finally`` blocks, which
+    would wait on a hung server after the timeout; with the connection gone
+    those waits fail at once.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        conn.abort()
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+def _sftp_error(exc: asyncssh.SFTPError, path: str) -> DriverError:
+    code = _BY_SFTP_CODE.get(exc.code, Reason.PROVIDER_ERROR)
+    return DriverError(code, f"{path}: {_printable(exc.reason) or type(exc).__name__}")
+
+
+async def _list_files(sftp: asyncssh.SFTPClient, path: str) -> str:
+    # scandir is an async generator, though typed as an iterator.
+    entries = cast("AsyncGenerator[asyncssh.SFTPName, None]", sftp.scandir(path))
+    # The first entry proves the directory can be listed; reading it all could take long.
+    first = await anext(entries, None)
+    await entries.aclose()
+    return "listed" if first is not None else "listed (empty)"
+
+
+async def _read_object(sftp: asyncssh.SFTPClient, path: str) -> str:
+    handle = await sftp.open(path, "rb")
+    attrs = await handle.stat()
+    if attrs.permissions is not None and stat.S_ISDIR(attrs.permissions):
+        raise DriverError(Reason.RESOURCE_NOT_FOUND, f"{path} is a directory, not a file")
+    data = await handle.read(READ_BYTES)
+    await handle.close()
+    return f"read {len(data)} byte(s)"
+
+
+async def _run_check(sftp: asyncssh.SFTPClient, base_path: str, check: CheckSpec) -> CheckOutcome:
+    target = check.path or ""
+    path = posixpath.join(base_path, target) if base_path else target
+    error: DriverError | None = None
+    try:
+        if check.type not in ("listFiles", "readObject"):
+            raise DriverError(
+                Reason.CONFIG_INVALID,
+                f"check type {check.type} is not supported by the sftp driver",
+            )
+        if not target:
+            raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs path")
+        if check.type == "listFiles":
+            message = await _list_files(sftp, path)
+        else:
+            message = await _read_object(sftp, path)
+    except asyncssh.SFTPError as exc:
+        if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+            raise  # nothing more can be checked: the whole verification fails
+        error = _sftp_error(exc, path)
+    except DriverError as exc:
+        error = exc
+    if error is not None:
+        return failed_check(check.type, target, error)
+    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, message)
+
+
+async def _inspect(
+    conn: asyncssh.SSHClientConnection, base_path: str, checks: Sequence[CheckSpec]
+) -> list[CheckOutcome]:
+    """Open an SFTP session, make sure the base path is a directory, and run the checks."""
+    error: DriverError | None = None
+    try:
+        sftp = await conn.start_sftp_client()
+    except asyncssh.ChannelOpenError as exc:
+        code = (
+            Reason.PERMISSION_DENIED
+            if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+            else Reason.PROTOCOL_ERROR
+        )
+        error = DriverError(code, f"cannot open an SFTP session: {_printable(exc.reason)}")
+    except asyncssh.SFTPError as exc:
+        error = DriverError(
+            Reason.PROTOCOL_ERROR, f"the server offers no SFTP service: {_printable(exc.reason)}"
+        )
+    if error is not None:
+        raise error
+    if base_path:
+        try:
+            attrs = await sftp.stat(base_path)
+        except asyncssh.SFTPError as exc:
+            error = _sftp_error(exc, f"basePath {base_path}")
+        else:
+            if attrs.permissions is not None and not stat.S_ISDIR(attrs.permissions):
+                error = DriverError(
+                    Reason.RESOURCE_NOT_FOUND, f"basePath {base_path} is not a directory"
+                )
+        if error is not None:
+            raise error
+    return [await _run_check(sftp, base_path, check) for check in checks]
+
+
+def _server_version(conn: asyncssh.SSHClientConnection) -> str | None:
+    """The software part of the server's SSH banner, e.g. 'OpenSSH_9.6p1 Ubuntu-3ubuntu13'."""
+    banner = conn.get_extra_info("server_version")
+    if not isinstance(banner, str):
+        return None
+    parts = banner.split("-", 2)
+    software = parts[2] if len(parts) == 3 and parts[0] == "SSH" else banner
+    return _printable(software) or None
+
+
+class SftpDriver:
+    """Verifies SFTP servers (OpenSSH and others) with password or SSH key authentication."""
+
+    name = "sftp"
+
+    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
+        username = config_text(request, "username")
+        base_path = config_text(request, "basePath", "")
+        trusted = _trusted_keys(request, host, port)
+        auth = await _auth_options(request)
+        # The policy decides on the address actually used; the host key is still
+        # checked for the configured name.
+        addresses = await egress.resolve(host, port)
+        if not addresses:
+            raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+        started = time.monotonic()
+        conn = await _login(
+            str(addresses[0]), host, port, username, trusted, auth, request.auth.type
+        )
+        latency_ms = round((time.monotonic() - started) * 1000)
+        error: DriverError | None = None
+        try:
+            checks = await _abort_on_cancel(conn, _inspect(conn, base_path, request.checks))
+        except (asyncssh.SFTPError, asyncssh.DisconnectError) as exc:
+            error = DriverError(
+                Reason.PROVIDER_ERROR, f"the SSH connection was lost: {_printable(exc.reason)}"
+            )
+        finally:
+            conn.close()  # no waiting: safe after a cancellation
+        if error is not None:
+            raise error
+        return summarize_checks(checks, server_version=_server_version(conn), latency_ms=latency_ms)

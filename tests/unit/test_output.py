@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from patchbay import output
+from patchbay.cli import Progress
 from patchbay.manage import describe_body
 
 
@@ -176,3 +178,27 @@ def test_selection_view_lists_violations() -> None:
     assert ["Items:", "3"] in lines
     assert ["Complete:", "false"] in lines
     assert ["TooManyItems", "/in/c", "more", "than", "2", "items"] in lines
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_spins_and_clears_its_line() -> None:
+    stream = Terminal()
+    with Progress("waiting for connection/a", stream) as progress:
+        progress.tick(1.2)
+        progress.tick(2.0)
+    text = stream.getvalue()
+    assert "\r/ waiting for connection/a (1s)" in text
+    assert "\r- waiting for connection/a (2s)" in text
+    assert text.endswith("\r\033[K")
+
+
+def test_progress_elsewhere_is_one_plain_line() -> None:
+    stream = io.StringIO()
+    with Progress("waiting for connection/a", stream) as progress:
+        progress.tick(1.0)
+        progress.tick(2.0)
+    assert stream.getvalue() == "waiting for connection/a ...\n"

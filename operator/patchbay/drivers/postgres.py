@@ -207,7 +207,7 @@ async def _fetch(
                 raise
             raise DriverError(
                 Reason.CONFIG_INVALID,
-                "the statement returned no result set; use one that returns rows, e.g. SELECT",
+                "the query returned no result set; use a statement that returns rows, e.g. SELECT",
             ) from None
         columns = tuple(column.name for column in cur.description or ())
     return RowSet(columns, tuple(rows), truncated)

@@ -3,10 +3,74 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TextIO
 
-from patchbay import __version__
+import aiohttp
+
+from patchbay import __version__, discovery, kube, manage, output
+from patchbay.caller import CommandError, load_caller_config
+from patchbay.drivers import available_drivers
+from patchbay.drivers.base import MAX_ROWS, SelectionLimits
+from patchbay.egress import DEFAULT_DENIED, EgressPolicy, parse_networks
+from patchbay.output import OUTPUT_FORMATS, View
+from patchbay.schedule import parse_duration
+
+
+def add_egress_flags(parser: argparse.ArgumentParser, traffic: str) -> None:
+    parser.add_argument(
+        "--egress-deny",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help=f"also deny {traffic} traffic to this network (repeatable); link-local and "
+        "cloud metadata addresses are always denied",
+    )
+    parser.add_argument(
+        "--egress-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help=f"allow {traffic} traffic only to these networks (repeatable)",
+    )
+
+
+def egress_policy(args: argparse.Namespace) -> EgressPolicy:
+    return EgressPolicy(
+        denied=DEFAULT_DENIED + parse_networks(args.egress_deny),
+        allowed=parse_networks(args.egress_allow),
+    )
+
+
+def row_count(text: str) -> int:
+    try:
+        rows = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= rows <= MAX_ROWS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_ROWS}")
+    return rows
+
+
+def size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def seconds(text: str) -> float:
+    """'90', '90s' or '2m'."""
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration such as 90s or 2m: {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage and verify connections to external data systems on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"patchbay {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
@@ -30,21 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-format", default="json", choices=["json", "text"])
-    run.add_argument(
-        "--egress-deny",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="also deny verification traffic to this network (repeatable); link-local and "
-        "cloud metadata addresses are always denied",
-    )
-    run.add_argument(
-        "--egress-allow",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="allow verification traffic only to these networks (repeatable)",
-    )
+    add_egress_flags(run, "verification")
     run.add_argument("--max-concurrent", type=int, default=64, help="verifications running at once")
     run.add_argument(
         "--metrics-port",
@@ -70,6 +120,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-cert", metavar="FILE", help="PEM serving certificate of the webhook"
     )
     run.add_argument("--webhook-key", metavar="FILE", help="PEM private key of the webhook")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-n", "--namespace", help="namespace of the Connection (default: the context's)"
+    )
+    common.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    common.add_argument("--context", help="kubeconfig context to use")
+    common.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table")
+    browsing = argparse.ArgumentParser(add_help=False, parents=[common])
+    add_egress_flags(browsing, "discovery")
+
+    def command(
+        name: str, help: str, handler: Handler, parents: list[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, parents=parents)
+        sub.add_argument("connection", metavar="NAME", help="the Connection")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command(
+        "describe",
+        "show status, checks and secret fields (never values)",
+        describe_command,
+        [common],
+    )
+    verify = command("verify", "ask the operator to verify now", verify_command, [common])
+    verify.add_argument("--wait", action="store_true", help="wait for the result and show it")
+    verify.add_argument(
+        "--timeout", type=seconds, default=120.0, help="how long --wait waits (default 2m)"
+    )
+    command("suspend", "stop every call to the external system", suspend_command, [common])
+    command("resume", "resume verification after suspend", resume_command, [common])
+    command(
+        "set-default",
+        "make this the default Connection of its connector in the namespace "
+        "(the others of that connector stop being default)",
+        set_default_command,
+        [common],
+    )
+    tables = command("tables", "list tables and views", tables_command, [browsing])
+    tables.add_argument(
+        "--include-system", action="store_true", help="also list system schemas' tables"
+    )
+    columns = command("columns", "list a table's columns", columns_command, [browsing])
+    columns.add_argument("table", metavar="SCHEMA.TABLE")
+    sample = command("sample", "show some rows of a table", sample_command, [browsing])
+    sample.add_argument("table", metavar="SCHEMA.TABLE")
+    sample.add_argument("--rows", type=row_count, default=10, help="at most this many (default 10)")
+    query = command(
+        "query", "run one read-only SQL statement (a write fails)", query_command, [browsing]
+    )
+    query.add_argument("sql", metavar="SQL")
+    query.add_argument(
+        "--max-rows", type=row_count, default=100, help="at most this many rows (default 100)"
+    )
+    files = command("files", "list files and directories", files_command, [browsing])
+    files.add_argument("path", metavar="PATH", nargs="?", default="", help="default: the root")
+    files.add_argument("--page-token", help="the token printed with the previous page")
+    selection = command(
+        "validate-selection",
+        "count the files under the given paths and check them against limits",
+        validate_selection_command,
+        [browsing],
+    )
+    selection.add_argument("paths", metavar="PATH", nargs="+")
+    selection.add_argument("--max-items", type=size, help="at most this many files")
+    selection.add_argument("--max-bytes", type=size, help="at most this many bytes in total")
+    selection.add_argument("--max-depth", type=size, help="at most this many directory levels")
     return parser
 
 
@@ -77,7 +197,6 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import patchbay.controller.handlers  # noqa: F401  (registers the handlers)
-    from patchbay.egress import DEFAULT_DENIED, EgressPolicy, parse_networks
     from patchbay.logs import configure_logging
     from patchbay.reconciler import OperatorSettings
 
@@ -91,10 +210,7 @@ def run_operator(args: argparse.Namespace) -> int:
         importlib.import_module("patchbay.controller.admission")  # registers the webhook
     settings = OperatorSettings(
         max_concurrent_verifications=args.max_concurrent,
-        egress=EgressPolicy(
-            denied=DEFAULT_DENIED + parse_networks(args.egress_deny),
-            allowed=parse_networks(args.egress_allow),
-        ),
+        egress=egress_policy(args),
     )
     kopf.run(
         clusterwide=args.all_namespaces or not args.namespace,
@@ -117,11 +233,150 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- management and discovery, as the caller ------------------------------------------
+
+Result = tuple[object, View, int]  # data, its table view, exit code
+Handler = Callable[[argparse.Namespace, kube.KubeClient, str], Awaitable[Result]]
+
+
+class Progress:
+    """A spinner on stderr while waiting; one plain line when stderr is not a terminal."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, text: str, stream: TextIO = sys.stderr) -> None:
+        self.text = text
+        self.stream = stream
+        self.live = stream.isatty()
+        self.frame = 0
+
+    def __enter__(self) -> Progress:
+        if not self.live:
+            print(f"{self.text} ...", file=self.stream, flush=True)
+        return self
+
+    def tick(self, elapsed: float) -> None:
+        if self.live:
+            self.frame = (self.frame + 1) % len(self.FRAMES)
+            self.stream.write(f"\r{self.FRAMES[self.frame]} {self.text} ({elapsed:.0f}s)")
+            self.stream.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")  # clear the spinner's line
+            self.stream.flush()
+
+
+async def describe_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    return await manage.describe(client, ns, args.connection), output.describe_view, 0
+
+
+async def verify_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    requested = await manage.request_verification(client, ns, args.connection)
+    if not args.wait:
+        data = {"name": args.connection, "namespace": ns, "requestedAt": requested}
+        return data, output.verify_requested_view, 0
+    with Progress(f"waiting for connection/{args.connection} to be verified") as progress:
+        described = await manage.wait_for_verification(
+            client, ns, args.connection, requested, args.timeout, progress.tick
+        )
+    succeeded = described["verification"]["result"] == "Succeeded"
+    return described, output.describe_view, 0 if succeeded else 1
+
+
+async def suspend_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    return await manage.set_suspend(client, ns, args.connection, True), output.suspend_view, 0
+
+
+async def resume_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    return await manage.set_suspend(client, ns, args.connection, False), output.suspend_view, 0
+
+
+async def set_default_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    return await manage.set_default(client, ns, args.connection), output.set_default_view, 0
+
+
+async def _target(
+    args: argparse.Namespace, client: kube.KubeClient, ns: str, capability: discovery.Capability
+) -> discovery.Target:
+    return await discovery.resolve_target(
+        client, ns, args.connection, available_drivers(), capability
+    )
+
+
+async def tables_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    target = await _target(args, client, ns, "sql")
+    data = await discovery.tables(target, egress_policy(args), args.include_system)
+    return data, output.tables_view, 0
+
+
+async def columns_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    schema, table = discovery.split_table_name(args.table)
+    target = await _target(args, client, ns, "sql")
+    data = await discovery.columns(target, egress_policy(args), schema, table)
+    return data, output.columns_view, 0
+
+
+async def sample_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    schema, table = discovery.split_table_name(args.table)
+    target = await _target(args, client, ns, "sql")
+    data = await discovery.sample(target, egress_policy(args), schema, table, args.rows)
+    return data, output.rows_view, 0
+
+
+async def query_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    discovery.check_sql(args.sql)  # before anything is contacted
+    target = await _target(args, client, ns, "sql")
+    data = await discovery.query(target, egress_policy(args), args.sql, args.max_rows)
+    return data, output.rows_view, 0
+
+
+async def files_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    target = await _target(args, client, ns, "files")
+    data = await discovery.files(target, egress_policy(args), args.path, args.page_token)
+    return data, output.files_view, 0
+
+
+async def validate_selection_command(
+    args: argparse.Namespace, client: kube.KubeClient, ns: str
+) -> Result:
+    target = await _target(args, client, ns, "files")
+    limits = SelectionLimits(args.max_items, args.max_bytes, args.max_depth)
+    data = await discovery.validate_selection(target, egress_policy(args), args.paths, limits)
+    return data, output.selection_view, 1 if data["violations"] else 0
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    caller = load_caller_config(args.kubeconfig, args.context)
+    namespace = args.namespace or caller.namespace
+    server = caller.configuration.host
+    client = kube.KubeClient(caller.configuration)
+    handler: Handler = args.handler
+    try:
+        data, view, code = await handler(args, client, namespace)
+    except aiohttp.ClientError as exc:
+        raise CommandError(f"cannot reach the API server at {server}: {exc}") from None
+    except TimeoutError:
+        raise CommandError(f"the API server at {server} did not answer in time") from None
+    except kube.KubeApiError as exc:
+        raise CommandError(f"the API server refused: {exc}") from None
+    finally:
+        await client.close()
+    print(output.render(data, args.output, view))
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_operator(args)
-    return 2
+    try:
+        return asyncio.run(run_command(args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

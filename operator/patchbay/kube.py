@@ -8,8 +8,11 @@ service account or a kubeconfig, through the kubernetes package's loaders.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -42,6 +45,29 @@ def load_configuration(kubeconfig: str | None = None) -> Any:
     return configuration
 
 
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def load_caller_configuration(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
+    """For a person's tools: the kubeconfig first (the file given, $KUBECONFIG or
+    ~/.kube/config) with its context's namespace, else the Pod's service account.
+    Raises kubernetes.config.ConfigException."""
+    configuration = k8s_client.Configuration()
+    try:
+        k8s_config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except k8s_config.ConfigException:
+        if kubeconfig or context or not os.path.exists(IN_CLUSTER_NAMESPACE):
+            raise
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        with open(IN_CLUSTER_NAMESPACE) as f:
+            return configuration, f.read().strip()
+    contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+    return configuration, ((chosen or {}).get("context") or {}).get("namespace") or "default"
+
+
 class KubeClient:
     def __init__(self, configuration: Any) -> None:
         self._configuration = configuration
@@ -64,9 +90,11 @@ class KubeClient:
         if hook is not None:
             hook(self._configuration)  # bound service-account tokens rotate
         headers = {"Accept": "application/json"}
-        token = self._configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # The loaders store a bearer token under "BearerToken" (service account, kubeconfig
+        # token); auth_settings() turns whatever they stored into the header to send.
+        for setting in self._configuration.auth_settings().values():
+            if setting["in"] == "header" and setting["value"]:
+                headers[setting["key"]] = setting["value"]
         if content_type:
             headers["Content-Type"] = content_type
         return headers
@@ -143,3 +171,11 @@ def secret_path(namespace: str, name: str) -> str:
 
 def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/events"
+
+
+def secret_values(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's data, decoded. Only for handing to a driver: never log or store it."""
+    return {
+        k: base64.b64decode(v).decode("utf-8", "replace")
+        for k, v in (secret.get("data") or {}).items()
+    }

@@ -10,7 +10,6 @@ one patch.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 from collections import defaultdict
@@ -80,6 +79,35 @@ def _validation_message(exc: ValidationError) -> str:
     first = exc.errors(include_input=False, include_url=False)[0]
     location = ".".join(str(part) for part in first["loc"])
     return f"{location}: {first['msg']}"
+
+
+def judge_connector(
+    ckey: ConnectorKey, body: Mapping[str, Any] | None, drivers: Mapping[str, Driver]
+) -> tuple[ConditionState, ConnectorSpec | None]:
+    """The ConnectorResolved condition, and the connector's spec when it is usable."""
+    kind, _, name = ckey
+    if body is None:
+        return ConditionState(
+            "False", Reason.CONNECTOR_NOT_FOUND, f"{kind} {name!r} not found"
+        ), None
+    try:
+        connector = ConnectorSpec.model_validate(body.get("spec", {}))
+    except ValidationError as exc:
+        return ConditionState("False", Reason.CONNECTOR_INVALID, _validation_message(exc)), None
+    if connector.driver not in drivers:
+        return ConditionState(
+            "False", Reason.CONNECTOR_INVALID, f"driver {connector.driver!r} is not available"
+        ), None
+    if connector.deprecated:
+        return ConditionState(
+            "True", Reason.CONNECTOR_DEPRECATED, f"{kind} {name!r} is deprecated"
+        ), connector
+    return ConditionState("True", Reason.VALID, f"{kind} {name!r}"), connector
+
+
+def verification_timeout(spec: ConnectionSpec, connector: ConnectorSpec) -> float:
+    """Seconds one verification (or one discovery call) may take."""
+    return parse_duration(spec.verification.timeout or connector.verification.timeout)
 
 
 @dataclass
@@ -456,7 +484,7 @@ class Reconciler:
                         self.drivers[connector_spec.driver],
                         request,
                         egress=self.settings.egress,
-                        timeout_seconds=self._timeout(spec, connector_spec),
+                        timeout_seconds=verification_timeout(spec, connector_spec),
                         limiter=self._budget(limiter),
                     )
                     duration_ms = int(elapsed * 1000)
@@ -590,32 +618,11 @@ class Reconciler:
         self, key: Key, spec: Mapping[str, Any]
     ) -> tuple[ConditionState, ConnectorSpec | None]:
         ckey = self._connector_key(key[0], spec)
-        body = await self._connector(ckey)
-        if body is None:
-            kind, _, name = ckey
-            return ConditionState(
-                "False", Reason.CONNECTOR_NOT_FOUND, f"{kind} {name!r} not found"
-            ), None
-        try:
-            connector = ConnectorSpec.model_validate(body.get("spec", {}))
-        except ValidationError as exc:
-            return ConditionState("False", Reason.CONNECTOR_INVALID, _validation_message(exc)), None
-        if connector.driver not in self.drivers:
-            return ConditionState(
-                "False", Reason.CONNECTOR_INVALID, f"driver {connector.driver!r} is not available"
-            ), None
-        if connector.deprecated:
-            return ConditionState(
-                "True", Reason.CONNECTOR_DEPRECATED, f"{ckey[0]} {ckey[2]!r} is deprecated"
-            ), connector
-        return ConditionState("True", Reason.VALID, f"{ckey[0]} {ckey[2]!r}"), connector
+        return judge_connector(ckey, await self._connector(ckey), self.drivers)
 
     def _cadence(self, spec: ConnectionSpec, connector: ConnectorSpec) -> Cadence:
         interval = spec.verification.interval or connector.verification.interval
         return Cadence(spec.verification.mode, parse_duration(interval), spec.verification.schedule)
-
-    def _timeout(self, spec: ConnectionSpec, connector: ConnectorSpec) -> float:
-        return parse_duration(spec.verification.timeout or connector.verification.timeout)
 
     @asynccontextmanager
     async def _budget(self, limiter: AsyncLimiter | None) -> AsyncIterator[None]:
@@ -643,14 +650,7 @@ class Reconciler:
             self.secret_versions[(namespace, name)] = (
                 secret["metadata"]["resourceVersion"] if secret else None
             )
-            found[name] = (
-                None
-                if secret is None
-                else {
-                    k: base64.b64decode(v).decode("utf-8", "replace")
-                    for k, v in (secret.get("data") or {}).items()
-                }
-            )
+            found[name] = None if secret is None else kube.secret_values(secret)
         return found
 
     async def _project_binding(

@@ -6,14 +6,26 @@ authenticates, runs the requested capability checks and returns a
 raising ``DriverError``. The shared runner (``patchbay.verification``)
 enforces the timeout, the egress policy (through ``Egress``), the rate limit,
 and scrubs secret values from every message.
+
+Drivers may also offer discovery, used by the CLI: ``SqlBrowsing`` (tables,
+columns, samples, read-only queries) and ``FileBrowsing`` (listing and
+selection checks). Each opens a session over one login; the caller
+(``patchbay.discovery``) enforces the timeout and scrubs messages, as for
+verification.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import ipaddress
+import math
+import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.reasons import NOT_RETRYABLE, Reason
@@ -177,3 +189,237 @@ def summarize_checks(
         latency_ms=latency_ms,
         checks=tuple(checks),
     )
+
+
+# ----- discovery ---------------------------------------------------------------------
+
+JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
+
+# Limits the CLI enforces before a driver sees the request, so every driver can rely on them.
+MAX_SQL_LENGTH = 10_000
+MAX_ROWS = 10_000
+
+
+def json_value(value: object) -> JsonValue:
+    """A database value as JSON: exact numbers and binary data become text, times ISO 8601."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "base64:" + base64.b64encode(bytes(value)).decode()
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    kind: str  # table, view, materialized view, foreign table, partitioned table
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # as the database spells it, e.g. "character varying(20)"
+    nullable: bool
+    primary_key: bool
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """Rows of a sample or query; ``truncated`` when the source had more than were returned."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[JsonValue, ...], ...]
+    truncated: bool
+
+
+class SqlBrowser(Protocol):
+    """A session on a SQL database. Everything runs in read-only transactions."""
+
+    async def tables(self, include_system: bool) -> list[TableInfo]:
+        """Tables and views the login may read; system schemas only when asked."""
+        ...
+
+    async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
+        """Columns in table order; DriverError(RESOURCE_NOT_FOUND) for an unknown table."""
+        ...
+
+    async def sample(self, schema: str, table: str, rows: int) -> RowSet:
+        """Up to ``rows`` rows of the table, in no particular order."""
+        ...
+
+    async def query(self, sql: str, max_rows: int) -> RowSet:
+        """One statement (at most MAX_SQL_LENGTH characters) returning at most ``max_rows`` rows.
+
+        A statement that writes fails with the database's read-only error.
+        """
+        ...
+
+
+@runtime_checkable
+class SqlBrowsing(Protocol):
+    """A driver that can browse a SQL database."""
+
+    name: str
+
+    def browse_sql(
+        self, request: VerifyRequest, egress: Egress
+    ) -> AbstractAsyncContextManager[SqlBrowser]:
+        """Log in (through the egress policy) and yield a session; closing it logs out."""
+        ...
+
+
+FileKind = Literal["file", "directory"]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    kind: FileKind
+    path: str  # what to pass to list_files or validate_selection
+    size: int | None = None  # bytes, for files
+    modified: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
+class FilePage:
+    entries: tuple[FileEntry, ...]
+    next_page_token: str | None = None  # None on the last page
+
+
+@dataclass(frozen=True)
+class SelectionLimits:
+    """Limits a selection is checked against; None means no limit."""
+
+    max_items: int | None = None
+    max_bytes: int | None = None
+    max_depth: int | None = None
+
+
+ViolationCode = Literal["NotFound", "TooManyItems", "TooManyBytes", "TooDeep"]
+
+
+@dataclass(frozen=True)
+class SelectionViolation:
+    code: ViolationCode
+    path: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SelectionReport:
+    """Totals over the selected files. ``complete`` is False when the walk stopped at a limit,
+    so the totals count only what was seen until then."""
+
+    total_items: int
+    total_bytes: int
+    max_depth: int
+    violations: tuple[SelectionViolation, ...] = ()
+    complete: bool = True
+
+
+class FileBrowser(Protocol):
+    """A session on a file system or object store."""
+
+    async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
+        """One page of the entries directly under ``path`` ("" is the driver's root).
+
+        Listing a file's own path yields that file alone. DriverError(RESOURCE_NOT_FOUND)
+        when nothing exists at ``path``.
+        """
+        ...
+
+    async def validate_selection(
+        self, paths: Sequence[str], limits: SelectionLimits
+    ) -> SelectionReport:
+        """Totals and limit violations of the selected files and directories (recursively).
+
+        ``walk_selection`` implements this for any browser in terms of ``list_files``.
+        """
+        ...
+
+
+@runtime_checkable
+class FileBrowsing(Protocol):
+    """A driver that can browse files."""
+
+    name: str
+
+    def browse_files(
+        self, request: VerifyRequest, egress: Egress
+    ) -> AbstractAsyncContextManager[FileBrowser]:
+        """Log in (through the egress policy) and yield a session; closing it logs out."""
+        ...
+
+
+class _Stop(Exception):
+    """A limit was exceeded: the walk ends there."""
+
+
+async def walk_selection(
+    browser: FileBrowser, paths: Sequence[str], limits: SelectionLimits
+) -> SelectionReport:
+    """Walk every selected path with ``list_files``, stopping at the first exceeded limit.
+
+    Items are files; a selected file is at depth 0, the entries of a selected directory at
+    depth 1, and so on. A file selected twice (directly and through its directory) counts once.
+    """
+    seen: set[str] = set()
+    total_bytes = max_depth = 0
+    violations: list[SelectionViolation] = []
+
+    def exceed(code: ViolationCode, path: str, message: str) -> None:
+        violations.append(SelectionViolation(code, path, message))
+        raise _Stop
+
+    def count(entry: FileEntry, depth: int) -> None:
+        nonlocal total_bytes, max_depth
+        max_depth = max(max_depth, depth)
+        if limits.max_depth is not None and depth > limits.max_depth:
+            exceed("TooDeep", entry.path, f"deeper than {limits.max_depth} levels")
+        if entry.kind != "file" or entry.path in seen:
+            return
+        seen.add(entry.path)
+        total_bytes += entry.size or 0
+        if limits.max_items is not None and len(seen) > limits.max_items:
+            exceed("TooManyItems", entry.path, f"more than {limits.max_items} items")
+        if limits.max_bytes is not None and total_bytes > limits.max_bytes:
+            exceed("TooManyBytes", entry.path, f"more than {limits.max_bytes} bytes")
+
+    async def walk(path: str, depth: int) -> None:
+        token: str | None = None
+        while True:
+            page = await browser.list_files(path, token)
+            for entry in page.entries:
+                if entry.kind == "file" and entry.path == path:
+                    count(entry, depth - 1)  # the selected path is itself a file
+                    continue
+                count(entry, depth)
+                if entry.kind == "directory":
+                    await walk(entry.path, depth + 1)
+            token = page.next_page_token
+            if token is None:
+                return
+
+    complete = True
+    for selected in paths:
+        try:
+            await walk(selected, 1)
+        except DriverError as exc:
+            if exc.code != Reason.RESOURCE_NOT_FOUND:
+                raise
+            violations.append(SelectionViolation("NotFound", selected, exc.message))
+        except _Stop:
+            complete = False
+            break
+    return SelectionReport(len(seen), total_bytes, max_depth, tuple(violations), complete)

@@ -1,4 +1,5 @@
-"""PostgreSQL driver: log in over the wire protocol (psycopg async) and run read-only checks."""
+"""PostgreSQL driver: log in over the wire protocol (psycopg async), run read-only checks,
+and browse tables, columns and rows for the CLI (``SqlBrowsing``)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,31 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import Any, cast
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Query
 
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
+    MAX_ROWS,
     CheckOutcome,
+    ColumnInfo,
     DriverError,
     Egress,
+    JsonValue,
+    RowSet,
+    SqlBrowser,
+    TableInfo,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
     config_port,
     config_text,
     failed_check,
+    json_value,
     summarize_checks,
 )
 from patchbay.reasons import Reason
@@ -152,22 +161,27 @@ def _generator(rows: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     return cast("AsyncGenerator[Any, None]", rows)  # stream() is one, though typed loosely
 
 
-async def _query(conn: Connection, text: str) -> None:
+async def _fetch(
+    conn: Connection, query: Query, max_rows: int, params: Mapping[str, Any] | None = None
+) -> RowSet:
+    """At most max_rows rows of one statement, and whether there were more."""
     # stream() uses the extended protocol, which refuses several statements in one
     # string, so "select 1; commit; delete ..." cannot escape the read-only transaction.
-    # Rows arrive one by one: reading on to the end of a one-row result spares a cancel
-    # request, and a second row means there are more, so stop there.
-    seen = 0
+    # Rows arrive one by one: reading on to the end of a result of max_rows rows spares a
+    # cancel request, and one row more means there are more, so stop there.
+    rows: list[tuple[JsonValue, ...]] = []
+    truncated = False
     # aclosing: an abandoned stream would keep holding the connection's lock.
     async with (
         conn.cursor() as cur,
-        contextlib.aclosing(_generator(cur.stream(text.encode()))) as rows,
+        contextlib.aclosing(_generator(cur.stream(query, params))) as stream,
     ):
         try:
-            async for _ in rows:
-                seen += 1
-                if seen > 1:
+            async for row in stream:
+                if len(rows) == max_rows:
+                    truncated = True
                     break
+                rows.append(tuple(json_value(v) for v in row))
         except psycopg.ProgrammingError as exc:
             if exc.sqlstate:
                 raise
@@ -175,6 +189,12 @@ async def _query(conn: Connection, text: str) -> None:
                 Reason.CONFIG_INVALID,
                 "the query returned no result set; use a statement that returns rows, e.g. SELECT",
             ) from None
+        columns = tuple(column.name for column in cur.description or ())
+    return RowSet(columns, tuple(rows), truncated)
+
+
+async def _query(conn: Connection, text: str) -> None:
+    await _fetch(conn, text.encode(), max_rows=1)
 
 
 async def _table(conn: Connection, name: str) -> None:
@@ -222,60 +242,170 @@ def _server_version(conn: Connection) -> str:
     return f"PostgreSQL {number // 10000}.{number % 10000}"
 
 
+@contextlib.asynccontextmanager
+async def _logged_in(
+    request: VerifyRequest, egress: Egress
+) -> AsyncIterator[tuple[Connection, int]]:
+    """A read-only connection and the login's latency in milliseconds; closed on exit."""
+    host, port = config_text(request, "host"), config_port(request, 5432)
+    database, username = config_text(request, "database"), config_text(request, "username")
+    password = config_text(request, "password", "")
+    sslmode = config_text(request, "sslmode", "prefer")
+    if sslmode not in SSL_MODES:
+        raise DriverError(Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}")
+    # The policy decides on the address actually used; libpq still checks TLS
+    # against the name given in host.
+    addresses = await egress.resolve(host, port)
+    if not addresses:
+        raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+    server_name = request.tls.server_name if request.tls else None
+    # Errors are raised outside the except blocks so that psycopg's exception does
+    # not ride along as __context__: its .pgconn holds (and its repr shows) the password.
+    error: DriverError | None = None
+    with _tls_params(request.tls, sslmode) as tls:  # libpq reads the files while connecting
+        started = time.monotonic()
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                host=server_name or host,
+                hostaddr=str(addresses[0]),
+                port=port,
+                dbname=database,
+                user=username,
+                password=password,
+                sslmode=sslmode,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name="patchbay",
+                # Never pick up the operator's own ~/.pgpass or a GSSAPI ticket.
+                passfile=os.devnull,
+                gssencmode="disable",
+                sslrootcert=tls.get("sslrootcert"),  # None values are left out
+                sslcert=tls.get("sslcert"),
+                sslkey=tls.get("sslkey"),
+            )
+        except psycopg.Error as exc:
+            error = _classify(exc, f"cannot log in to {host} port {port}: ")
+        if error is not None:
+            raise error
+    latency_ms = round((time.monotonic() - started) * 1000)
+    try:
+        try:
+            await conn.set_read_only(True)
+        except psycopg.Error as exc:
+            error = _classify(exc)
+        if error is not None:
+            raise error
+        yield conn, latency_ms
+    finally:
+        await conn.close()  # only closes the socket: safe after a cancellation
+
+
+_EVERY_ROW = 2**62  # catalog listings are never cut short
+_TABLE_KINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+}
+_SYSTEM_SCHEMA = (
+    "(n.nspname in ('pg_catalog', 'information_schema') or n.nspname like 'pg\\_toast%%'"
+    " or n.nspname like 'pg\\_temp\\_%%')"
+)
+_TABLES = (
+    "select n.nspname, c.relname, c.relkind::text"
+    " from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+    " where c.relkind in ('r', 'p', 'v', 'm', 'f')"
+    " and pg_catalog.has_table_privilege(c.oid, 'SELECT')"
+    f" and (%(include_system)s or not {_SYSTEM_SCHEMA})"
+    " order by 1, 2"
+)
+_TABLE_OID = (
+    "select c.oid from pg_catalog.pg_class c"
+    " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+    " where n.nspname = %(schema)s and c.relname = %(table)s"
+    " and c.relkind in ('r', 'p', 'v', 'm', 'f')"
+)
+_COLUMNS = (
+    "select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), not a.attnotnull,"
+    " exists (select 1 from pg_catalog.pg_index i"
+    " where i.indrelid = a.attrelid and i.indisprimary and a.attnum = any(i.indkey))"
+    " from pg_catalog.pg_attribute a"
+    " where a.attrelid = %(oid)s and a.attnum > 0 and not a.attisdropped"
+    " order by a.attnum"
+)
+
+
+class PostgresSqlBrowser:
+    """SqlBrowser over one read-only connection; each call is its own transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def _run(
+        self, query: Query, max_rows: int, params: Mapping[str, Any] | None = None
+    ) -> RowSet:
+        error: DriverError | None = None
+        try:
+            result = await _fetch(self._conn, query, max_rows, params)
+        except psycopg.Error as exc:
+            error = _classify(exc)
+        except DriverError as exc:
+            error = exc
+        if not self._conn.broken:
+            # Not in a finally: after a cancellation a rollback could wait on a hung server.
+            await self._conn.rollback()
+        if error is not None:
+            raise error
+        return result
+
+    async def tables(self, include_system: bool) -> list[TableInfo]:
+        found = await self._run(_TABLES, _EVERY_ROW, {"include_system": include_system})
+        return [
+            TableInfo(str(schema), str(name), _TABLE_KINDS[str(kind)])
+            for schema, name, kind in found.rows
+        ]
+
+    async def _oid(self, schema: str, table: str) -> int:
+        found = await self._run(_TABLE_OID, 1, {"schema": schema, "table": table})
+        if not found.rows:
+            raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
+        return int(cast("int", found.rows[0][0]))
+
+    async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
+        oid = await self._oid(schema, table)
+        found = await self._run(_COLUMNS, MAX_ROWS, {"oid": oid})
+        return [
+            ColumnInfo(str(name), str(type_), bool(nullable), bool(primary_key))
+            for name, type_, nullable, primary_key in found.rows
+        ]
+
+    async def sample(self, schema: str, table: str, rows: int) -> RowSet:
+        # One row more than asked for tells whether the table has more.
+        query = sql.SQL("select * from {} limit {}").format(
+            sql.Identifier(schema, table), sql.Literal(rows + 1)
+        )
+        return await self._run(query, rows)
+
+    async def query(self, statement: str, max_rows: int) -> RowSet:
+        return await self._run(statement.encode(), max_rows)
+
+
 class PostgresDriver:
     name = "postgres"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        host, port = config_text(request, "host"), config_port(request, 5432)
-        database, username = config_text(request, "database"), config_text(request, "username")
-        password = config_text(request, "password", "")
-        sslmode = config_text(request, "sslmode", "prefer")
-        if sslmode not in SSL_MODES:
-            raise DriverError(
-                Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}"
-            )
-        # The policy decides on the address actually used; libpq still checks TLS
-        # against the name given in host.
-        addresses = await egress.resolve(host, port)
-        if not addresses:
-            raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
-        server_name = request.tls.server_name if request.tls else None
-        # Errors are raised outside the except blocks so that psycopg's exception does
-        # not ride along as __context__: its .pgconn holds (and its repr shows) the password.
         error: DriverError | None = None
-        with _tls_params(request.tls, sslmode) as tls:
-            started = time.monotonic()
+        async with _logged_in(request, egress) as (conn, latency_ms):
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    host=server_name or host,
-                    hostaddr=str(addresses[0]),
-                    port=port,
-                    dbname=database,
-                    user=username,
-                    password=password,
-                    sslmode=sslmode,
-                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                    application_name="patchbay",
-                    # Never pick up the operator's own ~/.pgpass or a GSSAPI ticket.
-                    passfile=os.devnull,
-                    gssencmode="disable",
-                    sslrootcert=tls.get("sslrootcert"),  # None values are left out
-                    sslcert=tls.get("sslcert"),
-                    sslkey=tls.get("sslkey"),
-                )
-            except psycopg.Error as exc:
-                error = _classify(exc, f"cannot log in to {host} port {port}: ")
-            if error is not None:
-                raise error
-            latency_ms = round((time.monotonic() - started) * 1000)
-            try:
-                await conn.set_read_only(True)
                 checks = [await _run_check(conn, check) for check in request.checks]
                 version = _server_version(conn)
             except psycopg.Error as exc:
                 error = _classify(exc)
-            finally:
-                await conn.close()  # only closes the socket: safe after a cancellation
             if error is not None:
                 raise error
         return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
+
+    @contextlib.asynccontextmanager
+    async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:
+        async with _logged_in(request, egress) as (conn, _):
+            yield PostgresSqlBrowser(conn)

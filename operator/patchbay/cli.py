@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow verification traffic only to these networks (repeatable)",
     )
     run.add_argument("--max-concurrent", type=int, default=64, help="verifications running at once")
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz",
+    )
     return parser
 
 
@@ -68,6 +73,7 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
+        liveness_endpoint=args.liveness,
         memo=kopf.Memo(settings=settings),
     )
     return 0

@@ -56,11 +56,11 @@ class KubeClient:
         )
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
-        hook = getattr(self._configuration, "refresh_api_key_hook", None)
-        if hook is not None:
-            hook(self._configuration)  # bound service-account tokens rotate
         headers = {"Accept": "application/json"}
-        token = self._configuration.get_api_key_with_prefix("authorization")
+        # The kubernetes package's loaders store a token (a kubeconfig's, or the Pod's
+        # service-account token) under "BearerToken"; reading it runs the refresh hook,
+        # since bound service-account tokens rotate.
+        token = self._configuration.get_api_key_with_prefix("BearerToken")
         if token:
             headers["Authorization"] = token
         if content_type:

@@ -22,6 +22,7 @@ import localcluster
 from tests.conftest import REPO_ROOT
 from tests.integration.chart import (
     CHART,
+    KUSTOMIZE_BASE,
     Manifest,
     helm,
     helm_binary,
@@ -449,3 +450,27 @@ def test_applied_rbac_rules_have_no_wildcards(
     assert len(roles) == (1 if installed.clusterwide else 2)
     for group, resource, verb in rule_set([r for role in roles for r in role["rules"]]):
         assert "*" not in (group, resource, verb)
+
+
+def test_kustomize_base_applies_to_the_api_server_with_the_same_limits(
+    control_plane: localcluster.ControlPlane,
+) -> None:
+    manifests = render_kustomize(control_plane)
+    try:
+        control_plane.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-k", str(KUSTOMIZE_BASE)
+        )
+        deployment = get_json(control_plane, "deployment", "patchbay", "-n", "patchbay-system")
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
+        user = "--as=system:serviceaccount:patchbay-system:patchbay"
+        can_i = ("auth", "can-i", "-n", "default", user)
+        assert control_plane.kubectl(*can_i, "patch", "secrets").stdout.strip() == "yes"
+        denied = control_plane.kubectl(*can_i, "delete", "secrets", check=False)
+        assert denied.stdout.strip() == "no"
+    finally:
+        for m in manifests:
+            if m["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+                control_plane.kubectl(
+                    "delete", m["kind"].lower(), m["metadata"]["name"], "--ignore-not-found"
+                )
+        control_plane.kubectl("delete", "namespace", "patchbay-system", "--wait=false")

@@ -331,7 +331,10 @@ def _name() -> str:
     return f"conn-{uuid.uuid4().hex[:6]}"
 
 
-PERMISSION_TROUBLE = re.compile(r"forbidden|not enough permissions|\b403\b", re.IGNORECASE)
+# kopf's own complaints, and the reconciler's (it logs only the type of an API error).
+PERMISSION_TROUBLE = re.compile(
+    r"forbidden|not enough permissions|\b403\b|KubeApiError", re.IGNORECASE
+)
 
 
 def test_operator_with_chart_identity_makes_connection_ready(

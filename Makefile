@@ -2,13 +2,23 @@
 PYTHON ?= python3
 export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
-.PHONY: install crds lint test test-deps test-unit cluster-up cluster-down control-plane demo
+.PHONY: install crds chart-files lint test test-deps test-unit cluster-up cluster-down control-plane demo \
+	helm e2e-kind
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# The CRDs are generated into crds/ and into the copies the Helm chart and the
+# kustomize base ship; tests fail when any copy is stale.
 crds:
 	$(PYTHON) -m patchbay.api.crd crds
+	$(PYTHON) -m patchbay.api.crd charts/patchbay/crds
+	$(PYTHON) -m patchbay.api.crd deploy/base/crds
+
+# The chart ships the ClusterConnector catalogue of deploy/connectors/.
+chart-files: crds
+	rm -f charts/patchbay/files/connectors/*.yaml
+	cp deploy/connectors/*.yaml charts/patchbay/files/connectors/
 
 lint:
 	$(PYTHON) -m ruff check operator tests hack bench
@@ -20,11 +30,15 @@ lint:
 control-plane:
 	@if [ -z "$$KUBEBUILDER_ASSETS" ]; then hack/build-control-plane.sh >/dev/null; fi
 
+# Builds a pinned helm once into $(PATCHBAY_CACHE_DIR)/helm/<version>/.
+helm:
+	@hack/build-helm.sh >/dev/null
+
 # Debian packages the integration tests start (PostgreSQL server, ...).
 test-deps:
 	hack/install-test-deps.sh
 
-test: install lint control-plane test-deps
+test: install lint control-plane helm test-deps
 	$(PYTHON) -m pytest
 
 test-unit: install
@@ -39,3 +53,9 @@ demo: install control-plane test-deps
 
 cluster-down:
 	$(PYTHON) hack/localcluster.py down
+
+# End to end on a kind cluster with Docker (not available on every machine; CI
+# runs it in .github/workflows/e2e-kind.yaml): build the image, load it into
+# kind, install the chart, apply the examples, wait until they are Ready.
+e2e-kind: helm
+	hack/e2e-kind.sh

@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-cert", metavar="FILE", help="PEM serving certificate of the webhook"
     )
     run.add_argument("--webhook-key", metavar="FILE", help="PEM private key of the webhook")
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz",
+    )
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -217,6 +222,7 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
+        liveness_endpoint=args.liveness,
         memo=kopf.Memo(
             settings=settings,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,

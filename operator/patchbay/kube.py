@@ -86,9 +86,6 @@ class KubeClient:
         )
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
-        hook = getattr(self._configuration, "refresh_api_key_hook", None)
-        if hook is not None:
-            hook(self._configuration)  # bound service-account tokens rotate
         headers = {"Accept": "application/json"}
         # The loaders store a bearer token under "BearerToken" (service account, kubeconfig
         # token); auth_settings() turns whatever they stored into the header to send.

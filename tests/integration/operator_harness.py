@@ -20,12 +20,21 @@ import localcluster
 
 class OperatorProcess:
     """`patchbay run` in a subprocess, its JSON log captured to a file and its
-    metrics served on a free loopback port."""
+    metrics served on a free loopback port.
 
-    def __init__(self, cp: localcluster.ControlPlane, log_path: Path, *args: str) -> None:
+    It runs as the control plane's admin unless given another kubeconfig.
+    """
+
+    def __init__(
+        self,
+        cp: localcluster.ControlPlane,
+        log_path: Path,
+        *args: str,
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.log_path = log_path
         self.metrics_port = localcluster.free_port()
-        env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig or cp.kubeconfig)}
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [

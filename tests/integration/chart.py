@@ -1,0 +1,88 @@
+"""Rendering the Helm chart and the kustomize base for tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import localcluster
+from tests.conftest import REPO_ROOT
+
+CHART = REPO_ROOT / "charts" / "patchbay"
+KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
+
+Manifest = dict[str, Any]
+
+
+def helm_binary() -> Path:
+    """The pinned helm, built on first use by hack/build-helm.sh (a no-op when cached)."""
+    result = subprocess.run(
+        [str(REPO_ROOT / "hack" / "build-helm.sh")], capture_output=True, text=True, check=True
+    )
+    return Path(result.stdout.strip())
+
+
+def helm(binary: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, check=check)
+
+
+def value_flags(values: dict[str, Any]) -> list[str]:
+    """`--set-json` flags for top-level values; Helm merges them into the defaults."""
+    flags: list[str] = []
+    for key, value in values.items():
+        flags += ["--set-json", f"{key}={json.dumps(value)}"]
+    return flags
+
+
+def render(
+    binary: Path,
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = "patchbay",
+    namespace: str = "patchbay-system",
+    include_crds: bool = False,
+) -> list[Manifest]:
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    if include_crds:
+        args.append("--include-crds")
+    result = helm(binary, *args, *value_flags(values or {}))
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_kustomize(cp: localcluster.ControlPlane) -> list[Manifest]:
+    """deploy/base through kubectl's built-in kustomize (no cluster involved)."""
+    result = cp.kubectl("kustomize", str(KUSTOMIZE_BASE))
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def the(manifests: list[Manifest], kind: str) -> Manifest:
+    found = of_kind(manifests, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def operator_container(manifests: list[Manifest]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = the(manifests, "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert [c["name"] for c in containers] == ["operator"]
+    return containers[0]
+
+
+def rule_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Rules flattened to (apiGroup, resource, verb) triples, so equal grants compare equal."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }

@@ -11,6 +11,9 @@ and scrubs secret values from every message.
 from __future__ import annotations
 
 import ipaddress
+import os
+import ssl
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -21,6 +24,12 @@ from patchbay.reasons import NOT_RETRYABLE, Reason
 ResultKind = Literal["Succeeded", "Failed", "Unknown"]
 ConfigValue = str | int | bool
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+TARGET_MAX = 200
+# A check that failed for one of these reasons learnt nothing definite about the
+# capability it tests, so its result is Unknown rather than Failed.
+INCONCLUSIVE = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
+NO_RESULT_SET = "the query returned no result set; use a statement that returns rows, e.g. SELECT"
 
 
 class DriverError(Exception):
@@ -134,3 +143,97 @@ def summarize_checks(
         latency_ms=latency_ms,
         checks=tuple(checks),
     )
+
+
+async def resolve_address(egress: Egress, host: str, port: int) -> IPAddress:
+    """The address to connect to, approved by the egress policy before any packet is sent."""
+    addresses = await egress.resolve(host, port)
+    if not addresses:
+        raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+    return addresses[0]
+
+
+def config_text(request: VerifyRequest, key: str, default: str | None = None) -> str:
+    """A variable as text; without a default, an empty or missing value is ConfigInvalid."""
+    value = request.value(key)
+    if value is None or value == "":
+        if default is None:
+            raise DriverError(Reason.CONFIG_INVALID, f"{key} is required")
+        return default
+    if isinstance(value, bool) or "\x00" in str(value):
+        raise DriverError(Reason.CONFIG_INVALID, f"{key} has an invalid value")
+    return str(value)
+
+
+def config_port(request: VerifyRequest, default: int) -> int:
+    """The ``port`` variable, or the protocol's default port."""
+    value = request.value("port")
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not str(value).isdigit() or not 0 < int(value) < 65536:
+        raise DriverError(Reason.CONFIG_INVALID, f"port {value!r} is not a valid port")
+    return int(value)
+
+
+def check_target(check: CheckSpec) -> str:
+    """What a check looks at, as shown in status: SQL, table, path or request path."""
+    if check.type == "query":
+        return (check.sql or "")[:TARGET_MAX]
+    if check.type == "http":
+        return check.http.path if check.http else ""
+    return (check.table if check.type == "table" else check.path) or ""
+
+
+def sql_check_subject(check: CheckSpec, driver: str) -> str:
+    """The SQL of a query check or the name of a table check; other checks are ConfigInvalid."""
+    if check.type == "query" and check.sql and check.sql.strip():
+        return check.sql
+    if check.type == "table" and check.table:
+        return check.table
+    if check.type in ("query", "table"):
+        needs = "sql" if check.type == "query" else "table"
+        raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs {needs}")
+    raise DriverError(
+        Reason.CONFIG_INVALID, f"check type {check.type} is not supported by the {driver} driver"
+    )
+
+
+def failed_check(check: CheckSpec, target: str, error: DriverError) -> CheckOutcome:
+    result: ResultKind = "Unknown" if error.code in INCONCLUSIVE else "Failed"
+    return CheckOutcome(check.type, target, result, error.code, error.message)
+
+
+def load_tls_material(context: ssl.SSLContext, tls: TlsMaterial) -> None:
+    """Trust the CA and present the client certificate of ``tls``.
+
+    Runs in a thread: loading PEM material is blocking file and crypto work.
+    """
+    if tls.ca_pem:
+        try:
+            context.load_verify_locations(cadata=tls.ca_pem)
+        except (ssl.SSLError, ValueError):
+            raise DriverError(
+                Reason.CONFIG_INVALID, "the TLS CA certificate is not valid PEM"
+            ) from None
+    if not (tls.client_cert_pem or tls.client_key_pem):
+        return
+    if not (tls.client_cert_pem and tls.client_key_pem):
+        raise DriverError(
+            Reason.CONFIG_INVALID, "a TLS client certificate needs both certificate and key"
+        )
+    # ssl can load a key only from a file: keep it in a private directory
+    # (mode 0700) for the moment it takes, and remove it whatever happens.
+    with tempfile.TemporaryDirectory(prefix="patchbay-tls-") as directory:
+        cert_path = os.path.join(directory, "tls.crt")
+        key_path = os.path.join(directory, "tls.key")
+        for path, pem in ((cert_path, tls.client_cert_pem), (key_path, tls.client_key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(pem)
+        try:
+            context.load_cert_chain(cert_path, key_path)
+        except (ssl.SSLError, ValueError):
+            raise DriverError(
+                Reason.CONFIG_INVALID,
+                "the TLS client certificate or key is not valid PEM, or they do not match",
+            ) from None

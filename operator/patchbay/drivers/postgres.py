@@ -16,13 +16,19 @@ from psycopg import sql
 
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
+    NO_RESULT_SET,
     CheckOutcome,
     DriverError,
     Egress,
-    ResultKind,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    check_target,
+    config_port,
+    config_text,
+    failed_check,
+    resolve_address,
+    sql_check_subject,
     summarize_checks,
 )
 from patchbay.reasons import Reason
@@ -32,7 +38,6 @@ Connection = psycopg.AsyncConnection[Any]
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # The runner's asyncio timeout is the real limit; this only keeps libpq from waiting forever.
 CONNECT_TIMEOUT_SECONDS = 300
-TARGET_MAX = 200
 
 _BY_SQLSTATE: dict[str, Reason] = {
     "28P01": Reason.AUTHENTICATION_FAILED,  # invalid_password
@@ -84,8 +89,6 @@ _BY_MESSAGE: tuple[tuple[re.Pattern[str], Reason], ...] = tuple(
 # libpq prefixes every attempt with 'connection to server at "HOST", port P failed: '.
 _ATTEMPT_PREFIX = re.compile(r"^.*?connection to server at .*? failed: ", re.DOTALL)
 _SEVERITY = re.compile(r"^(?:FATAL|ERROR|PANIC):\s+")
-# Outcomes that say nothing definite about the checked capability.
-_TRANSIENT = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
 
 
 def _describe(exc: psycopg.Error) -> str:
@@ -106,26 +109,6 @@ def _classify(exc: psycopg.Error, context: str = "") -> DriverError:
     else:
         code = next((r for p, r in _BY_MESSAGE if p.search(message)), None)
     return DriverError(code or Reason.PROVIDER_ERROR, f"{context}{message}")
-
-
-def _text(request: VerifyRequest, key: str, default: str | None = None) -> str:
-    value = request.value(key)
-    if value is None or value == "":
-        if default is None:
-            raise DriverError(Reason.CONFIG_INVALID, f"{key} is required")
-        return default
-    if isinstance(value, bool) or "\x00" in str(value):
-        raise DriverError(Reason.CONFIG_INVALID, f"{key} has an invalid value")
-    return str(value)
-
-
-def _port(request: VerifyRequest) -> int:
-    value = request.value("port")
-    if value is None or value == "":
-        return 5432
-    if isinstance(value, bool) or not str(value).isdigit() or not 0 < int(value) < 65536:
-        raise DriverError(Reason.CONFIG_INVALID, f"port {value!r} is not a valid port")
-    return int(value)
 
 
 @contextlib.contextmanager
@@ -160,14 +143,6 @@ def _tls_params(tls: TlsMaterial | None, sslmode: str) -> Iterator[dict[str, str
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _target(check: CheckSpec) -> str:
-    if check.type == "query":
-        return (check.sql or "")[:TARGET_MAX]
-    if check.type == "http":
-        return check.http.path if check.http else ""
-    return (check.table if check.type == "table" else check.path) or ""
-
-
 def _generator(rows: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     return cast("AsyncGenerator[Any, None]", rows)  # stream() is one, though typed loosely
 
@@ -191,10 +166,7 @@ async def _query(conn: Connection, text: str) -> None:
         except psycopg.ProgrammingError as exc:
             if exc.sqlstate:
                 raise
-            raise DriverError(
-                Reason.CONFIG_INVALID,
-                "the query returned no result set; use a statement that returns rows, e.g. SELECT",
-            ) from None
+            raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET) from None
 
 
 async def _table(conn: Connection, name: str) -> None:
@@ -205,21 +177,14 @@ async def _table(conn: Connection, name: str) -> None:
 
 
 async def _run_check(conn: Connection, check: CheckSpec) -> CheckOutcome:
-    target = _target(check)
+    target = check_target(check)
     error: DriverError | None = None
     try:
-        if check.type == "query" and check.sql and check.sql.strip():
-            await _query(conn, check.sql)
-        elif check.type == "table" and check.table:
-            await _table(conn, check.table)
-        elif check.type in ("query", "table"):
-            needs = "sql" if check.type == "query" else "table"
-            raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs {needs}")
+        subject = sql_check_subject(check, "postgres")
+        if check.type == "query":
+            await _query(conn, subject)
         else:
-            raise DriverError(
-                Reason.CONFIG_INVALID,
-                f"check type {check.type} is not supported by the postgres driver",
-            )
+            await _table(conn, subject)
     except psycopg.Error as exc:
         error = _classify(exc)
     except DriverError as exc:
@@ -231,8 +196,7 @@ async def _run_check(conn: Connection, check: CheckSpec) -> CheckOutcome:
         raise error
     # Not in a finally: after a cancellation a rollback could wait on a hung server.
     await conn.rollback()
-    result: ResultKind = "Unknown" if error.code in _TRANSIENT else "Failed"
-    return CheckOutcome(check.type, target, result, error.code, error.message)
+    return failed_check(check, target, error)
 
 
 def _server_version(conn: Connection) -> str:
@@ -247,19 +211,17 @@ class PostgresDriver:
     name = "postgres"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        host, port = _text(request, "host"), _port(request)
-        database, username = _text(request, "database"), _text(request, "username")
-        password = _text(request, "password", "")
-        sslmode = _text(request, "sslmode", "prefer")
+        host, port = config_text(request, "host"), config_port(request, 5432)
+        database, username = config_text(request, "database"), config_text(request, "username")
+        password = config_text(request, "password", "")
+        sslmode = config_text(request, "sslmode", "prefer")
         if sslmode not in SSL_MODES:
             raise DriverError(
                 Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}"
             )
         # The policy decides on the address actually used; libpq still checks TLS
         # against the name given in host.
-        addresses = await egress.resolve(host, port)
-        if not addresses:
-            raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+        address = await resolve_address(egress, host, port)
         server_name = request.tls.server_name if request.tls else None
         # Errors are raised outside the except blocks so that psycopg's exception does
         # not ride along as __context__: its .pgconn holds (and its repr shows) the password.
@@ -269,7 +231,7 @@ class PostgresDriver:
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     host=server_name or host,
-                    hostaddr=str(addresses[0]),
+                    hostaddr=str(address),
                     port=port,
                     dbname=database,
                     user=username,

@@ -4,6 +4,7 @@ set -euo pipefail
 
 PACKAGES=(
   postgresql # server binaries for tests/integration/test_driver_postgres.py
+  mariadb-server-core # mariadbd and mariadb-install-db for tests/integration/test_driver_mysql.py
 )
 
 missing=()

@@ -8,7 +8,8 @@ from patchbay.drivers.base import Driver
 def available_drivers() -> dict[str, Driver]:
     """Every driver this build ships, by Connector.spec.driver name."""
     from patchbay.drivers.http import HttpDriver
+    from patchbay.drivers.mysql import MysqlDriver
     from patchbay.drivers.postgres import PostgresDriver
 
-    drivers: list[Driver] = [PostgresDriver(), HttpDriver()]
+    drivers: list[Driver] = [PostgresDriver(), MysqlDriver(), HttpDriver()]
     return {d.name: d for d in drivers}

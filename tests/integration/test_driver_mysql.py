@@ -38,30 +38,27 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture(scope="module")
-def mdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localmariadb.MariadbServer]:
-    server = localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb"))
-    try:
-        for statement in (
-            "create database orders",
-            "create table orders.orders (id int)",
-            "insert into orders.orders values (1), (2), (3)",
-            "create table orders.secrets (value text)",
-            # app may write: only the driver keeps its checks from doing so.
-            f"create user app identified by '{APP_PASSWORD}'",
-            "grant select, insert, update, delete, create, drop on orders.* to app",
-            f"create user limited identified by '{APP_PASSWORD}'",
-            "grant select on orders.orders to limited",
-            # A database-name pattern, as hosting providers grant: the server then says
-            # whether a database exists.
-            f"create user owner identified by '{APP_PASSWORD}'",
-            r"grant all on `app\_%`.* to owner",
-            f"create user slow identified by '{APP_PASSWORD}' with max_statement_time 0.2",
-            "grant select on orders.* to slow",
-        ):
-            localmariadb.execute(server, statement)
-        yield server
-    finally:
-        server.stop()
+def mdb(mariadb: localmariadb.MariadbServer) -> localmariadb.MariadbServer:
+    """The session's server with the orders database and this module's users."""
+    for statement in (
+        "create database orders",
+        "create table orders.orders (id int)",
+        "insert into orders.orders values (1), (2), (3)",
+        "create table orders.secrets (value text)",
+        # app may write: only the driver keeps its checks from doing so.
+        f"create user app identified by '{APP_PASSWORD}'",
+        "grant select, insert, update, delete, create, drop on orders.* to app",
+        f"create user limited identified by '{APP_PASSWORD}'",
+        "grant select on orders.orders to limited",
+        # A database-name pattern, as hosting providers grant: the server then says
+        # whether a database exists.
+        f"create user owner identified by '{APP_PASSWORD}'",
+        r"grant all on `app\_%`.* to owner",
+        f"create user slow identified by '{APP_PASSWORD}' with max_statement_time 0.2",
+        "grant select on orders.* to slow",
+    ):
+        localmariadb.execute(mariadb, statement)
+    return mariadb
 
 
 def make_request(

@@ -92,11 +92,13 @@ _HUNG_UP = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
 
 def _os_error(exc: OSError) -> tuple[Reason, str]:
+    # ssl fills in verify_message and reason only for errors that OpenSSL raised.
+    reason = getattr(exc, "reason", None) or type(exc).__name__
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or exc.reason or type(exc).__name__
+        detail = getattr(exc, "verify_message", None) or reason
         return Reason.TLS_ERROR, f"TLS certificate verification failed: {detail}"
     if isinstance(exc, ssl.SSLError):
-        return Reason.TLS_ERROR, f"TLS handshake failed: {exc.reason or type(exc).__name__}"
+        return Reason.TLS_ERROR, f"TLS handshake failed: {reason}"
     if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT, "the connection timed out"
     if isinstance(exc, _HUNG_UP):
@@ -318,7 +320,7 @@ class MysqlDriver:
         address = await resolve_address(egress, host, port)
         context: ssl.SSLContext | None = None
         if sslmode != "DISABLED":
-            server_name = (request.tls.server_name if request.tls else None) or host
+            server_name = (request.tls.server_name if request.tls else None) or host.strip("[]")
             context = await asyncio.to_thread(_ssl_context, sslmode, request.tls, server_name)
         conn = _Connection(
             require_tls=sslmode not in ("DISABLED", "PREFERRED"),

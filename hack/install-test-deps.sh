@@ -5,6 +5,7 @@ set -euo pipefail
 PACKAGES=(
   postgresql # server binaries for tests/integration/test_driver_postgres.py
   openssh-server # sshd for tests/integration/test_driver_sftp.py
+  mariadb-server-core # mariadbd and mariadb-install-db for tests/integration/test_driver_mysql.py
 )
 
 missing=()

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from localserver import free_port
 from testpki import CertificateAuthority, pem_key, subject_alternative_names
 
 HACK_DIR = Path(__file__).resolve().parent
@@ -257,15 +257,6 @@ def _write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, 
 
 
 # --- processes --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    # Racy by nature (the port is released before the component binds it), but good enough
-    # on loopback and avoids fixed ports clashing between parallel clusters.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -13,23 +13,19 @@ generated superuser password, and runs as an unprivileged user when we are root
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
-from localcluster import free_port
+from localserver import SERVER_USER, free_port, server_base_dir, tail, write_private
 
 POSTGRES_LIB = Path("/usr/lib/postgresql")
 INSTALL_HINT = "run hack/install-test-deps.sh to install the postgresql package"
-# Unprivileged account for the server when we run as root.
-SERVER_USER = "nobody"
 START_TIMEOUT = 60
 
 
@@ -84,37 +80,10 @@ def _run(bin_dir: Path, tool: str, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
-def _give_to_server_user(path: Path) -> None:
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(SERVER_USER)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _write_private(path: Path, text: str) -> None:
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write(text)
-    _give_to_server_user(path)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def start_postgres(workdir: Path) -> PostgresServer:
     """initdb and start a server on a free loopback port; returns when it accepts connections."""
     bin_dir = find_bin_dir()
-    private_dir: Path | None = None
-    if os.geteuid() == 0:
-        # The caller's workdir usually sits under a root-only 0700 directory that the
-        # server user cannot traverse, so the server gets a private directory of its own.
-        private_dir = base = Path(tempfile.mkdtemp(prefix="patchbay-postgres-"))
-        _give_to_server_user(base)
-    else:
-        base = workdir
-        base.mkdir(parents=True, exist_ok=True)
+    base, private_dir = server_base_dir(workdir, "patchbay-postgres-")
     server = PostgresServer(
         port=free_port(),
         superuser="postgres",
@@ -126,7 +95,7 @@ def start_postgres(workdir: Path) -> PostgresServer:
     log = base / "postgres.log"
     pwfile = base / "pwfile"
     try:
-        _write_private(pwfile, server.superuser_password + "\n")
+        write_private(pwfile, server.superuser_password + "\n")
         init = _run(
             bin_dir, "initdb", "-D", str(server.datadir), "-U", server.superuser,
             "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--no-locale",
@@ -145,7 +114,7 @@ def start_postgres(workdir: Path) -> PostgresServer:
         )  # fmt: skip
         if start.returncode != 0:
             raise PostgresError(
-                f"postgres did not start:\n{start.stdout}{start.stderr}\nlog tail:\n{_tail(log)}"
+                f"postgres did not start:\n{start.stdout}{start.stderr}\nlog tail:\n{tail(log)}"
             )
         # pg_ctl -w already waited; a real login proves the TCP listener and the password.
         execute(server, "select 1")
@@ -184,7 +153,7 @@ def enable_ssl(server: PostgresServer, cert_pem: str, key_pem: str) -> None:
     """Serve TLS with this certificate from now on (plain connections stay allowed)."""
     for name, pem in (("server.crt", cert_pem), ("server.key", key_pem)):
         (server.datadir / name).unlink(missing_ok=True)
-        _write_private(server.datadir / name, pem)
+        write_private(server.datadir / name, pem)
     execute(server, "alter system set ssl = on")
     execute(server, "select pg_reload_conf()")
     # The reload is asynchronous: wait until new connections get TLS.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import localcluster
+import localmariadb
 import localsshd
 from tests.conftest import REPO_ROOT
 from tests.integration.operator_harness import OperatorProcess
@@ -33,6 +34,16 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localclu
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localmariadb.MariadbServer]:
+    """One MariaDB server per session; each test module creates its own databases and users."""
+    server = localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

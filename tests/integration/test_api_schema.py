@@ -47,7 +47,7 @@ def test_catalogue_and_examples_apply_and_show_printer_columns(
 
     connectors = control_plane.kubectl("get", "clusterconnectors").stdout.splitlines()
     assert connectors[0].split() == ["NAME", "DRIVER", "READY", "CONNECTIONS", "AGE"]
-    assert {"postgres", "http-api"} <= {line.split()[0] for line in connectors[1:]}
+    assert {"postgres", "mysql", "http-api"} <= {line.split()[0] for line in connectors[1:]}
 
 
 def _is_contained(wanted: object, stored: object) -> bool:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import socket
 import struct
 import tempfile
@@ -19,10 +17,6 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import localpostgres
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
@@ -30,6 +24,7 @@ from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, Verif
 from patchbay.drivers.postgres import PostgresDriver, _classify
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from testcerts import ca_pem, make_ca, make_leaf
 
 T = TypeVar("T")
 DRIVER = PostgresDriver()
@@ -492,63 +487,6 @@ def test_other_check_types_are_not_supported(pg: localpostgres.PostgresServer) -
 
 
 # --- TLS ---------------------------------------------------------------------------------
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def make_leaf(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], dns_name: str
-) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_name))
-        .issuer_name(ca[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(dns_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca[1], hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem(key)
-
-
-def ca_pem(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> str:
-    return ca[0].public_bytes(serialization.Encoding.PEM).decode()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ from patchbay.drivers.base import Driver
 def available_drivers() -> dict[str, Driver]:
     """Every driver this build ships, by Connector.spec.driver name."""
     from patchbay.drivers.http import HttpDriver
+    from patchbay.drivers.mysql import MysqlDriver
     from patchbay.drivers.postgres import PostgresDriver
     from patchbay.drivers.sftp import SftpDriver
 
-    drivers: list[Driver] = [PostgresDriver(), HttpDriver(), SftpDriver()]
+    drivers: list[Driver] = [PostgresDriver(), MysqlDriver(), HttpDriver(), SftpDriver()]
     return {d.name: d for d in drivers}

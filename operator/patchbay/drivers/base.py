@@ -21,6 +21,9 @@ import datetime
 import decimal
 import ipaddress
 import math
+import os
+import ssl
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +36,12 @@ from patchbay.reasons import NOT_RETRYABLE, Reason
 ResultKind = Literal["Succeeded", "Failed", "Unknown"]
 ConfigValue = str | int | bool
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+TARGET_MAX = 200
+# A check that failed for one of these reasons learnt nothing definite about the
+# capability it tests, so its result is Unknown rather than Failed.
+INCONCLUSIVE = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
+NO_RESULT_SET = "the query returned no result set; use a statement that returns rows, e.g. SELECT"
 
 
 class DriverError(Exception):
@@ -103,11 +112,6 @@ class VerifyOutcome:
     latency_ms: int | None = None
     checks: tuple[CheckOutcome, ...] = ()
     retry_after: float | None = None
-
-
-# A check that failed for one of these reasons learnt nothing definite about
-# the capability it tests, so its result is Unknown rather than Failed.
-INCONCLUSIVE = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
 
 
 def failed_check(check_type: str, target: str, error: DriverError) -> CheckOutcome:
@@ -189,6 +193,73 @@ def summarize_checks(
         latency_ms=latency_ms,
         checks=tuple(checks),
     )
+
+
+async def resolve_address(egress: Egress, host: str, port: int) -> IPAddress:
+    """The address to connect to, approved by the egress policy before any packet is sent."""
+    addresses = await egress.resolve(host, port)
+    if not addresses:
+        raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+    return addresses[0]
+
+
+def check_target(check: CheckSpec) -> str:
+    """What a check looks at, as shown in status: SQL, table, path or request path."""
+    if check.type == "query":
+        return (check.sql or "")[:TARGET_MAX]
+    if check.type == "http":
+        return check.http.path if check.http else ""
+    return (check.table if check.type == "table" else check.path) or ""
+
+
+def sql_check_subject(check: CheckSpec, driver: str) -> str:
+    """The SQL of a query check or the name of a table check; other checks are ConfigInvalid."""
+    if check.type == "query" and check.sql and check.sql.strip():
+        return check.sql
+    if check.type == "table" and check.table:
+        return check.table
+    if check.type in ("query", "table"):
+        needs = "sql" if check.type == "query" else "table"
+        raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs {needs}")
+    raise DriverError(
+        Reason.CONFIG_INVALID, f"check type {check.type} is not supported by the {driver} driver"
+    )
+
+
+def load_tls_material(context: ssl.SSLContext, tls: TlsMaterial) -> None:
+    """Trust the CA and present the client certificate of ``tls``.
+
+    Runs in a thread: loading PEM material is blocking file and crypto work.
+    """
+    if tls.ca_pem:
+        try:
+            context.load_verify_locations(cadata=tls.ca_pem)
+        except (ssl.SSLError, ValueError):
+            raise DriverError(
+                Reason.CONFIG_INVALID, "the TLS CA certificate is not valid PEM"
+            ) from None
+    if not (tls.client_cert_pem or tls.client_key_pem):
+        return
+    if not (tls.client_cert_pem and tls.client_key_pem):
+        raise DriverError(
+            Reason.CONFIG_INVALID, "a TLS client certificate needs both certificate and key"
+        )
+    # ssl can load a key only from a file: keep it in a private directory
+    # (mode 0700) for the moment it takes, and remove it whatever happens.
+    with tempfile.TemporaryDirectory(prefix="patchbay-tls-") as directory:
+        cert_path = os.path.join(directory, "tls.crt")
+        key_path = os.path.join(directory, "tls.key")
+        for path, pem in ((cert_path, tls.client_cert_pem), (key_path, tls.client_key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(pem)
+        try:
+            context.load_cert_chain(cert_path, key_path)
+        except (ssl.SSLError, ValueError):
+            raise DriverError(
+                Reason.CONFIG_INVALID,
+                "the TLS client certificate or key is not valid PEM, or they do not match",
+            ) from None
 
 
 # ----- discovery ---------------------------------------------------------------------

@@ -24,11 +24,9 @@ import base64
 import email.utils
 import ipaddress
 import json
-import os
 import re
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +50,7 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    load_tls_material,
     secret_text,
     summarize_checks,
 )
@@ -366,36 +365,9 @@ def _is_text(content_type: str) -> bool:
 
 
 def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
-    """Runs in a thread: loading PEM material is blocking file and crypto work."""
+    """Runs in a thread: the system's roots plus the Connection's CA and client certificate."""
     context = ssl.create_default_context()
-    if tls.ca_pem:
-        try:
-            context.load_verify_locations(cadata=tls.ca_pem)
-        except (ssl.SSLError, ValueError):
-            raise DriverError(
-                Reason.CONFIG_INVALID, "the TLS CA certificate is not valid PEM"
-            ) from None
-    if tls.client_cert_pem or tls.client_key_pem:
-        if not (tls.client_cert_pem and tls.client_key_pem):
-            raise DriverError(
-                Reason.CONFIG_INVALID, "a TLS client certificate needs both certificate and key"
-            )
-        # ssl can load a key only from a file: keep it in a private directory
-        # (mode 0700) for the moment it takes, and remove it whatever happens.
-        with tempfile.TemporaryDirectory(prefix="patchbay-tls-") as directory:
-            cert_path = os.path.join(directory, "tls.crt")
-            key_path = os.path.join(directory, "tls.key")
-            for path, pem in ((cert_path, tls.client_cert_pem), (key_path, tls.client_key_pem)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(pem)
-            try:
-                context.load_cert_chain(cert_path, key_path)
-            except (ssl.SSLError, ValueError):
-                raise DriverError(
-                    Reason.CONFIG_INVALID,
-                    "the TLS client certificate or key is not valid PEM, or they do not match",
-                ) from None
+    load_tls_material(context, tls)
     return context
 
 

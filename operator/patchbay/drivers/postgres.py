@@ -19,6 +19,7 @@ from psycopg.abc import Query
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
     MAX_ROWS,
+    NO_RESULT_SET,
     CheckOutcome,
     ColumnInfo,
     DriverError,
@@ -30,10 +31,13 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    check_target,
     config_port,
     config_text,
     failed_check,
     json_value,
+    resolve_address,
+    sql_check_subject,
     summarize_checks,
 )
 from patchbay.reasons import Reason
@@ -43,7 +47,6 @@ Connection = psycopg.AsyncConnection[Any]
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # The runner's asyncio timeout is the real limit; this only keeps libpq from waiting forever.
 CONNECT_TIMEOUT_SECONDS = 300
-TARGET_MAX = 200
 
 _BY_SQLSTATE: dict[str, Reason] = {
     "28P01": Reason.AUTHENTICATION_FAILED,  # invalid_password
@@ -149,14 +152,6 @@ def _tls_params(tls: TlsMaterial | None, sslmode: str) -> Iterator[dict[str, str
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _target(check: CheckSpec) -> str:
-    if check.type == "query":
-        return (check.sql or "")[:TARGET_MAX]
-    if check.type == "http":
-        return check.http.path if check.http else ""
-    return (check.table if check.type == "table" else check.path) or ""
-
-
 def _generator(rows: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
     return cast("AsyncGenerator[Any, None]", rows)  # stream() is one, though typed loosely
 
@@ -185,10 +180,7 @@ async def _fetch(
         except psycopg.ProgrammingError as exc:
             if exc.sqlstate:
                 raise
-            raise DriverError(
-                Reason.CONFIG_INVALID,
-                "the query returned no result set; use a statement that returns rows, e.g. SELECT",
-            ) from None
+            raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET) from None
         columns = tuple(column.name for column in cur.description or ())
     return RowSet(columns, tuple(rows), truncated)
 
@@ -205,21 +197,14 @@ async def _table(conn: Connection, name: str) -> None:
 
 
 async def _run_check(conn: Connection, check: CheckSpec) -> CheckOutcome:
-    target = _target(check)
+    target = check_target(check)
     error: DriverError | None = None
     try:
-        if check.type == "query" and check.sql and check.sql.strip():
-            await _query(conn, check.sql)
-        elif check.type == "table" and check.table:
-            await _table(conn, check.table)
-        elif check.type in ("query", "table"):
-            needs = "sql" if check.type == "query" else "table"
-            raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs {needs}")
+        subject = sql_check_subject(check, "postgres")
+        if check.type == "query":
+            await _query(conn, subject)
         else:
-            raise DriverError(
-                Reason.CONFIG_INVALID,
-                f"check type {check.type} is not supported by the postgres driver",
-            )
+            await _table(conn, subject)
     except psycopg.Error as exc:
         error = _classify(exc)
     except DriverError as exc:
@@ -255,9 +240,7 @@ async def _logged_in(
         raise DriverError(Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}")
     # The policy decides on the address actually used; libpq still checks TLS
     # against the name given in host.
-    addresses = await egress.resolve(host, port)
-    if not addresses:
-        raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+    address = await resolve_address(egress, host, port)
     server_name = request.tls.server_name if request.tls else None
     # Errors are raised outside the except blocks so that psycopg's exception does
     # not ride along as __context__: its .pgconn holds (and its repr shows) the password.
@@ -267,7 +250,7 @@ async def _logged_in(
         try:
             conn = await psycopg.AsyncConnection.connect(
                 host=server_name or host,
-                hostaddr=str(addresses[0]),
+                hostaddr=str(address),
                 port=port,
                 dbname=database,
                 user=username,

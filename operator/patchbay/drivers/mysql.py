@@ -1,0 +1,349 @@
+"""MySQL and MariaDB driver: log in over the MySQL protocol (aiomysql) and run read-only checks.
+
+aiomysql's connection is used through a small subclass that
+- refuses to send anything about the account before TLS when TLS is required,
+- never sends a password in clear text over an unencrypted connection, and
+- turns off multi-statement queries, so "select 1; commit; delete ..." cannot
+  run past a check's read-only transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import ssl
+import struct
+import time
+from typing import Any
+
+import aiomysql
+import pymysql
+from pymysql.constants import CLIENT, CR
+
+from patchbay.api.connector import CheckSpec
+from patchbay.drivers.base import (
+    NO_RESULT_SET,
+    CheckOutcome,
+    DriverError,
+    Egress,
+    TlsMaterial,
+    VerifyOutcome,
+    VerifyRequest,
+    check_target,
+    config_port,
+    config_text,
+    failed_check,
+    load_tls_material,
+    resolve_address,
+    sql_check_subject,
+    summarize_checks,
+)
+from patchbay.reasons import Reason
+
+# MySQL's own names for its client's --ssl-mode.
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+DEFAULT_PORT = 3306
+# A SELECT without a LIMIT of its own returns at most this many rows to a query check.
+QUERY_ROW_LIMIT = 1
+
+_BY_ERRNO: dict[int, Reason] = {
+    1045: Reason.AUTHENTICATION_FAILED,  # ER_ACCESS_DENIED_ERROR: wrong user or password
+    1698: Reason.AUTHENTICATION_FAILED,  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+    1130: Reason.AUTHENTICATION_FAILED,  # ER_HOST_NOT_PRIVILEGED: not from this client host
+    1251: Reason.AUTHENTICATION_FAILED,  # ER_NOT_SUPPORTED_AUTH_MODE
+    1820: Reason.AUTHENTICATION_FAILED,  # ER_MUST_CHANGE_PASSWORD: the password has expired
+    1862: Reason.AUTHENTICATION_FAILED,  # ER_MUST_CHANGE_PASSWORD_LOGIN
+    3118: Reason.AUTHENTICATION_FAILED,  # ER_ACCOUNT_HAS_BEEN_LOCKED (MySQL)
+    4151: Reason.AUTHENTICATION_FAILED,  # ER_ACCOUNT_HAS_BEEN_LOCKED (MariaDB)
+    CR.CR_AUTH_PLUGIN_CANNOT_LOAD: Reason.AUTHENTICATION_FAILED,  # unsupported login method
+    # The server also answers 1044 for a database that does not exist, unless the
+    # account has privileges that would cover it: it does not reveal which.
+    1044: Reason.PERMISSION_DENIED,  # ER_DBACCESS_DENIED_ERROR
+    1142: Reason.PERMISSION_DENIED,  # ER_TABLEACCESS_DENIED_ERROR
+    1143: Reason.PERMISSION_DENIED,  # ER_COLUMNACCESS_DENIED_ERROR
+    1227: Reason.PERMISSION_DENIED,  # ER_SPECIFIC_ACCESS_DENIED_ERROR
+    1370: Reason.PERMISSION_DENIED,  # ER_PROCACCESS_DENIED_ERROR
+    1049: Reason.RESOURCE_NOT_FOUND,  # ER_BAD_DB_ERROR
+    1146: Reason.RESOURCE_NOT_FOUND,  # ER_NO_SUCH_TABLE
+    1040: Reason.RATE_LIMITED,  # ER_CON_COUNT_ERROR: too many connections
+    1203: Reason.RATE_LIMITED,  # ER_TOO_MANY_USER_CONNECTIONS
+    1226: Reason.RATE_LIMITED,  # ER_USER_LIMIT_REACHED: an account's hourly limits
+    1129: Reason.RATE_LIMITED,  # ER_HOST_IS_BLOCKED: too many failed connections
+    1792: Reason.CONFIG_INVALID,  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION: the check SQL writes
+    1205: Reason.TIMEOUT,  # ER_LOCK_WAIT_TIMEOUT
+    1317: Reason.TIMEOUT,  # ER_QUERY_INTERRUPTED
+    1969: Reason.TIMEOUT,  # ER_STATEMENT_TIMEOUT (MariaDB's max_statement_time)
+    3024: Reason.TIMEOUT,  # ER_QUERY_TIMEOUT (MySQL's max_execution_time)
+    3159: Reason.TLS_ERROR,  # ER_SECURE_TRANSPORT_REQUIRED (MySQL)
+    1043: Reason.PROTOCOL_ERROR,  # ER_HANDSHAKE_ERROR
+    1047: Reason.PROTOCOL_ERROR,  # ER_UNKNOWN_COM_ERROR
+    CR.CR_SERVER_LOST: Reason.PROTOCOL_ERROR,  # the server hung up mid-exchange
+    CR.CR_SERVER_GONE_ERROR: Reason.PROTOCOL_ERROR,
+    CR.CR_COMMANDS_OUT_OF_SYNC: Reason.PROTOCOL_ERROR,
+    CR.CR_MALFORMED_PACKET: Reason.PROTOCOL_ERROR,
+}
+# MariaDB reports require_secure_transport as 1290, a code it shares with other server options.
+_OPTION_PREVENTS_STATEMENT = 1290
+_SECURE_TRANSPORT = re.compile(r"secure[-_ ]transport", re.IGNORECASE)
+# What aiomysql raises when a peer's handshake is not MySQL's.
+_MALFORMED_HANDSHAKE = (struct.error, IndexError, ValueError, KeyError, UnicodeDecodeError)
+_HUNG_UP = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+def _os_error(exc: OSError) -> tuple[Reason, str]:
+    # ssl fills in verify_message and reason only for errors that OpenSSL raised.
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = getattr(exc, "verify_message", None) or reason
+        return Reason.TLS_ERROR, f"TLS certificate verification failed: {detail}"
+    if isinstance(exc, ssl.SSLError):
+        return Reason.TLS_ERROR, f"TLS handshake failed: {reason}"
+    if isinstance(exc, TimeoutError):
+        return Reason.TIMEOUT, "the connection timed out"
+    if isinstance(exc, _HUNG_UP):
+        return Reason.PROTOCOL_ERROR, "the server closed the connection during the handshake"
+    detail = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    return Reason.HOST_UNREACHABLE, f"cannot connect: {detail}"
+
+
+def _classify(exc: pymysql.err.MySQLError, context: str = "") -> DriverError:
+    """A reason for a server or client error; server messages never contain the password."""
+    args = exc.args
+    number = args[0] if len(args) == 2 and isinstance(args[0], int) else None
+    message = str(args[1] if number is not None else (args[0] if args else type(exc).__name__))
+    cause = exc.__cause__
+    if number == CR.CR_CONN_HOST_ERROR and isinstance(cause, OSError):
+        # aiomysql wraps socket and TLS failures of the connection phase in one error.
+        code, message = _os_error(cause)
+    elif number is not None and number in _BY_ERRNO:
+        code = _BY_ERRNO[number]
+    elif number == _OPTION_PREVENTS_STATEMENT and _SECURE_TRANSPORT.search(message):
+        code = Reason.TLS_ERROR
+    elif number is None and isinstance(exc, pymysql.err.InternalError | pymysql.err.InterfaceError):
+        code = Reason.PROTOCOL_ERROR  # e.g. "Packet sequence number wrong"
+    else:
+        code = Reason.PROVIDER_ERROR
+    return DriverError(code, f"{context}{message}")
+
+
+class _ServerNameContext(ssl.SSLContext):
+    """Checks the server certificate against ``server_name``.
+
+    aiomysql names the address it connects to as the TLS server name; that is the
+    address the egress policy approved, but the certificate must match the host
+    name the Connection gave (or its spec.tls.serverName).
+    """
+
+    server_name: str | None = None
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        name = self.server_name or server_hostname
+        return super().wrap_bio(incoming, outgoing, server_side, name, session)
+
+
+def _ssl_context(sslmode: str, tls: TlsMaterial | None, server_name: str) -> ssl.SSLContext:
+    """Runs in a thread: loading certificates is blocking file and crypto work."""
+    context = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.server_name = server_name
+    if sslmode in ("PREFERRED", "REQUIRED"):
+        # Encryption without authenticating the server, as MySQL's own client does.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = sslmode == "VERIFY_IDENTITY"
+        if not (tls and tls.ca_pem):
+            context.load_default_certs()
+    if tls is not None:
+        load_tls_material(context, tls)
+    return context
+
+
+class _Connection(aiomysql.Connection):  # type: ignore[misc]  # aiomysql has no type hints
+    def __init__(self, *, require_tls: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client_flag &= ~CLIENT.MULTI_STATEMENTS
+        self._require_tls = require_tls
+
+    def _will_encrypt(self) -> bool:
+        return bool(self._ssl_context and self.server_capabilities & CLIENT.SSL)
+
+    def declined_offered_tls(self) -> bool:
+        """The server offered TLS, but sslmode DISABLED logged in without it."""
+        offered = getattr(self, "server_capabilities", 0) & CLIENT.SSL  # set by the greeting
+        return bool(offered) and not self._ssl_context
+
+    async def _request_authentication(self) -> None:
+        # Runs after the server's greeting and before anything about the account is sent.
+        if self._require_tls and not self._will_encrypt():
+            raise DriverError(Reason.TLS_ERROR, "the server does not support TLS")
+        if self._server_auth_plugin == "mysql_clear_password" and not self._will_encrypt():
+            raise _clear_text_refused()
+        await super()._request_authentication()
+
+    async def _process_auth(self, plugin_name: bytes, auth_packet: Any) -> Any:
+        if plugin_name == b"mysql_clear_password" and not self._secure:
+            raise _clear_text_refused()
+        return await super()._process_auth(plugin_name, auth_packet)
+
+
+def _clear_text_refused() -> DriverError:
+    return DriverError(
+        Reason.AUTHENTICATION_FAILED,
+        "the server asked for the password in clear text over an unencrypted connection; "
+        "not sent (use TLS)",
+    )
+
+
+async def _log_in(conn: _Connection, context: str) -> None:
+    # Errors are raised outside the except blocks so that no library exception, whose
+    # traceback holds the connection and its password, rides along as __context__.
+    error: DriverError | None = None
+    try:
+        await conn._connect()
+    except pymysql.err.MySQLError as exc:
+        error = _classify(exc, context)
+    except _MALFORMED_HANDSHAKE:
+        error = DriverError(
+            Reason.PROTOCOL_ERROR, f"{context}the server did not answer as a MySQL server"
+        )
+    if (
+        error is not None
+        and error.code == Reason.AUTHENTICATION_FAILED
+        and conn.declined_offered_tls()
+    ):
+        # MariaDB refuses an unencrypted login to a server that requires TLS as it
+        # refuses a wrong password.
+        error = DriverError(
+            error.code,
+            f"{error.message} (sent without TLS because sslmode is DISABLED; "
+            "a server that requires TLS refuses such logins the same way)",
+        )
+    if error is not None:
+        raise error
+
+
+async def _execute(conn: _Connection, statement: str) -> None:
+    error: DriverError | None = None
+    try:
+        await conn.query(statement)
+    except pymysql.err.MySQLError as exc:
+        error = _classify(exc)
+    if error is not None:
+        raise error
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+async def _query(conn: _Connection, text: str) -> None:
+    # Unbuffered, so rows are read one by one, and only the first. Not closed in a
+    # finally: after a cancellation, reading the rest could wait on a hung server.
+    cursor = await conn.cursor(aiomysql.SSCursor)
+    await cursor.execute(text)  # without arguments, "%" in the SQL is left alone
+    if cursor.description is None:
+        raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+    await cursor.fetchone()
+    await cursor.close()  # reads what is left: at most QUERY_ROW_LIMIT rows without a LIMIT
+
+
+async def _table(conn: _Connection, name: str) -> None:
+    schema, _, table = name.rpartition(".")
+    qualified = f"{_quote(schema)}.{_quote(table)}" if schema else _quote(table)
+    # LIMIT 0 still checks that the table exists and may be read, but reads nothing.
+    await conn.query(f"SELECT 1 FROM {qualified} LIMIT 0")
+
+
+async def _run_check(conn: _Connection, check: CheckSpec) -> CheckOutcome:
+    target = check_target(check)
+    error: DriverError | None = None
+    try:
+        subject = sql_check_subject(check, "mysql")
+        # One transaction per check: a check that ends it ends only its own.
+        await conn.query("START TRANSACTION READ ONLY")
+        if check.type == "query":
+            await _query(conn, subject)
+        else:
+            await _table(conn, subject)
+    except pymysql.err.MySQLError as exc:
+        error = _classify(exc)
+    except DriverError as exc:
+        error = exc
+    if error is not None and conn.closed:  # nothing more can be checked over this connection
+        raise error
+    await _execute(conn, "ROLLBACK")
+    if error is not None:
+        return failed_check(check.type, target, error)
+    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, "ok")
+
+
+async def _run_checks(conn: _Connection, checks: tuple[CheckSpec, ...]) -> list[CheckOutcome]:
+    if not checks:
+        return []
+    # Also read-only: a transaction that a stored procedure starts after committing ours.
+    await _execute(conn, "SET SESSION TRANSACTION READ ONLY")
+    await _execute(conn, f"SET SESSION sql_select_limit = {QUERY_ROW_LIMIT}")
+    return [await _run_check(conn, check) for check in checks]
+
+
+_VERSION_NUMBER = re.compile(r"(?:5\.5\.5-)?(\d+(?:\.\d+)*)")
+
+
+def server_version(reported: str) -> str:
+    """E.g. "MariaDB 10.11.6" from "5.5.5-10.11.6-MariaDB-0+deb12u1-log"."""
+    product = "MariaDB" if "mariadb" in reported.lower() else "MySQL"
+    # MariaDB before 11 prefixes "5.5.5-" for the sake of old replication clients.
+    match = _VERSION_NUMBER.match(reported)
+    return f"{product} {match.group(1) if match else reported[:64]}"
+
+
+class MysqlDriver:
+    name = "mysql"
+
+    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
+        database, username = config_text(request, "database"), config_text(request, "username")
+        password = config_text(request, "password", "")
+        sslmode = config_text(request, "sslmode", "PREFERRED").upper()
+        if sslmode not in SSL_MODES:
+            raise DriverError(
+                Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}"
+            )
+        address = await resolve_address(egress, host, port)
+        context: ssl.SSLContext | None = None
+        if sslmode != "DISABLED":
+            server_name = (request.tls.server_name if request.tls else None) or host.strip("[]")
+            context = await asyncio.to_thread(_ssl_context, sslmode, request.tls, server_name)
+        conn = _Connection(
+            require_tls=sslmode not in ("DISABLED", "PREFERRED"),
+            host=str(address),
+            port=port,
+            user=username,
+            # aiomysql sends the password encoded as latin-1; MySQL's own clients send
+            # UTF-8, which this spelling makes aiomysql send too.
+            password=password.encode().decode("latin-1"),
+            db=database,
+            ssl=context,
+            charset="utf8mb4",
+            autocommit=None,  # the server's default: one statement less
+            local_infile=False,  # the server may not read the operator's files
+            program_name="patchbay",
+        )
+        try:
+            started = time.monotonic()
+            await _log_in(conn, f"cannot log in to {host} port {port}: ")
+            latency_ms = round((time.monotonic() - started) * 1000)
+            checks = await _run_checks(conn, tuple(request.checks))
+            version = server_version(conn.get_server_info())
+            await conn.ensure_closed()  # says goodbye, so the server logs no aborted connection
+        finally:
+            conn.close()  # only closes the socket: safe after a cancellation; idempotent
+        return summarize_checks(checks, server_version=version, latency_ms=latency_ms)

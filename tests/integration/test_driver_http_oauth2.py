@@ -373,8 +373,13 @@ def test_token_endpoint_429_is_rate_limited_with_its_retry_after() -> None:
             "only Bearer",
         ),
         (answer(404, "not here"), Reason.RESOURCE_NOT_FOUND, "no token endpoint"),
+        (
+            answer(400, '{"error": "invalid_client_id", "error_description": "client identifier"}'),
+            Reason.AUTHENTICATION_FAILED,
+            "the client id is not known (HTTP 400 invalid_client_id: client identifier)",
+        ),
     ],
-    ids=["503", "html", "400-not-json", "no-access-token", "mac-token", "404"],
+    ids=["503", "html", "400-not-json", "no-access-token", "mac-token", "404", "unknown-client-id"],
 )
 def test_token_endpoint_answer_maps_to_reason(
     token_endpoint: Handler, code: Reason, said: str

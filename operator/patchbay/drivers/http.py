@@ -78,10 +78,12 @@ _OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
 _BEARER_HEADER = CredentialPlacement(name="Authorization", prefix="Bearer ")
 # A token response holds a few tokens (JWTs of some kilobytes); more is not one.
 _TOKEN_RESPONSE_LIMIT = 64 * 1024
-# The error codes of RFC 6749 section 5.2 (and two that token endpoints borrow
-# from section 4.1.2.1): the reason each maps to, and what it means.
+# The error codes of RFC 6749 section 5.2 (two that token endpoints borrow from
+# section 4.1.2.1, and one vendor's own): the reason each maps to, and what it means.
 _TOKEN_ERRORS: Mapping[str, tuple[Reason, str]] = {
     "invalid_client": (Reason.AUTHENTICATION_FAILED, "the client id or secret was rejected"),
+    # Salesforce's own code for a consumer key it does not know.
+    "invalid_client_id": (Reason.AUTHENTICATION_FAILED, "the client id is not known"),
     "invalid_grant": (
         Reason.AUTHENTICATION_FAILED,
         "the grant was rejected: the refresh token is invalid, expired, revoked "

@@ -28,7 +28,8 @@ from aiohttp import web
 
 from patchbay.reasons import Reason
 
-Access = Literal["granted", "forbidden", "throttled"]
+# "limited_as_forbidden": over a limit the vendor reports with 403, not 429.
+Access = Literal["granted", "forbidden", "throttled", "limited_as_forbidden"]
 ReadCredential = Callable[[web.Request], str | None]
 
 LOOPBACK = "127.0.0.1"
@@ -117,6 +118,8 @@ class VendorApi:
     unauthenticated: Reply
     forbidden: Reply | None = None
     throttled: Reply | None = None
+    # A rate or quota limit the vendor answers with 403 and a body that names it.
+    limited_as_forbidden: Reply | None = None
     query: Mapping[str, str] = field(default_factory=dict)
     # Header name -> regular expression its value must match; missing_header otherwise.
     required_headers: Mapping[str, str] = field(default_factory=dict)
@@ -134,6 +137,9 @@ class Case:
     name: str
     secrets: Mapping[str, str]
     expect: Reason
+    # The vendor's token endpoint turns these credentials away, so no access
+    # token exists and the API must not be called.
+    refused_by_token_endpoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,8 @@ class VendorServer:
             return api.forbidden.response()
         if access == "throttled" and api.throttled is not None:
             return api.throttled.response()
+        if access == "limited_as_forbidden" and api.limited_as_forbidden is not None:
+            return api.limited_as_forbidden.response()
         return api.granted.response()
 
     def _access_for(self, presented: str | None) -> Access | None:
@@ -317,30 +325,45 @@ def _google_api(path: str, query: Mapping[str, str], granted: Any) -> VendorApi:
             ),
         ),
         throttled=Reply(429, _google_error(429, "rateLimitExceeded", "Rate Limit Exceeded")),
+        limited_as_forbidden=Reply(
+            403, _google_error(403, "userRateLimitExceeded", "User Rate Limit Exceeded")
+        ),
         token_endpoint=GOOGLE_TOKEN,
     )
 
 
-def _oauth_cases(
-    good: Mapping[str, str], *, forbidden: bool = False, throttled: bool = False
-) -> tuple[Case, ...]:
+def _oauth_cases(api: VendorApi, good: Mapping[str, str]) -> tuple[Case, ...]:
     """The cases of an OAuth 2.0 entry whose vendor knows the client in ``good``.
 
     ``good`` holds clientId and clientSecret, plus refreshToken for the
-    refresh-token grant; the limited and busy accounts share the client.
+    refresh-token grant; the limited, busy and capped accounts share the client.
     """
     cases = [Case("valid", good, VERIFIED)]
     if "refreshToken" in good:
         cases.append(
-            Case("revoked-refresh-token", {**good, "refreshToken": "rt-revoked"}, AUTH_FAILED)
+            Case(
+                "revoked-refresh-token",
+                {**good, "refreshToken": "rt-revoked"},
+                AUTH_FAILED,
+                refused_by_token_endpoint=True,
+            )
         )
     cases.append(
-        Case("wrong-client-secret", {**good, "clientSecret": "not-the-secret"}, AUTH_FAILED)
+        Case(
+            "wrong-client-secret",
+            {**good, "clientSecret": "not-the-secret"},
+            AUTH_FAILED,
+            refused_by_token_endpoint=True,
+        )
     )
-    if forbidden:
+    if api.forbidden is not None:
         cases.append(Case("under-privileged", _variant(good, "limited"), DENIED))
-    if throttled:
+    if api.throttled is not None:
         cases.append(Case("over-the-rate-limit", _variant(good, "busy"), THROTTLED))
+    if api.limited_as_forbidden is not None:
+        # The http driver reads the status, not the vendor's error body: a limit
+        # reported as 403 is PermissionDenied (see docs/connectors.md).
+        cases.append(Case("over-a-limit-reported-as-403", _variant(good, "capped"), DENIED))
     return tuple(cases)
 
 
@@ -357,6 +380,7 @@ def _oauth_accounts(good: Mapping[str, str]) -> dict[str, Access]:
         good[key]: "granted",
         _variant(good, "limited")[key]: "forbidden",
         _variant(good, "busy")[key]: "throttled",
+        _variant(good, "capped")[key]: "limited_as_forbidden",
     }
 
 
@@ -368,6 +392,7 @@ def _oauth_clients(good: Mapping[str, str]) -> dict[str, str]:
         client_id: client_secret,
         f"{client_id}-limited": client_secret,
         f"{client_id}-busy": client_secret,
+        f"{client_id}-capped": client_secret,
     }
 
 
@@ -385,10 +410,7 @@ def _oauth(
         config=config or {},
         accounts=_oauth_accounts(good),
         clients=_oauth_clients(good),
-        cases=_oauth_cases(
-            good, forbidden=api.forbidden is not None, throttled=api.throttled is not None
-        )
-        + extra_cases,
+        cases=_oauth_cases(api, good) + extra_cases,
     )
 
 
@@ -515,6 +537,11 @@ SALESFORCE = _oauth(
                 }
             ],
         ),
+        # The org's daily API request allocation is used up.
+        limited_as_forbidden=Reply(
+            403,
+            [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
+        ),
         token_endpoint=TokenEndpoint(
             path="/services/oauth2/token",
             grant="refresh_token",
@@ -535,6 +562,14 @@ SALESFORCE = _oauth(
     ),
     REFRESH_GRANT,
     {"myDomain": "acme"},
+    extra_cases=(
+        Case(
+            "unknown-consumer-key",
+            {**REFRESH_GRANT, "clientId": "no-such-app"},
+            AUTH_FAILED,
+            refused_by_token_endpoint=True,
+        ),
+    ),
 )
 
 NETSUITE_UNAUTHORIZED = {
@@ -740,7 +775,12 @@ MSFT_SHAREPOINT = _oauth(
     CLIENT_GRANT,
     {"tenantId": "contoso.onmicrosoft.com"},
     extra_cases=(
-        Case("unknown-application", {**CLIENT_GRANT, "clientId": "no-such-app"}, AUTH_FAILED),
+        Case(
+            "unknown-application",
+            {**CLIENT_GRANT, "clientId": "no-such-app"},
+            AUTH_FAILED,
+            refused_by_token_endpoint=True,
+        ),
     ),
 )
 

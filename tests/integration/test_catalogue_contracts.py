@@ -116,8 +116,18 @@ def test_catalogue_entry_reports_what_its_vendor_answers(contract: Contract, cas
     )
     for value in case.secrets.values():
         assert value not in outcome.message
-    # The request reached the vendor's documented endpoint, not a 404 elsewhere.
-    assert f"{contract.api.method} {urlsplit(contract.api.path).path}" in server.seen
+    # Each request reached the vendor's documented endpoint, not a 404 elsewhere,
+    # and the API was called only with an access token in hand.
+    assert server.seen == _expected_requests(contract, case)
+
+
+def _expected_requests(contract: Contract, case: Case) -> list[str]:
+    """One token request for OAuth 2.0 entries, then the verification request."""
+    api = f"{contract.api.method} {urlsplit(contract.api.path).path}"
+    if contract.api.token_endpoint is None:
+        return [api]
+    token = f"POST {contract.api.token_endpoint.path}"
+    return [token] if case.refused_by_token_endpoint else [token, api]
 
 
 def test_every_saas_entry_of_the_catalogue_has_a_contract() -> None:

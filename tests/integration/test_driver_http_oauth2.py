@@ -7,6 +7,7 @@ The token endpoint and the API are aiohttp servers started by each test on
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -233,6 +234,104 @@ def test_access_and_refresh_tokens_never_appear_in_the_outcome() -> None:
     run(scenario())
 
 
+# --- where the access token goes ----------------------------------------------------
+
+
+def token_reader(server: OAuth2Server, read: Callable[[web.Request], str | None]) -> Handler:
+    """An API that accepts the tokens the server issued, found where ``read`` looks."""
+
+    async def api(request: web.Request) -> web.Response:
+        if read(request) in server.issued:
+            return web.json_response({"id": "me"})
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    return api
+
+
+@pytest.mark.parametrize("prefix", [None, "Token "], ids=["as-is", "prefixed"])
+def test_access_token_goes_in_the_header_the_connector_names(prefix: str | None) -> None:
+    server = provider(refresh_token=f"rt-{uuid.uuid4().hex}")
+    header = "x-amz-access-token"
+    sent_before_token = prefix or ""
+
+    def read(request: web.Request) -> str | None:
+        return request.headers.get(header, "").removeprefix(sent_before_token)
+
+    async def scenario() -> None:
+        routes = {"/oauth/token": server.token, "/v1/me": token_reader(server, read)}
+        async with serve(routes) as (url, seen):
+            placement = {"in": "header", "name": header, "prefix": prefix}
+            request = make_request(
+                url,
+                path="/v1/me",
+                auth=refresh_token_grant(accessToken=placement),
+                secrets=client_secrets(server, refreshToken=server.refresh_token),
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        api_request = seen.requests[1]
+        assert api_request.headers[header] == f"{sent_before_token}{server.issued[0]}"
+        assert "Authorization" not in api_request.headers
+
+    run(scenario())
+
+
+def test_access_token_goes_in_the_query_parameter_the_connector_names() -> None:
+    server = provider()
+
+    def read(request: web.Request) -> str | None:
+        return request.query.get("access_token") if request.query.get("version") == "2.0" else None
+
+    async def scenario() -> None:
+        routes = {"/oauth/token": server.token, "/login": token_reader(server, read)}
+        async with serve(routes) as (url, seen):
+            request = make_request(
+                url,
+                path="/login?version=2.0",
+                auth=client_credentials(accessToken={"in": "query", "name": "access_token"}),
+                secrets=client_secrets(server),
+            )
+            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+        assert outcome.code == Reason.VERIFIED
+        token_request, api_request = seen.requests
+        assert dict(api_request.query) == {"version": "2.0", "access_token": server.issued[0]}
+        assert "Authorization" not in api_request.headers
+        assert "access_token" not in token_request.query
+
+    run(scenario())
+
+
+def test_access_token_in_the_query_is_scrubbed_and_not_carried_to_another_host() -> None:
+    server = provider()
+
+    async def echo_url(request: web.Request) -> web.Response:
+        return web.Response(status=500, text=f"cannot serve {request.url}")
+
+    async def scenario() -> None:
+        async with serve({"/landing": echo_url}, host="127.0.0.2") as (other_url, other_seen):
+            redirect = answer(307, headers={"Location": f"{other_url}/landing"})
+            routes = {"/oauth/token": server.token, "/start": redirect, "/echo": echo_url}
+            async with serve(routes) as (url, seen):
+                errors = []
+                for path in ("/start", "/echo"):
+                    request = make_request(
+                        url,
+                        path=path,
+                        auth=client_credentials(accessToken={"in": "query", "name": "token"}),
+                        secrets=client_secrets(server),
+                    )
+                    errors.append(await verify_error(request))
+        assert [error.code for error in errors] == [Reason.PROVIDER_ERROR] * 2
+        assert seen.requests[1].query["token"] == server.issued[0]
+        assert "token" not in other_seen.requests[0].query
+        assert "cannot serve" in errors[1].message
+        for error in errors:
+            for token in server.issued:
+                assert token not in error.message
+
+    run(scenario())
+
+
 # --- what the token endpoint answers ---------------------------------------------
 
 
@@ -274,8 +373,13 @@ def test_token_endpoint_429_is_rate_limited_with_its_retry_after() -> None:
             "only Bearer",
         ),
         (answer(404, "not here"), Reason.RESOURCE_NOT_FOUND, "no token endpoint"),
+        (
+            answer(400, '{"error": "invalid_client_id", "error_description": "client identifier"}'),
+            Reason.AUTHENTICATION_FAILED,
+            "the client id is not known (HTTP 400 invalid_client_id: client identifier)",
+        ),
     ],
-    ids=["503", "html", "400-not-json", "no-access-token", "mac-token", "404"],
+    ids=["503", "html", "400-not-json", "no-access-token", "mac-token", "404", "unknown-client-id"],
 )
 def test_token_endpoint_answer_maps_to_reason(
     token_endpoint: Handler, code: Reason, said: str

@@ -36,23 +36,31 @@ HttpMethod = Literal["GET", "HEAD", "POST"]
 VARIABLE_KEY_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_]*$"
 
 
-class ApiKeyAuth(ApiModel):
-    """Where an API key is sent."""
+class CredentialPlacement(ApiModel):
+    """Where a credential (an API key, an OAuth 2.0 access token) is sent."""
+
+    model_config = validation_rules(
+        # `in` is a CEL keyword, hence the escaped name.
+        cel(
+            "self.__in__ == 'header' || !has(self.prefix)",
+            "prefix applies only to a header; a query parameter carries the value alone",
+        ),
+    )
 
     in_: Literal["header", "query"] = Field(
         default="header",
         alias="in",
-        description="Send the key in a request header or in the query string.",
+        description="Send it in a request header or in the query string.",
     )
     name: str = Field(
         min_length=1,
         max_length=256,
-        description="Header or query parameter name, e.g. X-Api-Key.",
+        description="Header or query parameter name, e.g. X-Api-Key or access_token.",
     )
     prefix: str | None = Field(
         default=None,
         max_length=64,
-        description="Text put before the key, e.g. 'Token ' (header only).",
+        description="Text put before the value, e.g. 'Token ' (header only).",
     )
 
 
@@ -85,6 +93,12 @@ class OAuth2Auth(ApiModel):
     client_auth: Literal["body", "basic"] = Field(
         default="body",
         description="Send client id and secret in the form body or as HTTP basic auth.",
+    )
+    access_token: CredentialPlacement | None = Field(
+        default=None,
+        description="Where API requests carry the access token, for APIs that do not take "
+        "it as 'Authorization: Bearer' (the default), e.g. {in: header, name: "
+        "x-amz-access-token} or {in: query, name: access_token}.",
     )
 
 
@@ -121,7 +135,9 @@ class AuthSpec(ApiModel):
     )
 
     type: AuthType = Field(default="none", description="Authentication scheme.")
-    api_key: ApiKeyAuth | None = Field(default=None, description="Settings for type apiKey.")
+    api_key: CredentialPlacement | None = Field(
+        default=None, description="Settings for type apiKey."
+    )
     bearer: BearerAuth | None = Field(default=None, description="Settings for type bearer.")
     oauth2: OAuth2Auth | None = Field(
         default=None,

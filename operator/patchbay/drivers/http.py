@@ -4,9 +4,9 @@ It makes one authenticated request (the connector's ``verification.http``)
 and then the connector's ``http`` capability checks, all through one
 ``aiohttp`` session per verification. The OAuth 2.0 grants first exchange
 the Connection's credentials for an access token at the connector's token
-endpoint, in the same session, and send that token as a Bearer token; the
-access token lives only for the verification and is scrubbed from every
-message like the Secret's values.
+endpoint, in the same session, and send that token as a Bearer token or
+where ``auth.oauth2.accessToken`` says; the access token lives only for the
+verification and is scrubbed from every message like the Secret's values.
 
 Egress: every host name is resolved by ``_EgressResolver``, which asks the
 egress policy, so the addresses a connection uses are exactly the ones the
@@ -41,7 +41,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from patchbay import __version__
-from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.api.connector import AuthSpec, CheckSpec, CredentialPlacement, HttpRequestSpec
 from patchbay.drivers.base import (
     CheckOutcome,
     ConfigValue,
@@ -74,12 +74,16 @@ _INCONCLUSIVE = frozenset(
     {Reason.HOST_UNREACHABLE, Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.PROVIDER_ERROR}
 )
 _OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
+# Where an access token goes unless the connector says otherwise (RFC 6750 2.1).
+_BEARER_HEADER = CredentialPlacement(name="Authorization", prefix="Bearer ")
 # A token response holds a few tokens (JWTs of some kilobytes); more is not one.
 _TOKEN_RESPONSE_LIMIT = 64 * 1024
-# The error codes of RFC 6749 section 5.2 (and two that token endpoints borrow
-# from section 4.1.2.1): the reason each maps to, and what it means.
+# The error codes of RFC 6749 section 5.2 (two that token endpoints borrow from
+# section 4.1.2.1, and one vendor's own): the reason each maps to, and what it means.
 _TOKEN_ERRORS: Mapping[str, tuple[Reason, str]] = {
     "invalid_client": (Reason.AUTHENTICATION_FAILED, "the client id or secret was rejected"),
+    # Salesforce's own code for a consumer key it does not know.
+    "invalid_client_id": (Reason.AUTHENTICATION_FAILED, "the client id is not known"),
     "invalid_grant": (
         Reason.AUTHENTICATION_FAILED,
         "the grant was rejected: the refresh token is invalid, expired, revoked "
@@ -235,18 +239,14 @@ def _credentials(request: VerifyRequest) -> _Credentials:
     if auth.type == "bearer":
         token = _secret(request, "token")
         bearer = auth.bearer
-        name = bearer.header if bearer else "Authorization"
-        value = (bearer.prefix if bearer else "Bearer ") + token
-        return _Credentials(headers={name: value}, query={}, sensitive=(token, value))
+        if bearer is None:
+            return _placed(_BEARER_HEADER, token)
+        return _placed(CredentialPlacement(name=bearer.header, prefix=bearer.prefix), token)
     if auth.type == "apiKey":
         api_key = _secret(request, "apiKey")
-        spec = auth.api_key
-        if spec is None:
+        if auth.api_key is None:
             raise DriverError(Reason.CONFIG_INVALID, "auth.apiKey is required for apiKey auth")
-        if spec.in_ == "query":
-            return _Credentials(headers={}, query={spec.name: api_key}, sensitive=(api_key,))
-        value = (spec.prefix or "") + api_key
-        return _Credentials(headers={spec.name: value}, query={}, sensitive=(api_key, value))
+        return _placed(auth.api_key, api_key)
     if auth.type == "tlsClientCert":
         # The certificate is the credential: see _tls_material.
         return _Credentials(headers={}, query={}, sensitive=())
@@ -255,10 +255,17 @@ def _credentials(request: VerifyRequest) -> _Credentials:
     )
 
 
-def _bearer(token: str, scrub_too: Sequence[str]) -> _Credentials:
-    header = f"Bearer {token}"
+def _placed(
+    placement: CredentialPlacement, value: str, scrub_too: Sequence[str] = ()
+) -> _Credentials:
+    """A key or token in the header or query parameter the connector names."""
+    if placement.in_ == "query":
+        return _Credentials(
+            headers={}, query={placement.name: value}, sensitive=(*scrub_too, value)
+        )
+    header = (placement.prefix or "") + value
     return _Credentials(
-        headers={"Authorization": header}, query={}, sensitive=(*scrub_too, token, header)
+        headers={placement.name: header}, query={}, sensitive=(*scrub_too, value, header)
     )
 
 
@@ -270,6 +277,8 @@ class _TokenGrant:
     form: Mapping[str, str] = field(repr=False)
     headers: Mapping[str, str] = field(repr=False)
     sensitive: tuple[str, ...] = field(repr=False)
+    # Where the API requests carry the access token.
+    access_token: CredentialPlacement
 
 
 def _token_grant(request: VerifyRequest) -> _TokenGrant:
@@ -303,7 +312,11 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
         if client_secret:
             form["client_secret"] = client_secret
     return _TokenGrant(
-        auth.oauth2.token_url, form, headers, tuple(value for value in sensitive if value)
+        auth.oauth2.token_url,
+        form,
+        headers,
+        tuple(value for value in sensitive if value),
+        auth.oauth2.access_token or _BEARER_HEADER,
     )
 
 
@@ -654,7 +667,8 @@ class _Exchange:
         )
 
     async def authorize(self, grant: _TokenGrant) -> None:
-        """Exchange the grant for an access token; later requests send it as a Bearer token.
+        """Exchange the grant for an access token, which later requests carry as the
+        grant says (a Bearer token unless the connector names another place).
 
         The token is never kept beyond this verification. A new refresh token
         in the answer (rotation) is dropped too, since writing it back would
@@ -705,7 +719,8 @@ class _Exchange:
                     "supported, only Bearer",
                 )
             rotated = answer.get("refresh_token")
-            self.credentials = _bearer(
+            self.credentials = _placed(
+                grant.access_token,
                 token,
                 (*self.credentials.sensitive, *([rotated] if isinstance(rotated, str) else [])),
             )

@@ -14,6 +14,7 @@ crds:
 	$(PYTHON) -m patchbay.api.crd crds
 	$(PYTHON) -m patchbay.api.crd charts/patchbay/crds
 	$(PYTHON) -m patchbay.api.crd deploy/base/crds
+	$(PYTHON) -m patchbay.api.reference docs/api.md
 
 # The chart ships the ClusterConnector catalogue of deploy/connectors/.
 chart-files: crds

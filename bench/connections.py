@@ -47,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "hack"))
 
 import localcluster  # noqa: E402
+import localwebhooks  # noqa: E402
 
 GROUP, VERSION, PLURAL = "patchbay.dev", "v1alpha1", "connections"
 FLOOR_NS, BENCH_NS = "floor", "bench"
@@ -121,7 +122,9 @@ class TokenServer:
 class Operator:
     """``patchbay run`` in a subprocess, its JSON log in a file."""
 
-    def __init__(self, cp: localcluster.ControlPlane, log_path: Path, namespace: str) -> None:
+    def __init__(
+        self, cp: localcluster.ControlPlane, log_path: Path, namespace: str, *extra: str
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -136,6 +139,7 @@ class Operator:
                 "json",
                 "--log-level",
                 "WARNING",
+                *extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -402,6 +406,7 @@ class Figures:
     count: int
     concurrency: int
     poll_interval: float
+    webhooks: bool = False
     floor: Round = field(default_factory=Round)
     operator: Round = field(default_factory=Round)
     reverify: Round = field(default_factory=Round)
@@ -699,6 +704,7 @@ def report(figures: Figures) -> str:
         ("N (Connections)", str(n)),
         ("client concurrency", str(figures.concurrency)),
         ("poll interval (s)", f"{figures.poll_interval:g}"),
+        ("admission webhooks", "on" if figures.webhooks else "off"),
         ("floor seconds (create + status patch)", f"{floor.seconds:.2f}"),
     ]
     if floor.writes is not None:
@@ -771,7 +777,10 @@ def workdir(keep: Path | None) -> Iterator[Path]:
 
 def run(args: argparse.Namespace) -> int:
     figures = Figures(
-        count=args.count, concurrency=args.concurrency, poll_interval=args.poll_interval
+        count=args.count,
+        concurrency=args.concurrency,
+        poll_interval=args.poll_interval,
+        webhooks=args.webhooks,
     )
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(workdir(args.workdir))
@@ -791,9 +800,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"floor: {args.count} creates + status patches ...", file=sys.stderr)
         measure_floor(cp, api, pool, figures, server.base_url)
 
-        operator = Operator(cp, work / "operator.log", BENCH_NS)
+        serving = localwebhooks.serving(work / "webhook") if args.webhooks else None
+        operator = Operator(
+            cp, work / "operator.log", BENCH_NS, *(serving.operator_args() if serving else ())
+        )
         stack.callback(operator.stop)
         wait_operator_ready(cp, operator, 60.0)
+        if serving is not None:
+            stack.callback(
+                localwebhooks.unregister, cp, localwebhooks.register(cp, serving, BENCH_NS)
+            )
+            localwebhooks.wait_effective(cp, BENCH_NS)
         print(f"operator: {args.count} Connections ...", file=sys.stderr)
         measure_operator(cp, api, pool, figures, server, operator, args.timeout)
         print("re-verification ...", file=sys.stderr)
@@ -817,6 +834,11 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between LIST polls (default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="limit per round in seconds")
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="serve and register the admission webhooks (labels are then set at admission)",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,

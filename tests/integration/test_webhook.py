@@ -3,7 +3,6 @@ credential written inline in spec.config is refused before it is stored."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,12 +13,11 @@ import pytest
 import yaml
 
 import localcluster
-from testpki import CertificateAuthority, subject_alternative_names
+import localwebhooks
 from tests.conftest import REPO_ROOT
 from tests.integration.operator_harness import (
     OperatorProcess,
     get_json,
-    wait_for,
     wait_for_reason,
 )
 
@@ -45,92 +43,21 @@ def apply(
     )
 
 
-def registration(kind: str, name: str, path: str, failure_policy: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": kind,
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": f"{path}.patchbay.dev",
-                "clientConfig": {"path": path},
-                "rules": [
-                    {
-                        "apiGroups": ["patchbay.dev"],
-                        "apiVersions": ["v1alpha1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["connections"],
-                    }
-                ],
-                "failurePolicy": failure_policy,
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5,
-            }
-        ],
-    }
-
-
 @pytest.fixture
 def webhook(
     control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
-    ca = CertificateAuthority.create("patchbay-webhook-test-ca")
-    cert, key = ca.issue(
-        "patchbay-webhook", server=True, sans=subject_alternative_names("127.0.0.1")
-    )
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
-    port = localcluster.free_port()
+    serving = localwebhooks.serving(tmp_path / "webhook")
     process = OperatorProcess(
-        control_plane,
-        tmp_path / "operator.log",
-        "-n",
-        namespace,
-        "--webhook-host",
-        "127.0.0.1",
-        "--webhook-port",
-        str(port),
-        "--webhook-cert",
-        str(tmp_path / "tls.crt"),
-        "--webhook-key",
-        str(tmp_path / "tls.key"),
+        control_plane, tmp_path / "operator.log", "-n", namespace, *serving.operator_args()
     )
-    name = f"patchbay-test-{uuid.uuid4().hex[:8]}"
-    ca_bundle = base64.b64encode(ca.cert_pem).decode()
-    configurations = [
-        registration("ValidatingWebhookConfiguration", name, "validate-connection", "Fail"),
-        registration("MutatingWebhookConfiguration", name, "label-connection", "Ignore"),
-    ]
-    for configuration in configurations:
-        webhook = configuration["webhooks"][0]
-        webhook["clientConfig"] = {
-            "url": f"https://127.0.0.1:{port}/{webhook['clientConfig']['path']}",
-            "caBundle": ca_bundle,
-        }
-        # only this test's namespace: other tests run without the webhooks
-        webhook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(configuration))
-    # The operator needs a moment to serve, and the API server to load the configurations.
-    probe = connection("probe", {"baseUrl": "http://127.0.0.1:9"})
-    invalid = connection("probe", {})
-
-    def effective() -> bool:
-        refused = apply(control_plane, namespace, invalid, "--dry-run=server")
-        admitted = apply(control_plane, namespace, probe, "--dry-run=server", "-o", "json")
-        return (
-            "denied the request" in refused.stderr
-            and admitted.returncode == 0
-            and "patchbay.dev/driver" in admitted.stdout
-        )
-
+    name = localwebhooks.register(control_plane, serving, namespace)
     try:
-        wait_for(effective, "the webhooks to take effect")
+        localwebhooks.wait_effective(control_plane, namespace)
         yield process
     finally:
-        for configuration in configurations:
-            control_plane.kubectl("delete", configuration["kind"], name, check=False)
+        localwebhooks.unregister(control_plane, name)
         process.stop()
 
 

@@ -77,7 +77,10 @@ class TlsSpec(ApiModel):
     """TLS settings for drivers that speak TLS."""
 
     ca_secret_ref: CaSecretReference | None = Field(
-        default=None, description="Trust this CA instead of the system trust store."
+        default=None,
+        description="CA certificate (PEM) that verifies the server. The database drivers "
+        "trust only this CA; the http and s3 drivers trust it in addition to the system "
+        "store, so public token endpoints still verify.",
     )
     client_cert_secret_ref: LocalObjectReference | None = Field(
         default=None,

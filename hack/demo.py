@@ -66,8 +66,11 @@ def main() -> int:
         localpostgres.execute(postgres, f"create role app login password '{password}'")
         localpostgres.execute(postgres, "create database orders owner app")
         env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
+        # its own session: Ctrl-C reaches only this script, which then stops it once
         operator = subprocess.Popen(
-            [sys.executable, "-m", "patchbay.cli", "run", "--log-format", "text"], env=env
+            [sys.executable, "-m", "patchbay.cli", "run", "--log-format", "text"],
+            env=env,
+            start_new_session=True,
         )
         manifests = _connection("orders-db", postgres.port, password) + _connection(
             "orders-db-wrong-password", postgres.port, "not-the-password"

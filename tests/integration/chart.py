@@ -14,6 +14,7 @@ from tests.conftest import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "patchbay"
 KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
+KUSTOMIZE_WEBHOOK = REPO_ROOT / "deploy" / "overlays" / "webhook-cert-manager"
 
 Manifest = dict[str, Any]
 
@@ -45,17 +46,21 @@ def render(
     release: str = "patchbay",
     namespace: str = "patchbay-system",
     include_crds: bool = False,
+    cluster: localcluster.ControlPlane | None = None,
 ) -> list[Manifest]:
+    """`helm template`; given a cluster, rendered as `helm upgrade` would (lookups answered)."""
     args = ["template", release, str(CHART), "--namespace", namespace]
     if include_crds:
         args.append("--include-crds")
+    if cluster is not None:
+        args += ["--dry-run=server", "--kubeconfig", str(cluster.kubeconfig)]
     result = helm(binary, *args, *value_flags(values or {}))
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_kustomize(cp: localcluster.ControlPlane) -> list[Manifest]:
-    """deploy/base through kubectl's built-in kustomize (no cluster involved)."""
-    result = cp.kubectl("kustomize", str(KUSTOMIZE_BASE))
+def render_kustomize(cp: localcluster.ControlPlane, path: Path = KUSTOMIZE_BASE) -> list[Manifest]:
+    """deploy/base (or an overlay) through kubectl's built-in kustomize (no cluster involved)."""
+    result = cp.kubectl("kustomize", str(path))
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
@@ -66,6 +71,12 @@ def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
 def the(manifests: list[Manifest], kind: str) -> Manifest:
     found = of_kind(manifests, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def named(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    found = [m for m in of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, got {len(found)}"
     return found[0]
 
 

@@ -1,13 +1,17 @@
-"""The Helm chart and the kustomize base: lint, rendering, agreement between
-the two, and the chart's least-privilege identity proven on the real API
-server by running the real operator with nothing but its ServiceAccount token."""
+"""The Helm chart and the kustomize base: lint, rendering (metrics, admission
+webhooks and their certificate), agreement between the two, and the chart's
+least-privilege identity proven on the real API server by running the real
+operator with nothing but its ServiceAccount token and the chart's arguments."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.client
 import json
 import re
 import socket
+import ssl
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,15 +21,19 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 import localcluster
 from tests.conftest import REPO_ROOT
 from tests.integration.chart import (
     CHART,
     KUSTOMIZE_BASE,
+    KUSTOMIZE_WEBHOOK,
     Manifest,
     helm,
     helm_binary,
+    named,
     of_kind,
     operator_container,
     render,
@@ -45,7 +53,15 @@ EVERYTHING_ON: dict[str, Any] = {
     "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
     "egress": {"deny": ["10.0.0.0/8"], "allow": ["192.0.2.0/24"]},
 }
-VALUE_SETS = {"defaults": {}, "everything-on": EVERYTHING_ON}
+WEBHOOK_OFF: dict[str, Any] = {"webhook": {"enabled": False}}
+CERT_MANAGER: dict[str, Any] = {"webhook": {"certManager": {"enabled": True}}}
+VALUE_SETS = {
+    "defaults": {},
+    "everything-on": EVERYTHING_ON,
+    "webhook-off": WEBHOOK_OFF,
+    "cert-manager": {**EVERYTHING_ON, **CERT_MANAGER},
+}
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +85,15 @@ def test_chart_passes_helm_lint(helm_path: Path, values: dict[str, Any]) -> None
         ({"watchNamespace": ["team-a"]}, "watchNamespace"),
         ({"egress": {"deny": ["not-a-network"]}}, "deny"),
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "failurePolicy"),
     ],
-    ids=["bad-log-level", "misspelt-key", "bad-cidr", "bad-namespace-name"],
+    ids=[
+        "bad-log-level",
+        "misspelt-key",
+        "bad-cidr",
+        "bad-namespace-name",
+        "bad-failure-policy",
+    ],
 )
 def test_values_schema_rejects_invalid_values_naming_them(
     helm_path: Path, values: dict[str, Any], named: str
@@ -108,10 +131,27 @@ def test_listed_namespaces_get_roles_and_only_cluster_scoped_rules_in_the_cluste
     ]
 
 
-def test_kustomize_base_and_default_chart_agree_on_crds_rbac_and_container(
+def _pod_settings(manifests: list[Manifest]) -> dict[str, Any]:
+    deployment = the(manifests, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    return {
+        "replicas": deployment["spec"]["replicas"],
+        "strategy": deployment["spec"]["strategy"],
+        "securityContext": pod["securityContext"],
+        "volumes": sorted(pod["volumes"], key=lambda v: v["name"]),
+        "serviceAccountName": pod["serviceAccountName"],
+    }
+
+
+def _services(manifests: list[Manifest]) -> dict[str, Any]:
+    return {s["metadata"]["name"]: s["spec"] for s in of_kind(manifests, "Service")}
+
+
+def test_kustomize_base_and_chart_without_webhook_agree_on_crds_rbac_container_and_services(
     control_plane: localcluster.ControlPlane, helm_path: Path
 ) -> None:
-    chart = render(helm_path, include_crds=True)
+    # kustomize cannot generate the webhook's certificate: the base has no webhook
+    chart = render(helm_path, WEBHOOK_OFF, include_crds=True)
     base = render_kustomize(control_plane)
 
     def crds(manifests: list[Manifest]) -> dict[str, Any]:
@@ -127,20 +167,38 @@ def test_kustomize_base_and_default_chart_agree_on_crds_rbac_and_container(
         the(base, "ClusterRole")["rules"]
     )
     assert operator_container(chart) == operator_container(base)
-
-    def pod_settings(manifests: list[Manifest]) -> dict[str, Any]:
-        deployment = the(manifests, "Deployment")
-        pod = deployment["spec"]["template"]["spec"]
-        return {
-            "replicas": deployment["spec"]["replicas"],
-            "strategy": deployment["spec"]["strategy"],
-            "securityContext": pod["securityContext"],
-            "volumes": pod["volumes"],
-            "serviceAccountName": pod["serviceAccountName"],
-        }
-
-    assert pod_settings(chart) == pod_settings(base)
+    assert _pod_settings(chart) == _pod_settings(base)
+    assert _services(chart) == _services(base) != {}
     assert the(base, "Deployment")["metadata"]["namespace"] == "patchbay-system"
+    for kind in (*WEBHOOK_KINDS, "Secret"):
+        assert of_kind(base, kind) == of_kind(chart, kind) == []
+
+
+def test_kustomize_webhook_overlay_and_chart_in_cert_manager_mode_agree(
+    control_plane: localcluster.ControlPlane, helm_path: Path
+) -> None:
+    chart = render(helm_path, CERT_MANAGER)
+    overlay = render_kustomize(control_plane, KUSTOMIZE_WEBHOOK)
+
+    def container(manifests: list[Manifest]) -> dict[str, Any]:
+        # strategic merge patches put the overlay's ports and mounts first; order means nothing
+        found = dict(operator_container(manifests))
+        for key in ("ports", "volumeMounts"):
+            found[key] = sorted(found[key], key=lambda item: item["name"])
+        return found
+
+    assert container(chart) == container(overlay)
+    assert _pod_settings(chart) == _pod_settings(overlay)
+    assert _services(chart) == _services(overlay)
+    for kind in ("Issuer", "Certificate"):
+        assert the(chart, kind)["metadata"]["name"] == the(overlay, kind)["metadata"]["name"]
+        assert the(chart, kind)["spec"] == the(overlay, kind)["spec"]
+    for kind in WEBHOOK_KINDS:
+        assert the(chart, kind)["webhooks"] == the(overlay, kind)["webhooks"]
+        assert (
+            the(chart, kind)["metadata"]["annotations"]
+            == (the(overlay, kind)["metadata"]["annotations"])
+        )
 
 
 def test_kind_end_to_end_run_loads_the_image_the_chart_deploys(helm_path: Path) -> None:
@@ -171,19 +229,37 @@ def test_chart_catalogue_is_the_connectors_of_deploy(helm_path: Path) -> None:
     assert of_kind(render(helm_path, {"catalogue": {"enabled": False}}), "ClusterConnector") == []
 
 
-def test_metrics_service_and_service_monitor_follow_the_metrics_values(helm_path: Path) -> None:
-    assert of_kind(render(helm_path), "Service") == []
-    manifests = render(helm_path, {"metrics": {"enabled": True, "port": 9090}})
-    service = the(manifests, "Service")
+def test_metrics_are_served_by_default_behind_their_own_service(helm_path: Path) -> None:
+    manifests = render(helm_path)
+    service = named(manifests, "Service", "patchbay-metrics")
     assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
     ]
     container = operator_container(manifests)
-    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
-    assert "--metrics-port=9090" in container["args"]
+    assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert "--metrics-port=8080" in container["args"]
     assert of_kind(manifests, "ServiceMonitor") == []
-    with_monitor = render(helm_path, EVERYTHING_ON)
-    assert the(with_monitor, "ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
+
+    moved = operator_container(render(helm_path, {"metrics": {"port": 9090}}))
+    assert "--metrics-port=9090" in moved["args"]
+
+    off = render(helm_path, {"metrics": {"enabled": False}})
+    assert "patchbay-metrics" not in [s["metadata"]["name"] for s in of_kind(off, "Service")]
+    assert not any(a.startswith("--metrics") for a in operator_container(off)["args"])
+
+
+def test_service_monitor_scrapes_only_the_metrics_service(helm_path: Path) -> None:
+    manifests = render(helm_path, EVERYTHING_ON)
+    monitor = the(manifests, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    selected = [
+        s["metadata"]["name"]
+        for s in of_kind(manifests, "Service")
+        if wanted.items() <= s["metadata"]["labels"].items()
+    ]
+    assert selected == ["patchbay-metrics"]
 
 
 def test_egress_and_peering_values_become_operator_arguments(helm_path: Path) -> None:
@@ -192,6 +268,168 @@ def test_egress_and_peering_values_become_operator_arguments(helm_path: Path) ->
     assert "--egress-allow=192.0.2.0/24" in args
     assert "--peering=patchbay" in args
     assert not any(a.startswith("--peering") for a in operator_container(render(helm_path))["args"])
+
+
+# --- the admission webhooks --------------------------------------------------------------------
+
+
+def _webhook(manifests: list[Manifest], kind: str) -> dict[str, Any]:
+    webhooks: list[dict[str, Any]] = the(manifests, kind)["webhooks"]
+    assert len(webhooks) == 1
+    return webhooks[0]
+
+
+def _mounted_secret(manifests: list[Manifest]) -> tuple[str, str]:
+    """The Secret mounted for the webhook's certificate, and where it is mounted."""
+    pod = the(manifests, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if "secret" in v)
+    mount = next(
+        m for m in operator_container(manifests)["volumeMounts"] if m["name"] == volume["name"]
+    )
+    assert mount["readOnly"] is True
+    return volume["secret"]["secretName"], mount["mountPath"]
+
+
+def _decoded(secret: Manifest, key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
+def test_webhooks_call_the_operator_through_its_service_on_their_paths(helm_path: Path) -> None:
+    manifests = render(helm_path)
+    service = named(manifests, "Service", "patchbay-webhook")
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    container = operator_container(manifests)
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    secret_name, mount_path = _mounted_secret(manifests)
+    assert "--webhook-port=9443" in container["args"]
+    assert f"--webhook-cert={mount_path}/tls.crt" in container["args"]
+    assert f"--webhook-key={mount_path}/tls.key" in container["args"]
+    assert named(manifests, "Secret", secret_name)["type"] == "kubernetes.io/tls"
+
+    for kind, path in zip(
+        WEBHOOK_KINDS, ("/validate-connection", "/label-connection"), strict=True
+    ):
+        webhook = _webhook(manifests, kind)
+        assert webhook["clientConfig"]["service"] == {
+            "name": "patchbay-webhook",
+            "namespace": "patchbay-system",
+            "path": path,
+            "port": 443,
+        }
+        assert webhook["rules"] == [
+            {
+                "apiGroups": ["patchbay.dev"],
+                "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["connections"],
+            }
+        ]
+        assert webhook["sideEffects"] == "None"
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        assert "namespaceSelector" not in webhook  # every namespace is watched
+
+
+def test_self_signed_certificate_is_trusted_by_both_webhooks_for_the_service_name(
+    helm_path: Path,
+) -> None:
+    manifests = render(helm_path, {"watchNamespaces": ["team-a"]})
+    secret = named(manifests, "Secret", _mounted_secret(manifests)[0])
+    ca = x509.load_pem_x509_certificate(_decoded(secret, "ca.crt"))
+    served = x509.load_pem_x509_certificate(_decoded(secret, "tls.crt"))
+    served.verify_directly_issued_by(ca)
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "patchbay-webhook.patchbay-system.svc" in names.get_values_for_type(x509.DNSName)
+    for kind in WEBHOOK_KINDS:
+        assert base64.b64decode(_webhook(manifests, kind)["clientConfig"]["caBundle"]) == (
+            _decoded(secret, "ca.crt")
+        )
+    # a new certificate restarts the operator, which reads it at start
+    annotations = the(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert (
+        annotations["checksum/webhook-tls"]
+        == hashlib.sha256(_decoded(secret, "tls.crt")).hexdigest()
+    )
+
+
+def test_failure_policy_value_applies_to_the_validating_webhook_only(helm_path: Path) -> None:
+    defaults = render(helm_path)
+    assert _webhook(defaults, "ValidatingWebhookConfiguration")["failurePolicy"] == "Fail"
+    assert _webhook(defaults, "MutatingWebhookConfiguration")["failurePolicy"] == "Ignore"
+    lenient = render(helm_path, {"webhook": {"failurePolicy": "Ignore"}})
+    assert _webhook(lenient, "ValidatingWebhookConfiguration")["failurePolicy"] == "Ignore"
+
+
+def test_webhooks_judge_only_the_listed_namespaces(helm_path: Path) -> None:
+    manifests = render(helm_path, {"watchNamespaces": ["team-a", "team-b"]})
+    for kind in WEBHOOK_KINDS:
+        assert _webhook(manifests, kind)["namespaceSelector"] == {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": ["team-a", "team-b"],
+                }
+            ]
+        }
+
+
+def test_disabled_webhook_renders_no_webhook_objects_or_arguments(helm_path: Path) -> None:
+    manifests = render(helm_path, WEBHOOK_OFF)
+    for kind in (*WEBHOOK_KINDS, "Secret", "Certificate", "Issuer"):
+        assert of_kind(manifests, kind) == [], kind
+    assert [s["metadata"]["name"] for s in of_kind(manifests, "Service")] == ["patchbay-metrics"]
+    container = operator_container(manifests)
+    assert not any(a.startswith("--webhook") for a in container["args"])
+    assert "readinessProbe" not in container
+    assert [
+        v["name"] for v in the(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    ] == ["tmp"]
+
+
+def test_cert_manager_mode_issues_the_mounted_secret_and_injects_its_ca(helm_path: Path) -> None:
+    manifests = render(helm_path, CERT_MANAGER)
+    assert of_kind(manifests, "Secret") == []
+    issuer = the(manifests, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    certificate = the(manifests, "Certificate")
+    assert certificate["spec"]["issuerRef"] == {
+        "kind": "Issuer",
+        "name": issuer["metadata"]["name"],
+    }
+    assert certificate["spec"]["secretName"] == _mounted_secret(manifests)[0]
+    assert "patchbay-webhook.patchbay-system.svc" in certificate["spec"]["dnsNames"]
+    for kind in WEBHOOK_KINDS:
+        configuration = the(manifests, kind)
+        assert configuration["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": f"patchbay-system/{certificate['metadata']['name']}"
+        }
+        assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    pod_metadata = the(manifests, "Deployment")["spec"]["template"]["metadata"]
+    assert "annotations" not in pod_metadata
+
+
+def test_upgrade_keeps_the_self_signed_certificate_stored_in_the_cluster(
+    control_plane: localcluster.ControlPlane, helm_path: Path, namespace: str
+) -> None:
+    first = render(helm_path, namespace=namespace, cluster=control_plane)
+    secret = the(first, "Secret")
+    _apply_manifests(control_plane, [secret])
+    upgrade = render(helm_path, namespace=namespace, cluster=control_plane)
+    assert the(upgrade, "Secret")["data"] == secret["data"]
+    assert (
+        _webhook(upgrade, "ValidatingWebhookConfiguration")["clientConfig"]["caBundle"]
+        == (secret["data"]["ca.crt"])
+    )
+    pod_annotations = [
+        the(m, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        for m in (first, upgrade)
+    ]
+    assert pod_annotations[0] == pod_annotations[1]
+    # without a stored Secret (a first install) every render makes a new one
+    assert the(render(helm_path, namespace=namespace), "Secret")["data"] != secret["data"]
 
 
 # --- the chart's identity on the real API server ------------------------------------------------
@@ -209,6 +447,11 @@ class Installation:
     manifests: list[Manifest]
     operator: OperatorProcess
     liveness_port: int
+    metrics_port: int
+    webhook_port: int
+    webhook_ca: bytes
+    # the name the API server checks the webhook's certificate against
+    webhook_host_name: str
 
     @property
     def user(self) -> str:
@@ -264,9 +507,11 @@ def installed(
     release_namespace, watched, unwatched = (f"{release}-{s}" for s in ("system", "apps", "other"))
     for ns in (release_namespace, watched, unwatched):
         control_plane.kubectl("create", "namespace", ns)
-    liveness_port = _free_port()
+    liveness_port, metrics_port, webhook_port = _free_port(), _free_port(), _free_port()
     values: dict[str, Any] = {
         "liveness": {"port": liveness_port},
+        "metrics": {"port": metrics_port},
+        "webhook": {"port": webhook_port},
         "peering": {"enabled": True, "name": release},
     }
     if not clusterwide:
@@ -275,7 +520,9 @@ def installed(
         helm_path, values, release=release, namespace=release_namespace, include_crds=True
     )
     crds = of_kind(manifests, "CustomResourceDefinition")
-    rest = [m for m in manifests if m["kind"] != "CustomResourceDefinition"]
+    # The API server cannot reach a Service here (there are no Pods): the webhook
+    # configurations stay out, and the tests call the operator's webhook directly.
+    rest = [m for m in manifests if m["kind"] not in {"CustomResourceDefinition", *WEBHOOK_KINDS}]
     _apply_manifests(control_plane, crds)
     control_plane.kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
     _apply_manifests(control_plane, rest)
@@ -286,11 +533,19 @@ def installed(
     ).stdout.strip()
     workdir = tmp_path_factory.mktemp(request.param)
     kubeconfig = _token_kubeconfig(control_plane, token, workdir / "kubeconfig")
-    # The chart's own arguments; the liveness endpoint on loopback only.
+    service = _webhook(manifests, "ValidatingWebhookConfiguration")["clientConfig"]["service"]
+    # The certificate Secret as the kubelet would mount it.
+    secret_name, mount_path = _mounted_secret(manifests)
+    secret = named(manifests, "Secret", secret_name)
+    certificates = workdir / "webhook-tls"
+    certificates.mkdir()
+    for key in secret["data"]:
+        (certificates / key).write_bytes(_decoded(secret, key))
+    # The chart's own arguments; every endpoint on loopback only.
     args = [
-        a.replace("http://0.0.0.0:", "http://127.0.0.1:")
+        a.replace("http://0.0.0.0:", "http://127.0.0.1:").replace(mount_path, str(certificates))
         for a in operator_container(manifests)["args"]
-    ]
+    ] + ["--webhook-host=127.0.0.1"]
     operator = OperatorProcess(
         control_plane, workdir / "operator.log", *args, kubeconfig=kubeconfig
     )
@@ -304,6 +559,10 @@ def installed(
             manifests=rest,
             operator=operator,
             liveness_port=liveness_port,
+            metrics_port=metrics_port,
+            webhook_port=webhook_port,
+            webhook_ca=_decoded(secret, "ca.crt"),
+            webhook_host_name=f"{service['name']}.{service['namespace']}.svc",
         )
     finally:
         operator.stop()
@@ -386,6 +645,113 @@ def test_operator_with_chart_identity_reverifies_a_rotated_secret(
     wait_for_reason(control_plane, installed.watched, name, "AuthenticationFailed")
     apply(control_plane, installed.watched, token_secret(secret, token))
     wait_for_reason(control_plane, installed.watched, name, "Verified")
+
+
+def test_chart_metrics_port_reports_connection_readiness(
+    control_plane: localcluster.ControlPlane, installed: Installation, api: TokenApi, token: str
+) -> None:
+    name, secret = _name(), _name()
+    apply(
+        control_plane,
+        installed.watched,
+        token_secret(secret, token),
+        http_connection(name, api.base_url, secret=secret),
+    )
+    wait_for_reason(control_plane, installed.watched, name, "Verified")
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{installed.metrics_port}/metrics", timeout=5
+    ) as response:
+        text = response.read().decode()
+    ready = {
+        sample.labels["name"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "patchbay_connection_ready"
+        and sample.labels["namespace"] == installed.watched
+        and sample.labels["connector"] == "http-api"
+    }
+    assert ready[name] == 1.0
+
+
+class _LoopbackConnection(http.client.HTTPConnection):
+    """HTTPS to a loopback port, checking the certificate for another host name: the
+    Service name the API server would use."""
+
+    def __init__(self, port: int, ca: bytes, host_name: str) -> None:
+        super().__init__("127.0.0.1", port, timeout=10)
+        self.tls = ssl.create_default_context(cadata=ca.decode())
+        self.host_name = host_name
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host_name)
+
+
+def _admission_review(installed: Installation, path: str, connection: Manifest) -> dict[str, Any]:
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "patchbay.dev", "version": "v1alpha1", "kind": "Connection"},
+            "resource": {"group": "patchbay.dev", "version": "v1alpha1", "resource": "connections"},
+            "namespace": installed.watched,
+            "name": connection["metadata"]["name"],
+            "operation": "CREATE",
+            "userInfo": {"username": "admin"},
+            "object": {
+                **connection,
+                "metadata": {**connection["metadata"], "namespace": installed.watched},
+            },
+            "dryRun": False,
+        },
+    }
+    conn = _LoopbackConnection(
+        installed.webhook_port, installed.webhook_ca, installed.webhook_host_name
+    )
+
+    def post() -> dict[str, Any] | None:
+        try:
+            conn.request("POST", path, json.dumps(review), {"Content-Type": "application/json"})
+        except ConnectionRefusedError:
+            conn.close()
+            return None  # still starting
+        response = conn.getresponse()
+        assert response.status == 200
+        answer: dict[str, Any] = json.loads(response.read())["response"]
+        return answer
+
+    try:
+        result: dict[str, Any] = wait_for(post, "the operator's webhook server")
+        return result
+    finally:
+        conn.close()
+
+
+def test_chart_webhook_certificate_and_paths_serve_admission_for_the_service_name(
+    installed: Installation,
+) -> None:
+    canary = f"canary-{uuid.uuid4().hex}"
+    leaky = http_connection(_name(), "http://127.0.0.1:9")
+    leaky["spec"]["config"]["token"] = canary
+    refused = _admission_review(installed, "/validate-connection", leaky)
+    assert refused["allowed"] is False
+    assert "variable 'token'" in refused["status"]["message"]
+    assert canary not in json.dumps(refused)
+
+    labelled = _admission_review(
+        installed, "/label-connection", http_connection(_name(), "http://127.0.0.1:9")
+    )
+    assert labelled["allowed"] is True
+    patch = json.loads(base64.b64decode(labelled["patch"]))
+    assert {
+        "op": "add",
+        "path": "/metadata/labels",
+        "value": {
+            "patchbay.dev/connector": "http-api",
+            "patchbay.dev/driver": "http",
+        },
+    } in patch
 
 
 def test_deleting_connection_removes_its_binding_secret_without_secret_delete_rights(

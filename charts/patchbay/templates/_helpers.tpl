@@ -104,3 +104,82 @@ watches Namespaces to notice when a listed one is created.
   verbs: [list, watch, patch]
 {{- end }}
 {{- end -}}
+
+{{- define "patchbay.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "patchbay.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "patchbay.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "patchbay.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the Deployment mounts the webhook's serving certificate. */}}
+{{- define "patchbay.webhookCertDir" -}}
+/var/run/patchbay/webhook-tls
+{{- end -}}
+
+{{/*
+The self-signed webhook certificate as YAML {ca, cert, key} (PEM): the one in
+the release's Secret when it exists, so an upgrade keeps it, else a new CA and a
+serving certificate for the webhook Service. Generated once per render and
+shared by the Secret, the webhook configurations' caBundle and the Deployment's
+checksum, which restarts the operator when the certificate changes.
+*/}}
+{{- define "patchbay.webhookTLS" -}}
+{{- if not (hasKey .Values "__webhookTLS") -}}
+{{- $stored := lookup "v1" "Secret" .Release.Namespace (include "patchbay.webhookSecretName" .) -}}
+{{- $data := default (dict) (get (default (dict) $stored) "data") -}}
+{{- $tls := dict -}}
+{{- if and (get $data "ca.crt") (get $data "tls.crt") (get $data "tls.key") -}}
+{{- $tls = dict "ca" (b64dec (get $data "ca.crt")) "cert" (b64dec (get $data "tls.crt")) "key" (b64dec (get $data "tls.key")) -}}
+{{- else -}}
+{{- $service := include "patchbay.webhookServiceName" . -}}
+{{- $host := printf "%s.%s.svc" $service .Release.Namespace -}}
+{{- $days := int .Values.webhook.selfSigned.validityDays -}}
+{{- $ca := genCA (printf "%s-webhook-ca" (include "patchbay.fullname" .)) $days -}}
+{{- $cert := genSignedCert $host nil (list $host (printf "%s.cluster.local" $host)) $days $ca -}}
+{{- $tls = dict "ca" $ca.Cert "cert" $cert.Cert "key" $cert.Key -}}
+{{- end -}}
+{{- $_ := set .Values "__webhookTLS" $tls -}}
+{{- end -}}
+{{- toYaml (get .Values "__webhookTLS") -}}
+{{- end -}}
+
+{{/*
+What both webhooks share: the Service, the Connection operations they judge,
+and, with a list of watched namespaces, only those namespaces. Called with
+(dict "root" $ "path" "<handler id>").
+*/}}
+{{- define "patchbay.webhookCommon" -}}
+{{- $root := .root -}}
+clientConfig:
+  service:
+    name: {{ include "patchbay.webhookServiceName" $root }}
+    namespace: {{ $root.Release.Namespace }}
+    path: /{{ .path }}
+    port: 443
+  {{- if not $root.Values.webhook.certManager.enabled }}
+  caBundle: {{ (include "patchbay.webhookTLS" $root | fromYaml).ca | b64enc }}
+  {{- end }}
+rules:
+  - apiGroups: [patchbay.dev]
+    apiVersions: [v1alpha1]
+    operations: [CREATE, UPDATE]
+    resources: [connections]
+{{- with $root.Values.watchNamespaces }}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values:
+        {{- toYaml . | nindent 8 }}
+{{- end }}
+sideEffects: None
+admissionReviewVersions: [v1]
+timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
+{{- end -}}
+
+{{/* The metrics Service's labels: its component tells it apart from the webhook Service for the ServiceMonitor. */}}
+{{- define "patchbay.metricsLabels" -}}
+{{- merge (dict "app.kubernetes.io/component" "metrics") (include "patchbay.labels" . | fromYaml) | toYaml -}}
+{{- end -}}

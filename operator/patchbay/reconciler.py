@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,6 +155,7 @@ class Reconciler:
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_verifications)
         self._recount: set[ConnectorKey] = set()
         self._recount_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
 
     # ----- events ------------------------------------------------------------------
@@ -208,11 +209,25 @@ class Reconciler:
         for key in list(readers):
             await self.evaluate(key)
 
+    async def close(self) -> None:
+        """Stop every timer and pending write, before the API client goes away."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A background task of this reconciler, cancelled by close()."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _count_later(self, ckey: ConnectorKey) -> None:
         """Connector status counts its Connections; batched so a burst costs one write."""
         self._recount.add(ckey)
         if self._recount_task is None or self._recount_task.done():
-            self._recount_task = asyncio.get_running_loop().create_task(self._flush_counts())
+            self._recount_task = self._start(self._flush_counts())
 
     async def _flush_counts(self) -> None:
         await asyncio.sleep(1.0)
@@ -356,7 +371,7 @@ class Reconciler:
         stale_at = self._cadence(spec, connector_spec).stale_at(last_success)
         if _now() < stale_at:
             self._cancel_timer(self.states[key])
-            self.states[key].timer = asyncio.get_running_loop().create_task(
+            self.states[key].timer = self._start(
                 self._evaluate_later(key, (stale_at - _now()).total_seconds())
             )
             return
@@ -396,7 +411,7 @@ class Reconciler:
     def _schedule(self, key: Key, delay: float) -> None:
         state = self.states[key]
         self._cancel_timer(state)
-        state.timer = asyncio.get_running_loop().create_task(self._verify_later(key, delay))
+        state.timer = self._start(self._verify_later(key, delay))
 
     async def _verify_later(self, key: Key, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -45,10 +45,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.cleanup()
-async def close_client(memo: kopf.Memo, **_: Any) -> None:
+async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     server = memo.get("metrics_server")
     if server is not None:
         await server.stop()
+    reconciler = memo.get("reconciler")
+    if reconciler is not None:
+        await reconciler.close()
     client = memo.get("client")
     if client is not None:
         await client.close()

@@ -22,6 +22,12 @@ ResultKind = Literal["Succeeded", "Failed", "Unknown"]
 ConfigValue = str | int | bool
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# A check that failed for one of these reasons did not learn anything about
+# the capability it tests, so its result is Unknown rather than Failed.
+INCONCLUSIVE = frozenset(
+    {Reason.HOST_UNREACHABLE, Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.PROVIDER_ERROR}
+)
+
 
 class DriverError(Exception):
     """A classified failure. ``message`` must already be safe to show a user."""

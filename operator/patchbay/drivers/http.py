@@ -4,7 +4,7 @@ It makes one authenticated request (the connector's ``verification.http``)
 and then the connector's ``http`` capability checks, all through one
 ``aiohttp`` session per verification.
 
-Egress: every host name is resolved by ``_EgressResolver``, which asks the
+Egress: every host name is resolved by ``EgressResolver``, which asks the
 egress policy, so the addresses a connection uses are exactly the ones the
 policy approved (no second lookup an attacker could rebind). aiohttp skips
 the resolver for IP-literal hosts, so those are checked before each request.
@@ -16,35 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
-import ipaddress
-import os
 import re
-import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from urllib.parse import quote
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 from yarl import URL
 
 from patchbay import __version__
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import (
+    INCONCLUSIVE,
     CheckOutcome,
     ConfigValue,
     DriverError,
     Egress,
-    TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
     summarize_checks,
+)
+from patchbay.drivers.web import (
+    CONTROL_CHARACTERS,
+    EgressResolver,
+    classify_client_error,
+    client_ssl_context,
+    is_ip_literal,
+    parse_retry_after,
 )
 from patchbay.reasons import Reason
 
@@ -57,47 +58,7 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 # Error bodies often echo the request URL: mask every query value in them.
 _QUERY_VALUE = re.compile(r"([?&;][^=\s&?#\"'<>]{1,256}=)[^&\s\"'<>#]*")
-_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json")
-# A check that failed for one of these reasons did not learn anything about
-# the capability it tests, so its result is Unknown rather than Failed.
-_INCONCLUSIVE = frozenset(
-    {Reason.HOST_UNREACHABLE, Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.PROVIDER_ERROR}
-)
-
-
-class _EgressResolver(AbstractResolver):
-    """Resolves host names only through the egress policy."""
-
-    def __init__(self, egress: Egress) -> None:
-        self._egress = egress
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = await self._egress.resolve(host, port)
-        results: list[ResolveResult] = []
-        for address in addresses:
-            addr_family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-            if family not in (socket.AF_UNSPEC, addr_family):
-                continue
-            results.append(
-                ResolveResult(
-                    hostname=host,
-                    host=str(address),
-                    port=port,
-                    family=addr_family,
-                    proto=0,
-                    flags=socket.AI_NUMERICHOST,
-                )
-            )
-        if not results:
-            raise DriverError(Reason.HOST_UNREACHABLE, f"host {host} has no usable address")
-        return results
-
-    async def close(self) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -121,23 +82,6 @@ class _Response:
 def safe_url(url: URL) -> str:
     """The URL as shown in messages: no user info, query string or fragment."""
     return str(url.with_user(None).with_query(None).with_fragment(None))
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, delta)
 
 
 def _has_control(value: str) -> bool:
@@ -223,48 +167,6 @@ def _is_text(content_type: str) -> bool:
     )
 
 
-def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
-    """Runs in a thread: loading PEM material is blocking file and crypto work."""
-    context = ssl.create_default_context()
-    if tls.ca_pem:
-        try:
-            context.load_verify_locations(cadata=tls.ca_pem)
-        except (ssl.SSLError, ValueError):
-            raise DriverError(
-                Reason.CONFIG_INVALID, "the TLS CA certificate is not valid PEM"
-            ) from None
-    if tls.client_cert_pem or tls.client_key_pem:
-        if not (tls.client_cert_pem and tls.client_key_pem):
-            raise DriverError(
-                Reason.CONFIG_INVALID, "a TLS client certificate needs both certificate and key"
-            )
-        # ssl can load a key only from a file: keep it in a private directory
-        # (mode 0700) for the moment it takes, and remove it whatever happens.
-        with tempfile.TemporaryDirectory(prefix="patchbay-tls-") as directory:
-            cert_path = os.path.join(directory, "tls.crt")
-            key_path = os.path.join(directory, "tls.key")
-            for path, pem in ((cert_path, tls.client_cert_pem), (key_path, tls.client_key_pem)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(pem)
-            try:
-                context.load_cert_chain(cert_path, key_path)
-            except (ssl.SSLError, ValueError):
-                raise DriverError(
-                    Reason.CONFIG_INVALID,
-                    "the TLS client certificate or key is not valid PEM, or they do not match",
-                ) from None
-    return context
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 class _Exchange:
     """One verification's session, target and credentials."""
 
@@ -345,7 +247,7 @@ class _Exchange:
     ) -> aiohttp.ClientResponse:
         host = url.raw_host or ""
         try:
-            if _is_ip_literal(host):
+            if is_ip_literal(host):
                 # aiohttp does not call the resolver for IP literals.
                 await self.egress.resolve(host, url.port or 0)
             return await self.session.request(
@@ -360,7 +262,7 @@ class _Exchange:
                 ),
             )
         except Exception as exc:
-            mapped = _classify(exc)
+            mapped = classify_client_error(exc)
             if mapped is None:
                 raise
             code, detail, retryable = mapped
@@ -414,13 +316,13 @@ class _Exchange:
                 text = raw.decode(resp.charset or "utf-8", errors="replace")
             except LookupError:
                 text = raw.decode("utf-8", errors="replace")
-            text = _CONTROL.sub(" ", _scrub(text, self.credentials.sensitive)).strip()
+            text = CONTROL_CHARACTERS.sub(" ", _scrub(text, self.credentials.sensitive)).strip()
             snippet = text[:SNIPPET_CHARS]
         server = resp.headers.get("Server")
         return _Response(
             status=resp.status,
             label=label,
-            server=_CONTROL.sub(" ", server)[:256] if server else None,
+            server=CONTROL_CHARACTERS.sub(" ", server)[:256] if server else None,
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             snippet=snippet,
         )
@@ -460,68 +362,6 @@ class _Exchange:
         )
 
 
-def _driver_error_in(exc: BaseException) -> DriverError | None:
-    """The resolver's DriverError, if aiohttp wrapped it."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, DriverError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _os_detail(exc: OSError | None) -> str:
-    if exc is None:
-        return "connection failed"
-    return exc.strerror or type(exc).__name__
-
-
-def _classify(exc: Exception) -> tuple[Reason, str, bool | None] | None:
-    """Reason, safe detail and retryability for a failed request; None leaves it alone."""
-    inner = _driver_error_in(exc)
-    if inner is not None:
-        return inner.code, inner.message, inner.retryable
-    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
-        return Reason.TIMEOUT, "timed out", None
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_error = exc.certificate_error
-        detail = getattr(cert_error, "verify_message", None) or type(cert_error).__name__
-        return Reason.TLS_ERROR, f"TLS certificate verification failed: {detail}", None
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return Reason.TLS_ERROR, f"TLS handshake failed: {_os_detail(exc.os_error)}", None
-    if isinstance(exc, ssl.SSLError):
-        return Reason.TLS_ERROR, f"TLS error: {exc.reason or type(exc).__name__}", None
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return Reason.HOST_UNREACHABLE, f"cannot connect: {_os_detail(exc.os_error)}", None
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return (
-            Reason.PROTOCOL_ERROR,
-            "the server closed the connection without a complete response",
-            None,
-        )
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return Reason.PROTOCOL_ERROR, "malformed response body", None
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # Its own text quotes the full URL, query included: never show it.
-        return Reason.PROTOCOL_ERROR, "malformed HTTP response", None
-    if isinstance(exc, aiohttp.InvalidURL):
-        return Reason.CONFIG_INVALID, "invalid URL", None
-    if isinstance(exc, aiohttp.ClientOSError):
-        return Reason.PROTOCOL_ERROR, f"connection lost: {_os_detail(exc)}", None
-    if isinstance(exc, aiohttp.ClientError):
-        return Reason.PROTOCOL_ERROR, f"request failed ({type(exc).__name__})", None
-    if isinstance(exc, TimeoutError):
-        return Reason.TIMEOUT, "timed out", None
-    if isinstance(exc, OSError):
-        return Reason.HOST_UNREACHABLE, f"cannot connect: {_os_detail(exc)}", None
-    if isinstance(exc, ValueError):
-        # e.g. a header aiohttp refuses; its text may quote the value.
-        return Reason.CONFIG_INVALID, f"the request could not be built ({type(exc).__name__})", None
-    return None
-
-
 def _base_url(request: VerifyRequest) -> URL:
     raw = request.value("baseUrl")
     if not isinstance(raw, str) or not raw:
@@ -559,9 +399,9 @@ class HttpDriver:
         tls = request.tls
         ssl_context: ssl.SSLContext | bool = True
         if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
-            ssl_context = await asyncio.to_thread(_ssl_context, tls)
+            ssl_context = await asyncio.to_thread(client_ssl_context, tls)
         connector = aiohttp.TCPConnector(
-            resolver=_EgressResolver(egress),
+            resolver=EgressResolver(egress),
             # Every new connection must pass the policy: no cached answers.
             use_dns_cache=False,
         )
@@ -615,7 +455,7 @@ async def _run_check(exchange: _Exchange, check: CheckSpec) -> tuple[CheckOutcom
         outcome = CheckOutcome(
             type="http",
             target=target,
-            result="Unknown" if error.code in _INCONCLUSIVE else "Failed",
+            result="Unknown" if error.code in INCONCLUSIVE else "Failed",
             code=error.code,
             message=error.message,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import localcluster
+import locals3
 from tests.conftest import REPO_ROOT
 
 
@@ -40,3 +41,13 @@ def namespace(control_plane: localcluster.ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[locals3.S3Server]:
+    """One MinIO server for the test run; tests create buckets with names of their own."""
+    server = locals3.start_s3(tmp_path_factory.mktemp("minio"))
+    try:
+        yield server
+    finally:
+        server.stop()

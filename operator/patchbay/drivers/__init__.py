@@ -9,6 +9,7 @@ def available_drivers() -> dict[str, Driver]:
     """Every driver this build ships, by Connector.spec.driver name."""
     from patchbay.drivers.http import HttpDriver
     from patchbay.drivers.postgres import PostgresDriver
+    from patchbay.drivers.s3 import S3Driver
 
-    drivers: list[Driver] = [PostgresDriver(), HttpDriver()]
+    drivers: list[Driver] = [PostgresDriver(), HttpDriver(), S3Driver()]
     return {d.name: d for d in drivers}

@@ -112,6 +112,18 @@ class Driver(Protocol):
         ...
 
 
+def config_text(request: VerifyRequest, key: str, default: str | None = None) -> str:
+    """A variable's value as text; CONFIG_INVALID when missing without a default."""
+    value = request.value(key)
+    if value is None or value == "":
+        if default is None:
+            raise DriverError(Reason.CONFIG_INVALID, f"{key} is required")
+        return default
+    if isinstance(value, bool) or "\x00" in str(value):
+        raise DriverError(Reason.CONFIG_INVALID, f"{key} has an invalid value")
+    return str(value)
+
+
 def summarize_checks(
     checks: Sequence[CheckOutcome],
     *,

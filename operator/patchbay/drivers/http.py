@@ -27,7 +27,6 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from patchbay import __version__
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import (
     INCONCLUSIVE,
@@ -41,6 +40,7 @@ from patchbay.drivers.base import (
 )
 from patchbay.drivers.web import (
     CONTROL_CHARACTERS,
+    USER_AGENT,
     EgressResolver,
     classify_client_error,
     client_ssl_context,
@@ -49,7 +49,6 @@ from patchbay.drivers.web import (
 )
 from patchbay.reasons import Reason
 
-USER_AGENT = f"patchbay/{__version__}"
 MAX_REDIRECTS = 5
 SNIPPET_CHARS = 200
 # Enough of an error body for a useful snippet; never buffer a large response.

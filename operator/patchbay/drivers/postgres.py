@@ -23,6 +23,7 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    config_text,
     summarize_checks,
 )
 from patchbay.reasons import Reason
@@ -106,17 +107,6 @@ def _classify(exc: psycopg.Error, context: str = "") -> DriverError:
     else:
         code = next((r for p, r in _BY_MESSAGE if p.search(message)), None)
     return DriverError(code or Reason.PROVIDER_ERROR, f"{context}{message}")
-
-
-def _text(request: VerifyRequest, key: str, default: str | None = None) -> str:
-    value = request.value(key)
-    if value is None or value == "":
-        if default is None:
-            raise DriverError(Reason.CONFIG_INVALID, f"{key} is required")
-        return default
-    if isinstance(value, bool) or "\x00" in str(value):
-        raise DriverError(Reason.CONFIG_INVALID, f"{key} has an invalid value")
-    return str(value)
 
 
 def _port(request: VerifyRequest) -> int:
@@ -247,10 +237,10 @@ class PostgresDriver:
     name = "postgres"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        host, port = _text(request, "host"), _port(request)
-        database, username = _text(request, "database"), _text(request, "username")
-        password = _text(request, "password", "")
-        sslmode = _text(request, "sslmode", "prefer")
+        host, port = config_text(request, "host"), _port(request)
+        database, username = config_text(request, "database"), config_text(request, "username")
+        password = config_text(request, "password", "")
+        sslmode = config_text(request, "sslmode", "prefer")
         if sslmode not in SSL_MODES:
             raise DriverError(
                 Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}"

@@ -22,9 +22,11 @@ from datetime import UTC, datetime
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from patchbay import __version__
 from patchbay.drivers.base import DriverError, Egress, TlsMaterial
 from patchbay.reasons import Reason
 
+USER_AGENT = f"patchbay/{__version__}"
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
 # Control characters in a server's text (headers, error bodies) before it is shown.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")

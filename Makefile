@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
-.PHONY: install crds lint test test-deps test-unit cluster-up cluster-down control-plane demo
+.PHONY: install crds lint test test-deps test-unit cluster-up cluster-down control-plane minio demo
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -20,11 +20,15 @@ lint:
 control-plane:
 	@if [ -z "$$KUBEBUILDER_ASSETS" ]; then hack/build-control-plane.sh >/dev/null; fi
 
+# Builds the MinIO server the s3 driver's tests run against, once, into $(PATCHBAY_CACHE_DIR).
+minio:
+	@hack/build-minio.sh >/dev/null
+
 # Debian packages the integration tests start (PostgreSQL server, ...).
 test-deps:
 	hack/install-test-deps.sh
 
-test: install lint control-plane test-deps
+test: install lint control-plane minio test-deps
 	$(PYTHON) -m pytest
 
 test-unit: install

@@ -211,6 +211,27 @@ def _query(params: Mapping[str, str]) -> str:
     )
 
 
+def bucket_address(endpoint: URL, bucket: str, path_style: bool) -> tuple[URL, str]:
+    """The origin (scheme, host, port) requests go to and the bucket's path there.
+
+    Virtual-hosted addressing needs the bucket to be a DNS label under the
+    endpoint's name; otherwise (an IP address, dots that would break a TLS
+    wildcard certificate, upper case) it falls back to path style, as the AWS
+    SDKs do.
+    """
+    base_path = endpoint.raw_path.rstrip("/")
+    virtual = (
+        not path_style
+        and not is_ip_literal(endpoint.raw_host or "")
+        and bucket == bucket.lower()
+        and "." not in bucket
+        and "_" not in bucket
+    )
+    if virtual:
+        return endpoint.with_host(f"{bucket}.{endpoint.raw_host}").origin(), base_path
+    return endpoint.origin(), f"{base_path}/{quote(bucket, safe='')}"
+
+
 class _Bucket:
     """One verification's session, bucket address and signer."""
 
@@ -233,23 +254,7 @@ class _Bucket:
         self.server_name = server_name
         # The Server header of the last answer, e.g. "MinIO" or "AmazonS3".
         self.server: str | None = None
-        base_path = endpoint.raw_path.rstrip("/")
-        # Virtual-hosted addressing needs the bucket to be a DNS label under the
-        # endpoint's name; otherwise (an IP address, dots that would break the
-        # TLS wildcard, upper case) fall back to path style, as the AWS SDKs do.
-        virtual = (
-            not path_style
-            and not is_ip_literal(endpoint.raw_host or "")
-            and bucket == bucket.lower()
-            and "." not in bucket
-            and "_" not in bucket
-        )
-        if virtual:
-            self.origin = endpoint.with_host(f"{bucket}.{endpoint.raw_host}").origin()
-            self.bucket_path = base_path
-        else:
-            self.origin = endpoint.origin()
-            self.bucket_path = f"{base_path}/{quote(bucket, safe='')}"
+        self.origin, self.bucket_path = bucket_address(endpoint, bucket, path_style)
 
     def describe(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"

@@ -354,6 +354,27 @@ def test_slow_down_with_retry_after_carries_it() -> None:
     assert (error.code, error.retry_after, error.retryable) == (Reason.RATE_LIMITED, 7.0, True)
 
 
+def test_error_document_arriving_in_pieces_is_still_classified() -> None:
+    async def in_pieces(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=404, headers={"Content-Type": "application/xml"})
+        await response.prepare(request)
+        await response.write(b"<Error><Code>NoSuch")
+        await asyncio.sleep(0.2)  # the first piece reaches the client on its own
+        await response.write(b"Bucket</Code><Message>gone</Message></Error>")
+        await response.write_eof()
+        return response
+
+    async def scenario() -> DriverError:
+        async with serve({"/{tail:.*}": in_pieces}) as (url, _):
+            with pytest.raises(DriverError) as info:
+                await DRIVER.verify(make_request(url, locals3.AccessKey("k", "s")), OPEN_POLICY)
+            return info.value
+
+    error = run(scenario())
+    assert error.code == Reason.RESOURCE_NOT_FOUND
+    assert "NoSuchBucket: gone" in error.message
+
+
 def test_server_that_is_not_s3_is_a_protocol_error() -> None:
     async def scenario() -> DriverError:
         async with serve({"/{tail:.*}": answer(200, "<html>hello</html>")}) as (url, _):

@@ -101,6 +101,22 @@ class _Reply:
     body: bytes
 
 
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to its end or limit bytes, whichever comes first.
+
+    One read() returns what has arrived so far, which may be only part of it.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _local_name(tag: str) -> str:
     return tag.rpartition("}")[2]
 
@@ -270,10 +286,15 @@ class _Bucket:
         return {name: str(value) for name, value in signed.headers.items()}
 
     async def call(
-        self, label: str, key: str = "", params: Mapping[str, str] | None = None, **headers: str
+        self,
+        label: str,
+        key: str = "",
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> _Reply:
         """GET a bucket or object URL; read at most _BODY_READ_LIMIT bytes of the answer."""
         url = self._url(key, params or {})
+        https = self.origin.scheme == "https"
         host = self.origin.raw_host or ""
         try:
             if is_ip_literal(host):
@@ -281,12 +302,12 @@ class _Bucket:
                 await self.egress.resolve(host, self.origin.port or 0)
             async with self.session.get(
                 URL(url, encoded=True),
-                headers=self._sign("GET", url, headers),
+                headers=self._sign("GET", url, headers or {}),
                 allow_redirects=False,
-                ssl=self.ssl_context if self.origin.scheme == "https" else True,
-                server_hostname=self.server_name,
+                ssl=self.ssl_context if https else True,
+                server_hostname=self.server_name if https else None,
             ) as response:
-                body = await response.content.read(_BODY_READ_LIMIT)
+                body = await _read_at_most(response.content, _BODY_READ_LIMIT)
                 server = response.headers.get("Server")
                 self.server = _clean(server, 256) if server else None
                 return _Reply(response.status, response.headers, body)
@@ -314,7 +335,7 @@ class _Bucket:
     async def read_first_byte(self, key: str) -> str:
         """Read the first byte of an object; the reply's description."""
         label = f"read {self.describe(key)}"
-        reply = await self.call(label, key, Range="bytes=0-0")
+        reply = await self.call(label, key, headers={"Range": "bytes=0-0"})
         if reply.status in (200, 206):
             return "readable"
         if reply.status == 416:

@@ -435,6 +435,7 @@ def test_https_endpoint_with_an_unknown_certificate_is_tls_error(
         {"bucket": "a/b"},
         {"bucket": ""},
         {"pathStyle": "sometimes"},
+        {"region": "eu-west-1/../x"},
     ],
 )
 def test_invalid_config_is_config_invalid(config: dict[str, ConfigValue]) -> None:

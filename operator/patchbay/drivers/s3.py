@@ -17,6 +17,7 @@ the Connection works. Capability checks, with paths relative to that prefix:
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import xml.etree.ElementTree as ElementTree
@@ -59,6 +60,7 @@ DEFAULT_REGION = "us-east-1"
 _BODY_READ_LIMIT = 64 * 1024
 _MESSAGE_CHARS = 300
 _TARGET_CHARS = 200
+_REGION = re.compile(r"[A-Za-z0-9-]{1,64}")
 _BUCKET_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 # S3 error codes (the <Code> of an error document) that name a reason; any
@@ -392,6 +394,8 @@ class S3Driver:
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         region = config_text(request, "region", DEFAULT_REGION)
+        if not _REGION.fullmatch(region):
+            raise DriverError(Reason.CONFIG_INVALID, "region must look like eu-west-1")
         endpoint = _endpoint(request, region)
         bucket_name = _bucket(request)
         prefix = _as_folder(config_text(request, "prefix", ""))

@@ -4,9 +4,10 @@
 # keyed on the pinned version. Prints the path of the binary; a no-op when it
 # is already there.
 #
-# MinIO tags its releases RELEASE.<date>, which are not semantic versions, so
-# the module proxy serves it by pseudo-version: the pinned one is the last
-# commit of the repository's community edition.
+# MinIO tags its releases RELEASE.<date>, which are not semantic versions, and
+# the module proxy refuses them by tag name, so MinIO is pinned by
+# pseudo-version: the newest commit the proxy served when it was pinned
+# (February 2026).
 set -euo pipefail
 
 MINIO_VERSION="${PATCHBAY_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"

@@ -3,7 +3,7 @@ PYTHON ?= python3
 export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
 .PHONY: install crds chart-files lint test test-deps test-unit cluster-up cluster-down control-plane demo \
-	helm e2e-kind
+	helm minio e2e-kind
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -35,11 +35,15 @@ control-plane:
 helm:
 	@hack/build-helm.sh >/dev/null
 
+# Builds the MinIO server the s3 driver's tests run against, once, into $(PATCHBAY_CACHE_DIR).
+minio:
+	@hack/build-minio.sh >/dev/null
+
 # Debian packages the integration tests start (PostgreSQL server, ...).
 test-deps:
 	hack/install-test-deps.sh
 
-test: install lint control-plane helm test-deps
+test: install lint control-plane helm minio test-deps
 	$(PYTHON) -m pytest
 
 test-unit: install

@@ -1,4 +1,4 @@
-"""Helpers shared by the throwaway database servers the tests start (localpostgres, localmariadb).
+"""Helpers shared by the throwaway servers the tests start (localpostgres, localmariadb, locals3).
 
 Servers listen on loopback only. When the tests run as root, a server runs as the
 unprivileged SERVER_USER in a private directory of its own, since the caller's

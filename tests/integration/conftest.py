@@ -15,6 +15,7 @@ import pytest
 
 import localcluster
 import localmariadb
+import locals3
 import localsshd
 from tests.conftest import REPO_ROOT
 from tests.integration.operator_harness import OperatorProcess
@@ -53,6 +54,16 @@ def namespace(control_plane: localcluster.ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[locals3.S3Server]:
+    """One MinIO server for the test run; tests create buckets with names of their own."""
+    server = locals3.start_s3(tmp_path_factory.mktemp("minio"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 - ``serve``: an aiohttp server on the test's own event loop;
   ``serve_in_thread``: the same on a background thread, for an operator
   running in another process.
+- ``serve_silence``: a listener that never answers.
 - ``TokenApi``: an API that accepts one bearer token.
 - ``OAuth2Server``: an OAuth 2.0 token endpoint and an API that accepts only
   the access tokens it issued.
@@ -78,6 +79,26 @@ async def serve(
         yield f"{scheme}://{host}:{port}", seen
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_silence() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A listener that accepts connections and never answers; yields its base URL
+    and an event that is set once the client has closed its connection."""
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client goes away
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", closed
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @contextmanager

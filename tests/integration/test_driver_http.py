@@ -34,6 +34,7 @@ from tests.integration.http_server import (
     answer,
     serve,
     serve_mutual_tls,
+    serve_silence,
 )
 
 T = TypeVar("T")
@@ -450,26 +451,13 @@ def test_tls_client_cert_auth_without_a_certificate_is_config_invalid(
 
 def test_server_that_never_answers_times_out_under_the_callers_timeout() -> None:
     async def scenario() -> None:
-        connection_closed = asyncio.Event()
-
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read()  # until the client goes away
-            connection_closed.set()
-            writer.close()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
+        async with serve_silence() as (url, connection_closed):
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(
-                    HttpDriver().verify(make_request(f"http://127.0.0.1:{port}"), OPEN_POLICY),
-                    timeout=0.5,
+                    HttpDriver().verify(make_request(url), OPEN_POLICY), timeout=0.5
                 )
             # Cancellation closed the session and with it the connection.
             await asyncio.wait_for(connection_closed.wait(), timeout=10)
-        finally:
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 

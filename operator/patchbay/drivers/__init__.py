@@ -10,7 +10,14 @@ def available_drivers() -> dict[str, Driver]:
     from patchbay.drivers.http import HttpDriver
     from patchbay.drivers.mysql import MysqlDriver
     from patchbay.drivers.postgres import PostgresDriver
+    from patchbay.drivers.s3 import S3Driver
     from patchbay.drivers.sftp import SftpDriver
 
-    drivers: list[Driver] = [PostgresDriver(), MysqlDriver(), HttpDriver(), SftpDriver()]
+    drivers: list[Driver] = [
+        PostgresDriver(),
+        MysqlDriver(),
+        HttpDriver(),
+        SftpDriver(),
+        S3Driver(),
+    ]
     return {d.name: d for d in drivers}

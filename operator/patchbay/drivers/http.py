@@ -8,7 +8,7 @@ endpoint, in the same session, and send that token as a Bearer token or
 where ``auth.oauth2.accessToken`` says; the access token lives only for the
 verification and is scrubbed from every message like the Secret's values.
 
-Egress: every host name is resolved by ``_EgressResolver``, which asks the
+Egress: every host name is resolved by ``EgressResolver``, which asks the
 egress policy, so the addresses a connection uses are exactly the ones the
 policy approved (no second lookup an attacker could rebind). aiohttp skips
 the resolver for IP-literal hosts, so those are checked before each request.
@@ -21,26 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
-import ipaddress
 import json
 import re
-import socket
 import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import TypeVar
 from urllib.parse import quote, quote_plus, urlencode
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 from yarl import URL
 
-from patchbay import __version__
 from patchbay.api.connector import AuthSpec, CheckSpec, CredentialPlacement, HttpRequestSpec
 from patchbay.drivers.base import (
     CheckOutcome,
@@ -50,13 +43,19 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
-    load_tls_material,
     secret_text,
     summarize_checks,
 )
+from patchbay.drivers.web import (
+    CONTROL_CHARACTERS,
+    check_ip_literal,
+    classify_client_error,
+    client_ssl_context,
+    egress_session,
+    parse_retry_after,
+)
 from patchbay.reasons import Reason
 
-USER_AGENT = f"patchbay/{__version__}"
 MAX_REDIRECTS = 5
 SNIPPET_CHARS = 200
 # Enough of an error body for a useful snippet; never buffer a large response.
@@ -65,8 +64,6 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 # Error bodies often echo the request URL: mask every query value in them.
 _QUERY_VALUE = re.compile(r"([?&;][^=\s&?#\"'<>]{1,256}=)[^&\s\"'<>#]*")
-_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json")
 # A check that failed for one of these reasons did not learn anything about
 # the capability it tests, so its result is Unknown rather than Failed.
@@ -111,54 +108,6 @@ _TOKEN_ERRORS: Mapping[str, tuple[Reason, str]] = {
     ),
     "server_error": (Reason.PROVIDER_ERROR, "the token endpoint failed"),
 }
-# TLS alerts (OpenSSL reason names) a server sends about the client's
-# certificate: it refused the certificate, which is a credential like a password.
-_CLIENT_CERT_ALERTS = frozenset(
-    {
-        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-        "SSLV3_ALERT_CERTIFICATE_REVOKED",
-        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "TLSV1_ALERT_ACCESS_DENIED",
-    }
-)
-_Found = TypeVar("_Found", bound=BaseException)
-
-
-class _EgressResolver(AbstractResolver):
-    """Resolves host names only through the egress policy."""
-
-    def __init__(self, egress: Egress) -> None:
-        self._egress = egress
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = await self._egress.resolve(host, port)
-        results: list[ResolveResult] = []
-        for address in addresses:
-            addr_family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-            if family not in (socket.AF_UNSPEC, addr_family):
-                continue
-            results.append(
-                ResolveResult(
-                    hostname=host,
-                    host=str(address),
-                    port=port,
-                    family=addr_family,
-                    proto=0,
-                    flags=socket.AI_NUMERICHOST,
-                )
-            )
-        if not results:
-            raise DriverError(Reason.HOST_UNREACHABLE, f"host {host} has no usable address")
-        return results
-
-    async def close(self) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -182,23 +131,6 @@ class _Response:
 def safe_url(url: URL) -> str:
     """The URL as shown in messages: no user info, query string or fragment."""
     return str(url.with_user(None).with_query(None).with_fragment(None))
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, delta)
 
 
 def _has_control(value: str) -> bool:
@@ -377,13 +309,6 @@ def _is_text(content_type: str) -> bool:
     )
 
 
-def _ssl_context(tls: TlsMaterial) -> ssl.SSLContext:
-    """Runs in a thread: the system's roots plus the Connection's CA and client certificate."""
-    context = ssl.create_default_context()
-    load_tls_material(context, tls)
-    return context
-
-
 @dataclass(frozen=True)
 class _TlsContexts:
     """The same server trust for every request; the client certificate only where
@@ -395,21 +320,13 @@ class _TlsContexts:
 
 
 def _tls_contexts(tls: TlsMaterial) -> _TlsContexts:
-    """Runs in a thread, like _ssl_context."""
-    credentialed = _ssl_context(tls)
+    """Runs in a thread, like client_ssl_context."""
+    credentialed = client_ssl_context(tls)
     if not (tls.client_cert_pem or tls.client_key_pem):
         return _TlsContexts(credentialed, credentialed)
     return _TlsContexts(
-        _ssl_context(replace(tls, client_cert_pem=None, client_key_pem=None)), credentialed
+        client_ssl_context(replace(tls, client_cert_pem=None, client_key_pem=None)), credentialed
     )
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 class _Exchange:
@@ -528,9 +445,7 @@ class _Exchange:
     ) -> aiohttp.ClientResponse:
         host = url.raw_host or ""
         with self._classified(label):
-            if _is_ip_literal(host):
-                # aiohttp does not call the resolver for IP literals.
-                await self.egress.resolve(host, url.port or 0)
+            await check_ip_literal(self.egress, url)
             tls = self.tls.credentialed if with_credentials else self.tls.anonymous
             return await self.session.request(
                 method,
@@ -554,7 +469,7 @@ class _Exchange:
         try:
             yield
         except Exception as exc:
-            mapped = _classify(exc)
+            mapped = classify_client_error(exc)
             if mapped is None:
                 raise
             code, detail, retryable = mapped
@@ -614,14 +529,14 @@ class _Exchange:
                 text = raw.decode(resp.charset or "utf-8", errors="replace")
             except LookupError:
                 text = raw.decode("utf-8", errors="replace")
-            text = _CONTROL.sub(" ", _scrub(text, self.credentials.sensitive)).strip()
+            text = CONTROL_CHARACTERS.sub(" ", _scrub(text, self.credentials.sensitive)).strip()
             snippet = text[:SNIPPET_CHARS]
         server = resp.headers.get("Server")
         return _Response(
             status=resp.status,
             label=label,
             server=(
-                _CONTROL.sub(" ", _scrub(server, self.credentials.sensitive))[:256]
+                CONTROL_CHARACTERS.sub(" ", _scrub(server, self.credentials.sensitive))[:256]
                 if server
                 else None
             ),
@@ -715,7 +630,7 @@ class _Exchange:
             if isinstance(token_type, str) and token_type.lower() != "bearer":
                 raise self.fail(
                     Reason.PROTOCOL_ERROR,
-                    f"{label}: token type {_CONTROL.sub(' ', token_type)[:32]!r} is not "
+                    f"{label}: token type {CONTROL_CHARACTERS.sub(' ', token_type)[:32]!r} is not "
                     "supported, only Bearer",
                 )
             rotated = answer.get("refresh_token")
@@ -741,9 +656,9 @@ class _Exchange:
         description = answer.get("error_description") if answer is not None else None
         said = f"HTTP {status}"
         if isinstance(error, str):
-            said += f" {_CONTROL.sub(' ', error)[:64]}"
+            said += f" {CONTROL_CHARACTERS.sub(' ', error)[:64]}"
             if isinstance(description, str) and description.strip():
-                said += f": {_CONTROL.sub(' ', description).strip()[:SNIPPET_CHARS]}"
+                said += f": {CONTROL_CHARACTERS.sub(' ', description).strip()[:SNIPPET_CHARS]}"
         if 500 <= status <= 599:
             return self.fail(
                 Reason.PROVIDER_ERROR,
@@ -788,82 +703,6 @@ def _json_object(body: bytes | None) -> dict[str, object] | None:
 def _is_token_text(token: str) -> bool:
     """RFC 6749 A.12: visible ASCII and space; anything else cannot go in a header."""
     return all(" " <= c <= "~" for c in token)
-
-
-def _found_in(exc: BaseException, kind: type[_Found]) -> _Found | None:
-    """An exception of the given kind that aiohttp wrapped into exc, or exc itself."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        wrapped = getattr(current, "os_error", None)
-        pending += [current.__context__, current.__cause__]
-        if isinstance(wrapped, BaseException):
-            pending.append(wrapped)
-    return None
-
-
-def _os_detail(exc: OSError | None) -> str:
-    if exc is None:
-        return "connection failed"
-    return exc.strerror or type(exc).__name__
-
-
-def _classify(exc: Exception) -> tuple[Reason, str, bool | None] | None:
-    """Reason, safe detail and retryability for a failed request; None leaves it alone."""
-    inner = _found_in(exc, DriverError)
-    if inner is not None:
-        return inner.code, inner.message, inner.retryable
-    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ConnectionTimeoutError):
-        return Reason.TIMEOUT, "timed out", None
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_error = exc.certificate_error
-        detail = getattr(cert_error, "verify_message", None) or type(cert_error).__name__
-        return Reason.TLS_ERROR, f"TLS certificate verification failed: {detail}", None
-    tls_error = _found_in(exc, ssl.SSLError)
-    if tls_error is not None and tls_error.reason in _CLIENT_CERT_ALERTS:
-        # With TLS 1.3 the server says so after the handshake, in place of a response.
-        return (
-            Reason.AUTHENTICATION_FAILED,
-            f"the server refused the TLS client certificate ({tls_error.reason})",
-            None,
-        )
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return Reason.TLS_ERROR, f"TLS handshake failed: {_os_detail(exc.os_error)}", None
-    if tls_error is not None:
-        return Reason.TLS_ERROR, f"TLS error: {tls_error.reason or type(tls_error).__name__}", None
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return Reason.HOST_UNREACHABLE, f"cannot connect: {_os_detail(exc.os_error)}", None
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return (
-            Reason.PROTOCOL_ERROR,
-            "the server closed the connection without a complete response",
-            None,
-        )
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return Reason.PROTOCOL_ERROR, "malformed response body", None
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # Its own text quotes the full URL, query included: never show it.
-        return Reason.PROTOCOL_ERROR, "malformed HTTP response", None
-    if isinstance(exc, aiohttp.InvalidURL):
-        return Reason.CONFIG_INVALID, "invalid URL", None
-    if isinstance(exc, aiohttp.ClientOSError):
-        return Reason.PROTOCOL_ERROR, f"connection lost: {_os_detail(exc)}", None
-    if isinstance(exc, aiohttp.ClientError):
-        return Reason.PROTOCOL_ERROR, f"request failed ({type(exc).__name__})", None
-    if isinstance(exc, TimeoutError):
-        return Reason.TIMEOUT, "timed out", None
-    if isinstance(exc, OSError):
-        return Reason.HOST_UNREACHABLE, f"cannot connect: {_os_detail(exc)}", None
-    if isinstance(exc, ValueError):
-        # e.g. a header aiohttp refuses; its text may quote the value.
-        return Reason.CONFIG_INVALID, f"the request could not be built ({type(exc).__name__})", None
-    return None
 
 
 def _base_url(request: VerifyRequest) -> URL:
@@ -911,19 +750,7 @@ class HttpDriver:
         tls_contexts = _TlsContexts()
         if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
             tls_contexts = await asyncio.to_thread(_tls_contexts, tls)
-        connector = aiohttp.TCPConnector(
-            resolver=_EgressResolver(egress),
-            # Every new connection must pass the policy: no cached answers.
-            use_dns_cache=False,
-        )
-        # The context manager closes the session also when the runner's
-        # timeout cancels us.
-        async with aiohttp.ClientSession(
-            connector=connector,
-            headers={"User-Agent": USER_AGENT},
-            # No proxies or netrc from the operator's environment.
-            trust_env=False,
-        ) as session:
+        async with egress_session(egress) as session:
             exchange = _Exchange(
                 session,
                 egress,

@@ -118,3 +118,14 @@ class CertificateAuthority:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), pem_key(key)
+
+    @property
+    def cert_text(self) -> str:
+        return self.cert_pem.decode()
+
+    def leaf_text(self, common_name: str, *names: str, server: bool = True) -> tuple[str, str]:
+        """Certificate and key as text; a server's is valid for its name, any extra
+        names and 127.0.0.1."""
+        sans = subject_alternative_names(common_name, *names, "127.0.0.1") if server else None
+        cert, key = self.issue(common_name, server=server, sans=sans)
+        return cert.decode(), key.decode()

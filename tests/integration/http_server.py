@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
-import ipaddress
 import json
 import socket
 import ssl
@@ -32,10 +30,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import testpki
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -244,63 +240,19 @@ class IssuedCertificate:
     key_pem: str = field(repr=False)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 class CertificateAuthority:
     """A CA made up for one test, issuing server certificates for the loopback
     addresses and client certificates."""
 
     def __init__(self, name: str) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self._certificate = (
-            self._builder(self._name, self._key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self._key, hashes.SHA256())
-        )
-        self.cert_pem = self._certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-    def _builder(self, subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
-        now = datetime.datetime.now(datetime.UTC)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self._name)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-
-    def _issue(self, common_name: str, extensions: list[x509.ExtensionType]) -> IssuedCertificate:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        builder = self._builder(subject, key.public_key())
-        for extension in extensions:
-            builder = builder.add_extension(extension, critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return IssuedCertificate(
-            cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key)
-        )
+        self._ca = testpki.CertificateAuthority.create(name, days=1)
+        self.cert_pem = self._ca.cert_text
 
     def issue_server(self) -> IssuedCertificate:
-        loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("127.0.0.2")]
-        return self._issue(
-            "patchbay-test-server",
-            [
-                x509.SubjectAlternativeName([x509.IPAddress(a) for a in loopback]),
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-            ],
-        )
+        return IssuedCertificate(*self._ca.leaf_text("patchbay-test-server", "127.0.0.2"))
 
     def issue_client(self, common_name: str) -> IssuedCertificate:
-        return self._issue(common_name, [x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])])
+        return IssuedCertificate(*self._ca.leaf_text(common_name, server=False))
 
     def server_context(self, *, client_ca: CertificateAuthority | None = None) -> ssl.SSLContext:
         """A server context with a fresh certificate from this CA; with client_ca,

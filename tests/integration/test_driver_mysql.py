@@ -24,7 +24,7 @@ from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, Verif
 from patchbay.drivers.mysql import MysqlDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
-from testcerts import CertificateAuthority, ca_pem, make_ca, make_leaf
+from testpki import CertificateAuthority
 
 T = TypeVar("T")
 DRIVER = MysqlDriver()
@@ -574,9 +574,9 @@ def tls_mdb(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[localmariadb.MariadbServer, CertificateAuthority]]:
     """A second server that requires TLS; yields it and its CA (which also signs clients)."""
-    ca = make_ca("patchbay test CA")
-    cert, key = make_leaf(ca, SERVER_NAME)
-    tls = localmariadb.ServerTls(cert_pem=cert, key_pem=key, ca_pem=ca_pem(ca), require=True)
+    ca = CertificateAuthority.create("patchbay test CA")
+    cert, key = ca.leaf_text(SERVER_NAME)
+    tls = localmariadb.ServerTls(cert_pem=cert, key_pem=key, ca_pem=ca.cert_text, require=True)
     server = localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb-tls"), tls)
     try:
         localmariadb.execute(server, "create database orders")
@@ -602,7 +602,7 @@ def test_verify_identity_with_the_right_ca_and_name_verifies(
     tls_mdb: tuple[localmariadb.MariadbServer, CertificateAuthority],
 ) -> None:
     server, ca = tls_mdb
-    tls = TlsMaterial(ca_pem=ca_pem(ca), server_name=SERVER_NAME)
+    tls = TlsMaterial(ca_pem=ca.cert_text, server_name=SERVER_NAME)
     outcome = run(verify(make_request(server, sslmode="VERIFY_IDENTITY", tls=tls)))
     assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
 
@@ -612,7 +612,9 @@ def test_verify_identity_with_another_ca_is_tls_error_before_login(
 ) -> None:
     server, _ = tls_mdb
     before = server.login_attempts("app")
-    tls = TlsMaterial(ca_pem=ca_pem(make_ca("someone else")), server_name=SERVER_NAME)
+    tls = TlsMaterial(
+        ca_pem=CertificateAuthority.create("someone else").cert_text, server_name=SERVER_NAME
+    )
     error = verify_error(make_request(server, sslmode="VERIFY_IDENTITY", tls=tls))
     assert error.code == Reason.TLS_ERROR
     assert "TLS certificate verification failed" in error.message
@@ -623,7 +625,7 @@ def test_verify_identity_with_a_wrong_name_is_tls_error(
     tls_mdb: tuple[localmariadb.MariadbServer, CertificateAuthority],
 ) -> None:
     server, ca = tls_mdb
-    tls = TlsMaterial(ca_pem=ca_pem(ca), server_name="other.patchbay.test")
+    tls = TlsMaterial(ca_pem=ca.cert_text, server_name="other.patchbay.test")
     error = verify_error(make_request(server, sslmode="VERIFY_IDENTITY", tls=tls))
     assert error.code == Reason.TLS_ERROR
     assert "other.patchbay.test" in error.message
@@ -633,7 +635,7 @@ def test_verify_ca_does_not_check_the_name(
     tls_mdb: tuple[localmariadb.MariadbServer, CertificateAuthority],
 ) -> None:
     server, ca = tls_mdb
-    tls = TlsMaterial(ca_pem=ca_pem(ca), server_name="other.patchbay.test")
+    tls = TlsMaterial(ca_pem=ca.cert_text, server_name="other.patchbay.test")
     outcome = run(verify(make_request(server, sslmode="VERIFY_CA", tls=tls)))
     assert outcome.code == Reason.VERIFIED
 
@@ -667,9 +669,9 @@ def test_client_certificate_is_presented_and_removed_afterwards(
     tls_mdb: tuple[localmariadb.MariadbServer, CertificateAuthority], private_tmp: Path
 ) -> None:
     server, ca = tls_mdb
-    cert, key = make_leaf(ca, "client")
+    cert, key = ca.leaf_text("client", server=False)
     tls = TlsMaterial(
-        ca_pem=ca_pem(ca), client_cert_pem=cert, client_key_pem=key, server_name=SERVER_NAME
+        ca_pem=ca.cert_text, client_cert_pem=cert, client_key_pem=key, server_name=SERVER_NAME
     )
     request = make_request(server, username="certified", sslmode="VERIFY_IDENTITY", tls=tls)
     assert run(verify(request)).code == Reason.VERIFIED
@@ -680,6 +682,6 @@ def test_account_requiring_a_client_certificate_without_one_is_authentication_fa
     tls_mdb: tuple[localmariadb.MariadbServer, CertificateAuthority],
 ) -> None:
     server, ca = tls_mdb
-    tls = TlsMaterial(ca_pem=ca_pem(ca), server_name=SERVER_NAME)
+    tls = TlsMaterial(ca_pem=ca.cert_text, server_name=SERVER_NAME)
     request = make_request(server, username="certified", sslmode="VERIFY_IDENTITY", tls=tls)
     assert verify_error(request).code == Reason.AUTHENTICATION_FAILED

@@ -24,7 +24,7 @@ from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, Verif
 from patchbay.drivers.postgres import PostgresDriver, _classify
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
-from testcerts import ca_pem, make_ca, make_leaf
+from testpki import CertificateAuthority
 
 T = TypeVar("T")
 DRIVER = PostgresDriver()
@@ -496,11 +496,11 @@ def tls_pg(
     """A second server that serves TLS; yields it and the PEM of its CA."""
     server = localpostgres.start_postgres(tmp_path_factory.mktemp("postgres-tls"))
     try:
-        ca = make_ca("patchbay test CA")
-        localpostgres.enable_ssl(server, *make_leaf(ca, SERVER_NAME))
+        ca = CertificateAuthority.create("patchbay test CA")
+        localpostgres.enable_ssl(server, *ca.leaf_text(SERVER_NAME))
         localpostgres.execute(server, f"create role app login password '{APP_PASSWORD}'")
         localpostgres.execute(server, "create database orders owner app")
-        yield server, ca_pem(ca)
+        yield server, ca.cert_text
     finally:
         server.stop()
 
@@ -516,7 +516,9 @@ def test_verify_full_with_the_right_ca_and_name_verifies(
     tls_pg: tuple[localpostgres.PostgresServer, str], private_tmp: Path
 ) -> None:
     server, ca = tls_pg
-    client = make_leaf(make_ca("client CA"), "client")  # sent only if asked; files still written
+    client = CertificateAuthority.create("client CA").leaf_text(
+        "client", server=False
+    )  # sent only if asked; files still written
     tls = TlsMaterial(
         ca_pem=ca, client_cert_pem=client[0], client_key_pem=client[1], server_name=SERVER_NAME
     )
@@ -529,7 +531,9 @@ def test_verify_full_with_another_ca_is_tls_error(
     tls_pg: tuple[localpostgres.PostgresServer, str], private_tmp: Path
 ) -> None:
     server, _ = tls_pg
-    tls = TlsMaterial(ca_pem=ca_pem(make_ca("someone else")), server_name=SERVER_NAME)
+    tls = TlsMaterial(
+        ca_pem=CertificateAuthority.create("someone else").cert_text, server_name=SERVER_NAME
+    )
     error = verify_error(make_request(server, sslmode="verify-full", tls=tls))
     assert error.code == Reason.TLS_ERROR
     assert "certificate verify failed" in error.message

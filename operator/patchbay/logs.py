@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -20,6 +21,11 @@ class _ObjectFields(logging.Filter):
         for internal in ("k8s_ref", "k8s_skip", "settings"):
             record.__dict__.pop(internal, None)
         return True
+
+
+def object_fields(namespace: str | None, name: str) -> dict[str, Any]:
+    """`extra=` for a log call about one object: the fields kopf's own records carry."""
+    return {"k8s_ref": {"namespace": namespace or None, "name": name}}
 
 
 def configure_logging(level: str, json_format: bool) -> None:

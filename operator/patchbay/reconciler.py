@@ -37,6 +37,7 @@ from patchbay.credentials import (
 from patchbay.drivers.base import Driver, VerifyOutcome
 from patchbay.egress import EgressPolicy
 from patchbay.inputs import inputs_hash
+from patchbay.logs import object_fields
 from patchbay.metrics import Metrics
 from patchbay.reasons import NOT_RETRYABLE, Reason
 from patchbay.schedule import Cadence, next_attempt, parse_duration
@@ -238,7 +239,13 @@ class Reconciler:
                 try:
                     await self._write_connector_status(ckey, body)
                 except kube.KubeApiError as exc:
-                    logger.warning("could not update status of %s %s: %s", ckey[0], ckey[2], exc)
+                    logger.warning(
+                        "could not update status of %s %s: %s",
+                        ckey[0],
+                        ckey[2],
+                        exc,
+                        extra=object_fields(ckey[1], ckey[2]),
+                    )
 
     # ----- deciding ----------------------------------------------------------------
 
@@ -343,6 +350,7 @@ class Reconciler:
                 "verification requested"
                 if requested != state.handled_request
                 else f"inputs changed ({state.handled_hash} -> {current})",
+                extra=object_fields(*key),
             )
             self._schedule(key, 0.0)
             return
@@ -425,9 +433,24 @@ class Reconciler:
         state.running = True
         try:
             await self.verify(key)
+        except kube.KubeApiError as exc:
+            # status and reason only: the API server's message may quote what was sent
+            logger.error(
+                "verification of %s/%s stopped: the API server answered %s %s",
+                *key,
+                exc.status,
+                exc.reason,
+                extra=object_fields(*key),
+            )
+            self._schedule(key, 30.0)
         except Exception as exc:
             # the type only: a traceback's message could carry a credential
-            logger.error("verification of %s/%s crashed with %s", *key, type(exc).__name__)
+            logger.error(
+                "verification of %s/%s crashed with %s",
+                *key,
+                type(exc).__name__,
+                extra=object_fields(*key),
+            )
             self._schedule(key, 30.0)
         finally:
             state.running = False
@@ -861,7 +884,13 @@ class Reconciler:
         try:
             await self.client.create(kube.events_path(key[0]), event)
         except kube.KubeApiError as exc:
-            logger.warning("could not record event %s on %s/%s: %s", reason, *key, exc)
+            logger.warning(
+                "could not record event %s on %s/%s: %s",
+                reason,
+                *key,
+                exc,
+                extra=object_fields(*key),
+            )
 
     async def _write_connector_status(self, ckey: ConnectorKey, body: dict[str, Any]) -> None:
         kind, namespace, name = ckey

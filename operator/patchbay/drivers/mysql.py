@@ -1,4 +1,5 @@
-"""MySQL and MariaDB driver: log in over the MySQL protocol (aiomysql) and run read-only checks.
+"""MySQL and MariaDB driver: log in over the MySQL protocol (aiomysql), run read-only checks,
+and browse tables, columns and rows for the CLI (``SqlBrowsing``).
 
 aiomysql's connection is used through a small subclass that
 - refuses to send anything about the account before TLS when TLS is required,
@@ -10,11 +11,13 @@ aiomysql's connection is used through a small subclass that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
 import struct
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiomysql
@@ -23,10 +26,16 @@ from pymysql.constants import CLIENT, CR
 
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
+    MAX_ROWS,
     NO_RESULT_SET,
     CheckOutcome,
+    ColumnInfo,
     DriverError,
     Egress,
+    JsonValue,
+    RowSet,
+    SqlBrowser,
+    TableInfo,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
@@ -34,6 +43,7 @@ from patchbay.drivers.base import (
     config_port,
     config_text,
     failed_check,
+    json_value,
     load_tls_material,
     resolve_address,
     sql_check_subject,
@@ -244,15 +254,32 @@ def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 
 
-async def _query(conn: _Connection, text: str) -> None:
-    # Unbuffered, so rows are read one by one, and only the first. Not closed in a
-    # finally: after a cancellation, reading the rest could wait on a hung server.
+async def _fetch(
+    conn: _Connection, statement: str, max_rows: int, args: Sequence[object] | None
+) -> RowSet:
+    """At most max_rows rows of one statement, and whether there were more."""
+    # Unbuffered: rows are read one by one, and one row more than max_rows means there are
+    # more. sql_select_limit makes the server stop there for a SELECT without a LIMIT of
+    # its own; closing the cursor reads (and drops) whatever a larger LIMIT still sends.
     cursor = await conn.cursor(aiomysql.SSCursor)
-    await cursor.execute(text)  # without arguments, "%" in the SQL is left alone
+    await cursor.execute(statement, args)  # without arguments, "%" in the SQL is left alone
     if cursor.description is None:
         raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
-    await cursor.fetchone()
-    await cursor.close()  # reads what is left: at most QUERY_ROW_LIMIT rows without a LIMIT
+    columns = tuple(str(column[0]) for column in cursor.description)
+    rows: list[tuple[JsonValue, ...]] = []
+    truncated = False
+    while (row := await cursor.fetchone()) is not None:
+        if len(rows) == max_rows:
+            truncated = True
+            break
+        rows.append(tuple(json_value(v) for v in row))
+    # Not in a finally: after a cancellation, reading the rest could wait on a hung server.
+    await cursor.close()
+    return RowSet(columns, tuple(rows), truncated)
+
+
+async def _query(conn: _Connection, text: str) -> None:
+    await _fetch(conn, text, QUERY_ROW_LIMIT, None)
 
 
 async def _table(conn: _Connection, name: str) -> None:
@@ -305,45 +332,131 @@ def server_version(reported: str) -> str:
     return f"{product} {match.group(1) if match else reported[:64]}"
 
 
+@contextlib.asynccontextmanager
+async def _logged_in(
+    request: VerifyRequest, egress: Egress
+) -> AsyncIterator[tuple[_Connection, int]]:
+    """A logged-in connection and the login's latency in milliseconds; closed on exit."""
+    host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
+    database, username = config_text(request, "database"), config_text(request, "username")
+    password = config_text(request, "password", "")
+    sslmode = config_text(request, "sslmode", "PREFERRED").upper()
+    if sslmode not in SSL_MODES:
+        raise DriverError(Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}")
+    address = await resolve_address(egress, host, port)
+    context: ssl.SSLContext | None = None
+    if sslmode != "DISABLED":
+        server_name = (request.tls.server_name if request.tls else None) or host.strip("[]")
+        context = await asyncio.to_thread(_ssl_context, sslmode, request.tls, server_name)
+    conn = _Connection(
+        require_tls=sslmode not in ("DISABLED", "PREFERRED"),
+        host=str(address),
+        port=port,
+        user=username,
+        # aiomysql sends the password encoded as latin-1; MySQL's own clients send
+        # UTF-8, which this spelling makes aiomysql send too.
+        password=password.encode().decode("latin-1"),
+        db=database,
+        ssl=context,
+        charset="utf8mb4",
+        autocommit=None,  # the server's default: one statement less
+        local_infile=False,  # the server may not read the operator's files
+        program_name="patchbay",
+    )
+    try:
+        started = time.monotonic()
+        await _log_in(conn, f"cannot log in to {host} port {port}: ")
+        latency_ms = round((time.monotonic() - started) * 1000)
+        yield conn, latency_ms
+        await conn.ensure_closed()  # says goodbye, so the server logs no aborted connection
+    finally:
+        conn.close()  # only closes the socket: safe after a cancellation; idempotent
+
+
+_SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
+_TABLE_KINDS = {
+    "BASE TABLE": "table",
+    "VIEW": "view",
+    "SYSTEM VIEW": "system view",
+    "SEQUENCE": "sequence",
+    "TEMPORARY": "temporary table",
+}
+# The server lists only tables on which the login holds some privilege.
+_TABLES = (
+    "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES"
+    " WHERE %s OR TABLE_SCHEMA NOT IN ("
+    + ", ".join(f"'{schema}'" for schema in _SYSTEM_SCHEMAS)
+    + ") ORDER BY 1, 2"
+)
+_COLUMNS = (
+    "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COLUMN_KEY = 'PRI'"
+    " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+    " ORDER BY ORDINAL_POSITION"
+)
+_EVERY_ROW = 2**62  # catalog listings are never cut short
+
+
+class MysqlSqlBrowser:
+    """SqlBrowser over one connection; each call is its own read-only transaction."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    async def _run(
+        self, statement: str, max_rows: int, args: Sequence[object] | None = None
+    ) -> RowSet:
+        error: DriverError | None = None
+        try:
+            await self._conn.query(f"SET SESSION sql_select_limit = {max_rows + 1}")
+            await self._conn.query("START TRANSACTION READ ONLY")
+            result = await _fetch(self._conn, statement, max_rows, args)
+        except pymysql.err.MySQLError as exc:
+            error = _classify(exc)
+        except DriverError as exc:
+            error = exc
+        if error is not None and self._conn.closed:
+            raise error
+        await _execute(self._conn, "ROLLBACK")
+        if error is not None:
+            raise error
+        return result
+
+    async def tables(self, include_system: bool) -> list[TableInfo]:
+        found = await self._run(_TABLES, _EVERY_ROW, (include_system,))
+        return [
+            TableInfo(str(schema), str(name), _TABLE_KINDS.get(str(kind), str(kind).lower()))
+            for schema, name, kind in found.rows
+        ]
+
+    async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
+        found = await self._run(_COLUMNS, MAX_ROWS, (schema, table))
+        if not found.rows:  # a table has at least one column
+            raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
+        return [
+            ColumnInfo(str(name), str(type_), bool(nullable), bool(primary_key))
+            for name, type_, nullable, primary_key in found.rows
+        ]
+
+    async def sample(self, schema: str, table: str, rows: int) -> RowSet:
+        statement = f"SELECT * FROM {_quote(schema)}.{_quote(table)} LIMIT {rows + 1}"
+        return await self._run(statement, rows)
+
+    async def query(self, sql: str, max_rows: int) -> RowSet:
+        return await self._run(sql, max_rows)
+
+
 class MysqlDriver:
     name = "mysql"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
-        database, username = config_text(request, "database"), config_text(request, "username")
-        password = config_text(request, "password", "")
-        sslmode = config_text(request, "sslmode", "PREFERRED").upper()
-        if sslmode not in SSL_MODES:
-            raise DriverError(
-                Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}"
-            )
-        address = await resolve_address(egress, host, port)
-        context: ssl.SSLContext | None = None
-        if sslmode != "DISABLED":
-            server_name = (request.tls.server_name if request.tls else None) or host.strip("[]")
-            context = await asyncio.to_thread(_ssl_context, sslmode, request.tls, server_name)
-        conn = _Connection(
-            require_tls=sslmode not in ("DISABLED", "PREFERRED"),
-            host=str(address),
-            port=port,
-            user=username,
-            # aiomysql sends the password encoded as latin-1; MySQL's own clients send
-            # UTF-8, which this spelling makes aiomysql send too.
-            password=password.encode().decode("latin-1"),
-            db=database,
-            ssl=context,
-            charset="utf8mb4",
-            autocommit=None,  # the server's default: one statement less
-            local_infile=False,  # the server may not read the operator's files
-            program_name="patchbay",
-        )
-        try:
-            started = time.monotonic()
-            await _log_in(conn, f"cannot log in to {host} port {port}: ")
-            latency_ms = round((time.monotonic() - started) * 1000)
+        async with _logged_in(request, egress) as (conn, latency_ms):
             checks = await _run_checks(conn, tuple(request.checks))
             version = server_version(conn.get_server_info())
-            await conn.ensure_closed()  # says goodbye, so the server logs no aborted connection
-        finally:
-            conn.close()  # only closes the socket: safe after a cancellation; idempotent
         return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
+
+    @contextlib.asynccontextmanager
+    async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:
+        async with _logged_in(request, egress) as (conn, _):
+            # Also read-only: a transaction that a stored procedure starts after ending ours.
+            await _execute(conn, "SET SESSION TRANSACTION READ ONLY")
+            yield MysqlSqlBrowser(conn)

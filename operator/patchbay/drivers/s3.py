@@ -4,7 +4,7 @@ It makes S3 REST calls signed with botocore's Signature Version 4 signer and
 sends them with aiohttp through ``EgressResolver``, so the egress policy
 decides on the very address each request goes to. A full SDK client (botocore
 in a thread, or aiobotocore) keeps its own connection pool and looks the
-endpoint up again itself, out of the policy's reach; the three read-only calls
+endpoint up again itself, out of the policy's reach; the few read-only calls
 needed here are small enough to make directly.
 
 Verification lists at most one key under the Connection's prefix
@@ -12,18 +12,26 @@ Verification lists at most one key under the Connection's prefix
 the Connection works. Capability checks, with paths relative to that prefix:
 ``listFiles`` lists one key in a folder (its path with a trailing slash),
 ``readObject`` reads the first byte of an object.
+
+File browsing (``FileBrowsing``) lists the bucket as folders with
+ListObjectsV2 and the delimiter "/", rooted at the prefix: common prefixes are
+directories, objects are files. Pages hold at most ``PAGE_SIZE`` entries and
+S3's continuation token is the page token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
+import email.utils
 import re
 import ssl
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
@@ -38,12 +46,18 @@ from patchbay.drivers.base import (
     CheckOutcome,
     DriverError,
     Egress,
+    FileBrowser,
+    FileEntry,
+    FilePage,
+    SelectionLimits,
+    SelectionReport,
     VerifyOutcome,
     VerifyRequest,
     config_text,
     failed_check,
     secret_text,
     summarize_checks,
+    walk_selection,
 )
 from patchbay.drivers.web import (
     CONTROL_CHARACTERS,
@@ -59,6 +73,10 @@ from patchbay.reasons import Reason
 DEFAULT_REGION = "us-east-1"
 # A listing of one key, or an error document, is far smaller than this.
 _BODY_READ_LIMIT = 64 * 1024
+# Entries in one page of a file listing: S3's own maximum for one ListObjectsV2 call.
+PAGE_SIZE = 1000
+# A page of PAGE_SIZE entries with 1024-byte keys, percent-encoded, fits in this.
+_PAGE_READ_LIMIT = 8 * 1024 * 1024
 _MESSAGE_CHARS = 300
 _REGION = re.compile(r"[A-Za-z0-9-]{1,64}")
 _BUCKET_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
@@ -85,6 +103,8 @@ _BY_ERROR_CODE: dict[str, Reason] = {
     "AuthorizationHeaderMalformed": Reason.CONFIG_INVALID,
     "InvalidRegion": Reason.CONFIG_INVALID,
     "InvalidBucketName": Reason.CONFIG_INVALID,
+    # A request parameter the Connection or the caller chose, e.g. a forged page token.
+    "InvalidArgument": Reason.CONFIG_INVALID,
 }
 # Only when the response carries no error document (e.g. a proxy's answer).
 _BY_STATUS: dict[int, Reason] = {
@@ -94,6 +114,36 @@ _BY_STATUS: dict[int, Reason] = {
     429: Reason.RATE_LIMITED,
     503: Reason.RATE_LIMITED,
 }
+
+
+@dataclass(frozen=True)
+class _Object:
+    key: str
+    size: int | None
+    modified: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class _Listing:
+    folders: tuple[str, ...]  # full prefixes, each ending in "/"
+    objects: tuple[_Object, ...]
+    next_token: str | None
+
+
+def _iso_time(text: str | None) -> datetime.datetime | None:
+    """A listing's LastModified, e.g. 2024-05-01T12:00:00.000Z."""
+    try:
+        return datetime.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _http_time(text: str | None) -> datetime.datetime | None:
+    """A Last-Modified header, e.g. Wed, 01 May 2024 12:00:00 GMT."""
+    try:
+        return email.utils.parsedate_to_datetime(text) if text else None
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -293,20 +343,24 @@ class _Bucket:
         key: str = "",
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        method: str = "GET",
+        body_limit: int = _BODY_READ_LIMIT,
     ) -> _Reply:
-        """GET a bucket or object URL; read at most _BODY_READ_LIMIT bytes of the answer."""
+        """Request a bucket or object URL; read at most body_limit bytes of the answer."""
         url = self._url(key, params or {})
         https = self.origin.scheme == "https"
         try:
             await check_ip_literal(self.egress, self.origin)
-            async with self.session.get(
+            async with self.session.request(
+                method,
                 URL(url, encoded=True),
-                headers=self._sign("GET", url, headers or {}),
+                headers=self._sign(method, url, headers or {}),
                 allow_redirects=False,
                 ssl=self.ssl_context if https else True,
                 server_hostname=self.server_name if https else None,
             ) as response:
-                body = await _read_at_most(response.content, _BODY_READ_LIMIT)
+                body = await _read_at_most(response.content, body_limit)
                 server = response.headers.get("Server")
                 self.server = _clean(server, 256) if server else None
                 return _Reply(response.status, response.headers, body)
@@ -317,19 +371,67 @@ class _Bucket:
             code, detail, retryable = mapped
             raise DriverError(code, f"{label}: {detail}", retryable=retryable) from None
 
-    async def list_one(self, prefix: str) -> int:
-        """How many keys (0 or 1) a ListObjectsV2 call of one key under prefix returns."""
+    async def _list(
+        self, prefix: str, params: Mapping[str, str], body_limit: int = _BODY_READ_LIMIT
+    ) -> ElementTree.Element:
+        """The ListBucketResult of a ListObjectsV2 call for keys under prefix."""
         label = f"list {self.describe(prefix)}"
-        params = {"list-type": "2", "max-keys": "1"}
+        query = {"list-type": "2", **params}
         if prefix:
-            params["prefix"] = prefix
-        reply = await self.call(label, params=params)
+            query["prefix"] = prefix
+        reply = await self.call(label, params=query, body_limit=body_limit)
         if reply.status != 200:
             raise _error_for(reply, label)
         document = _xml(reply.body)
         if document is None or _local_name(document.tag) != "ListBucketResult":
             raise DriverError(Reason.PROTOCOL_ERROR, f"{label}: the answer is not an S3 listing")
+        return document
+
+    async def list_one(self, prefix: str) -> int:
+        """How many keys (0 or 1) a ListObjectsV2 call of one key under prefix returns."""
+        document = await self._list(prefix, {"max-keys": "1"})
         return sum(1 for child in document if _local_name(child.tag) == "Contents")
+
+    async def list_folder(self, folder: str, token: str | None) -> _Listing:
+        """One page of the keys and sub-folders directly in folder (a prefix ending in "/")."""
+        # encoding-type=url: keys may hold characters that XML 1.0 cannot carry.
+        params = {"delimiter": "/", "max-keys": str(PAGE_SIZE), "encoding-type": "url"}
+        if token is not None:
+            params["continuation-token"] = token
+        document = await self._list(folder, params, _PAGE_READ_LIMIT)
+        folders: list[str] = []
+        objects: list[_Object] = []
+        for child in document:
+            tag = _local_name(child.tag)
+            if tag == "CommonPrefixes":
+                folders.append(unquote_plus(_child_text(child, "Prefix") or ""))
+            elif tag == "Contents":
+                size = _child_text(child, "Size") or ""
+                objects.append(
+                    _Object(
+                        unquote_plus(_child_text(child, "Key") or ""),
+                        int(size) if size.isdigit() else None,
+                        _iso_time(_child_text(child, "LastModified")),
+                    )
+                )
+        truncated = _child_text(document, "IsTruncated") == "true"
+        next_token = _child_text(document, "NextContinuationToken") if truncated else None
+        return _Listing(tuple(folders), tuple(objects), next_token or None)
+
+    async def head(self, key: str) -> _Object | None:
+        """An object's size and modification time; None when there is no such object."""
+        label = f"read {self.describe(key)}"
+        reply = await self.call(label, key, method="HEAD")
+        if reply.status == 404:
+            return None
+        if reply.status != 200:
+            raise _error_for(reply, label)
+        length = reply.headers.get("Content-Length", "")
+        return _Object(
+            key,
+            int(length) if length.isdigit() else None,
+            _http_time(reply.headers.get("Last-Modified")),
+        )
 
     async def read_first_byte(self, key: str) -> str:
         """Read the first byte of an object; the reply's description."""
@@ -383,25 +485,23 @@ async def _run_check(bucket: _Bucket, prefix: str, check: CheckSpec) -> CheckOut
     return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, message)
 
 
-class S3Driver:
-    """Verifies an S3 bucket (AWS or any S3-compatible store) with access keys."""
-
-    name = "s3"
-
-    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        region = config_text(request, "region", DEFAULT_REGION)
-        if not _REGION.fullmatch(region):
-            raise DriverError(Reason.CONFIG_INVALID, "region must look like eu-west-1")
-        endpoint = _endpoint(request, region)
-        bucket_name = _bucket(request)
-        prefix = _as_folder(config_text(request, "prefix", ""))
-        signer = S3SigV4Auth(_credentials(request), "s3", region)
-        tls = request.tls
-        ssl_context: ssl.SSLContext | bool = True
-        if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
-            ssl_context = await asyncio.to_thread(client_ssl_context, tls)
-        async with egress_session(egress) as session:
-            bucket = _Bucket(
+@contextlib.asynccontextmanager
+async def _opened(request: VerifyRequest, egress: Egress) -> AsyncIterator[tuple[_Bucket, str]]:
+    """The Connection's bucket, ready for signed requests, and its prefix as a folder."""
+    region = config_text(request, "region", DEFAULT_REGION)
+    if not _REGION.fullmatch(region):
+        raise DriverError(Reason.CONFIG_INVALID, "region must look like eu-west-1")
+    endpoint = _endpoint(request, region)
+    bucket_name = _bucket(request)
+    prefix = _as_folder(config_text(request, "prefix", ""))
+    signer = S3SigV4Auth(_credentials(request), "s3", region)
+    tls = request.tls
+    ssl_context: ssl.SSLContext | bool = True
+    if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
+        ssl_context = await asyncio.to_thread(client_ssl_context, tls)
+    async with egress_session(egress) as session:
+        yield (
+            _Bucket(
                 session,
                 egress,
                 endpoint,
@@ -410,9 +510,76 @@ class S3Driver:
                 signer,
                 ssl_context,
                 tls.server_name if tls else None,
-            )
+            ),
+            prefix,
+        )
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rpartition("/")[2]
+
+
+class S3FileBrowser:
+    """FileBrowser over one bucket, rooted at the Connection's prefix.
+
+    Paths are relative to the prefix and written with a leading "/": "/incoming" is the
+    folder (or object) prefix + "incoming".
+    """
+
+    def __init__(self, bucket: _Bucket, root: str) -> None:
+        self._bucket = bucket
+        self._root = root
+
+    def _path(self, key: str) -> str:
+        return "/" + key.removeprefix(self._root).rstrip("/")
+
+    async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
+        relative = path.strip("/")
+        folder = self._root + _as_folder(relative)
+        listing = await self._bucket.list_folder(folder, page_token)
+        # A folder marker (a key ending in "/", as consoles create) is the folder itself.
+        objects = [o for o in listing.objects if o.key != folder]
+        found_folder = bool(listing.folders or listing.objects)
+        if page_token is None and relative and not found_folder:
+            found = await self._bucket.head(self._root + relative)
+            if found is None:
+                raise DriverError(
+                    Reason.RESOURCE_NOT_FOUND,
+                    f"nothing exists at {path} ({self._bucket.describe(self._root + relative)})",
+                )
+            # The path as given, so that the caller recognises the file it asked for.
+            entry = FileEntry(_name(relative), "file", path, found.size, found.modified)
+            return FilePage((entry,))
+        entries = [
+            FileEntry(_name(prefix), "directory", self._path(prefix)) for prefix in listing.folders
+        ] + [
+            FileEntry(_name(o.key), "file", self._path(o.key), o.size, o.modified) for o in objects
+        ]
+        entries.sort(key=lambda entry: entry.name)
+        return FilePage(tuple(entries), listing.next_token)
+
+    async def validate_selection(
+        self, paths: Sequence[str], limits: SelectionLimits
+    ) -> SelectionReport:
+        return await walk_selection(self, paths, limits)
+
+
+class S3Driver:
+    """Verifies an S3 bucket (AWS or any S3-compatible store) with access keys."""
+
+    name = "s3"
+
+    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        async with _opened(request, egress) as (bucket, prefix):
             started = time.monotonic()
             await bucket.list_one(prefix)
             latency_ms = round((time.monotonic() - started) * 1000)
             checks = [await _run_check(bucket, prefix, check) for check in request.checks]
         return summarize_checks(checks, server_version=bucket.server, latency_ms=latency_ms)
+
+    @contextlib.asynccontextmanager
+    async def browse_files(
+        self, request: VerifyRequest, egress: Egress
+    ) -> AsyncIterator[FileBrowser]:
+        async with _opened(request, egress) as (bucket, prefix):
+            yield S3FileBrowser(bucket, prefix)

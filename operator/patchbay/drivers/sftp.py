@@ -10,17 +10,30 @@ address, so an entry for an IP address does not stand in for the name.
 Nothing is read from the operator's own ``~/.ssh`` (config, keys, known
 hosts) or from an SSH agent; only the one configured method is tried, so a
 wrong password costs exactly one failed login on the server.
+
+File browsing (``FileBrowsing``) lists directories relative to ``basePath``
+(or the login directory), which is "/": ".." never leads above it. SFTP has no
+server-side paging, so a directory is read whole, sorted by name and served in
+pages of ``PAGE_SIZE`` entries; the page token names the last entry served, so
+the next page starts after it even if the directory changed in between. A
+symbolic link to a file is listed as that file; links to directories (which
+may lead back up the tree) and to anything else, and broken links, are left
+out of listings, though a link's own path can be listed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import bisect
 import contextlib
+import datetime
 import posixpath
 import re
 import stat
 import time
-from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import asyncssh
@@ -33,6 +46,12 @@ from patchbay.drivers.base import (
     CheckOutcome,
     DriverError,
     Egress,
+    FileBrowser,
+    FileEntry,
+    FileKind,
+    FilePage,
+    SelectionLimits,
+    SelectionReport,
     VerifyOutcome,
     VerifyRequest,
     config_port,
@@ -40,6 +59,7 @@ from patchbay.drivers.base import (
     failed_check,
     secret_text,
     summarize_checks,
+    walk_selection,
 )
 from patchbay.reasons import Reason
 
@@ -48,6 +68,8 @@ T = TypeVar("T")
 DEFAULT_PORT = 22
 # A readObject check proves the file can be read without transferring it.
 READ_BYTES = 16
+# Entries in one page of a file listing.
+PAGE_SIZE = 1000
 # The runner's asyncio timeout is the real limit; these only keep asyncssh from giving up first.
 LIBRARY_TIMEOUT_SECONDS = 300
 CLIENT_VERSION = f"patchbay_{__version__}"
@@ -318,10 +340,8 @@ async def _run_check(sftp: asyncssh.SFTPClient, base_path: str, check: CheckSpec
     return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, message)
 
 
-async def _inspect(
-    conn: asyncssh.SSHClientConnection, base_path: str, checks: Sequence[CheckSpec]
-) -> list[CheckOutcome]:
-    """Open an SFTP session, make sure the base path is a directory, and run the checks."""
+async def _sftp_client(conn: asyncssh.SSHClientConnection, base_path: str) -> asyncssh.SFTPClient:
+    """Open an SFTP session and make sure the base path is a directory."""
     error: DriverError | None = None
     try:
         sftp = await conn.start_sftp_client()
@@ -350,7 +370,161 @@ async def _inspect(
                 )
         if error is not None:
             raise error
+    return sftp
+
+
+async def _inspect(
+    conn: asyncssh.SSHClientConnection, base_path: str, checks: Sequence[CheckSpec]
+) -> list[CheckOutcome]:
+    sftp = await _sftp_client(conn, base_path)
     return [await _run_check(sftp, base_path, check) for check in checks]
+
+
+async def _guarded(conn: asyncssh.SSHClientConnection, work: Coroutine[Any, Any, T]) -> T:
+    """Await work over the connection; an SFTP error that escapes it means the link is gone."""
+    error: DriverError | None = None
+    try:
+        return await _abort_on_cancel(conn, work)
+    except (asyncssh.SFTPError, asyncssh.DisconnectError) as exc:
+        error = DriverError(
+            Reason.PROVIDER_ERROR, f"the SSH connection was lost: {_printable(exc.reason)}"
+        )
+    raise error
+
+
+def _connection_lost(exc: asyncssh.SFTPError) -> bool:
+    return isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection)
+
+
+def _is(kind: int, attrs: asyncssh.SFTPAttrs) -> bool:
+    """Whether attrs describe this kind of file (stat.S_IFDIR, ...)."""
+    return attrs.permissions is not None and stat.S_IFMT(attrs.permissions) == kind
+
+
+def _kind(attrs: asyncssh.SFTPAttrs) -> FileKind | None:
+    """Directory or file; None for what holds nothing to transfer (sockets, devices, pipes)."""
+    if _is(stat.S_IFDIR, attrs):
+        return "directory"
+    # A server may leave the mode out: then it is taken for a file.
+    if attrs.permissions is None or _is(stat.S_IFREG, attrs):
+        return "file"
+    return None
+
+
+def _entry(name: str, path: str, kind: FileKind, attrs: asyncssh.SFTPAttrs) -> FileEntry:
+    modified = (
+        datetime.datetime.fromtimestamp(attrs.mtime, datetime.UTC)
+        if attrs.mtime is not None
+        else None
+    )
+    return FileEntry(name, kind, path, attrs.size if kind == "file" else None, modified)
+
+
+def _page_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def _after(token: str) -> str:
+    """The name of the last entry of the previous page."""
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, ValueError):
+        raise DriverError(Reason.CONFIG_INVALID, "the page token is not valid") from None
+
+
+class SftpFileBrowser:
+    """FileBrowser over one SFTP session. Paths are written from the root: "/incoming"."""
+
+    def __init__(
+        self, conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient, base_path: str
+    ) -> None:
+        self._conn = conn
+        self._sftp = sftp
+        self._base_path = base_path
+        # Directories read whole whose later pages are still to be asked for, so that a
+        # walk through a large directory reads it once.
+        self._read: dict[str, list[FileEntry]] = {}
+
+    def _remote(self, path: str) -> tuple[str, str]:
+        """The path as shown ("/a/b") and as sent to the server (under basePath)."""
+        # normpath on an absolute path drops ".." at the root: nothing above basePath.
+        relative = posixpath.normpath("/" + path).lstrip("/")
+        if not relative:
+            return "/", self._base_path or "."
+        return "/" + relative, posixpath.join(self._base_path, relative)
+
+    async def _stat(self, remote: str, shown: str) -> asyncssh.SFTPAttrs:
+        error: DriverError | None = None
+        try:
+            return await self._sftp.stat(remote)  # follows symbolic links
+        except asyncssh.SFTPError as exc:
+            if _connection_lost(exc):
+                raise
+            error = _sftp_error(exc, shown)
+        raise error
+
+    async def _read_directory(self, remote: str, shown: str) -> list[FileEntry]:
+        error: DriverError | None = None
+        try:
+            names = await self._sftp.readdir(remote)
+        except asyncssh.SFTPError as exc:
+            if _connection_lost(exc):
+                raise
+            error = _sftp_error(exc, shown)
+        if error is not None:
+            raise error
+        entries: list[FileEntry] = []
+        for found in names:
+            name = str(found.filename)
+            if name in (".", ".."):
+                continue
+            attrs = found.attrs
+            if _is(stat.S_IFLNK, attrs):
+                try:
+                    attrs = await self._sftp.stat(posixpath.join(remote, name))
+                except asyncssh.SFTPError as exc:
+                    if _connection_lost(exc):
+                        raise
+                    continue  # a broken link, or one to where the login may not look
+                if not _is(stat.S_IFREG, attrs):
+                    continue
+            kind = _kind(attrs)
+            if kind is not None:
+                entries.append(_entry(name, posixpath.join(shown, name), kind, attrs))
+        entries.sort(key=lambda entry: entry.name)
+        return entries
+
+    async def _list(self, path: str, page_token: str | None) -> FilePage:
+        shown, remote = self._remote(path)
+        after = _after(page_token) if page_token is not None else None
+        attrs = await self._stat(remote, shown)
+        kind = _kind(attrs)
+        if kind == "file":
+            # The path as given, so that the caller recognises the file it asked for.
+            return FilePage((_entry(posixpath.basename(shown), path, kind, attrs),))
+        if kind is None:
+            raise DriverError(
+                Reason.RESOURCE_NOT_FOUND, f"{shown} is neither a file nor a directory"
+            )
+        entries = self._read.pop(shown, None) if after is not None else None
+        if entries is None:
+            entries = await self._read_directory(remote, shown)
+        start = 0
+        if after is not None:
+            start = bisect.bisect_right([entry.name for entry in entries], after)
+        page = entries[start : start + PAGE_SIZE]
+        if start + PAGE_SIZE >= len(entries):
+            return FilePage(tuple(page))
+        self._read[shown] = entries
+        return FilePage(tuple(page), _page_token(page[-1].name))
+
+    async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
+        return await _guarded(self._conn, self._list(path, page_token))
+
+    async def validate_selection(
+        self, paths: Sequence[str], limits: SelectionLimits
+    ) -> SelectionReport:
+        return await walk_selection(self, paths, limits)
 
 
 def _server_version(conn: asyncssh.SSHClientConnection) -> str | None:
@@ -363,36 +537,45 @@ def _server_version(conn: asyncssh.SSHClientConnection) -> str | None:
     return _printable(software) or None
 
 
+@contextlib.asynccontextmanager
+async def _logged_in(
+    request: VerifyRequest, egress: Egress
+) -> AsyncIterator[tuple[asyncssh.SSHClientConnection, int]]:
+    """A logged-in SSH connection and the login's latency in milliseconds; closed on exit."""
+    host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
+    username = config_text(request, "username")
+    trusted = _trusted_keys(request, host, port)
+    auth = await _auth_options(request)
+    # The policy decides on the address actually used; the host key is still
+    # checked for the configured name.
+    addresses = await egress.resolve(host, port)
+    if not addresses:
+        raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
+    started = time.monotonic()
+    conn = await _login(str(addresses[0]), host, port, username, trusted, auth, request.auth.type)
+    latency_ms = round((time.monotonic() - started) * 1000)
+    try:
+        yield conn, latency_ms
+    finally:
+        conn.close()  # no waiting: safe after a cancellation
+
+
 class SftpDriver:
     """Verifies SFTP servers (OpenSSH and others) with password or SSH key authentication."""
 
     name = "sftp"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
-        username = config_text(request, "username")
         base_path = config_text(request, "basePath", "")
-        trusted = _trusted_keys(request, host, port)
-        auth = await _auth_options(request)
-        # The policy decides on the address actually used; the host key is still
-        # checked for the configured name.
-        addresses = await egress.resolve(host, port)
-        if not addresses:
-            raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
-        started = time.monotonic()
-        conn = await _login(
-            str(addresses[0]), host, port, username, trusted, auth, request.auth.type
-        )
-        latency_ms = round((time.monotonic() - started) * 1000)
-        error: DriverError | None = None
-        try:
-            checks = await _abort_on_cancel(conn, _inspect(conn, base_path, request.checks))
-        except (asyncssh.SFTPError, asyncssh.DisconnectError) as exc:
-            error = DriverError(
-                Reason.PROVIDER_ERROR, f"the SSH connection was lost: {_printable(exc.reason)}"
-            )
-        finally:
-            conn.close()  # no waiting: safe after a cancellation
-        if error is not None:
-            raise error
+        async with _logged_in(request, egress) as (conn, latency_ms):
+            checks = await _guarded(conn, _inspect(conn, base_path, request.checks))
         return summarize_checks(checks, server_version=_server_version(conn), latency_ms=latency_ms)
+
+    @contextlib.asynccontextmanager
+    async def browse_files(
+        self, request: VerifyRequest, egress: Egress
+    ) -> AsyncIterator[FileBrowser]:
+        base_path = config_text(request, "basePath", "")
+        async with _logged_in(request, egress) as (conn, _):
+            sftp = await _guarded(conn, _sftp_client(conn, base_path))
+            yield SftpFileBrowser(conn, sftp, base_path)

@@ -7,6 +7,7 @@ when tests fail.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +86,10 @@ def sshd() -> Iterator[localsshd.SshServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where a driver's temporary files go, to check that it removes them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path

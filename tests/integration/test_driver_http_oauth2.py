@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from patchbay.drivers.base import DriverError, TlsMaterial
-from patchbay.drivers.http import HttpDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from tests.integration.driver_calls import run
 from tests.integration.http_server import (
     CertificateAuthority,
     Handler,
@@ -24,7 +24,7 @@ from tests.integration.http_server import (
     answer,
     serve,
 )
-from tests.integration.test_driver_http import OPEN_POLICY, make_request, run, verify_error
+from tests.integration.test_driver_http import make_request, verify, verify_error
 
 CLIENT_ID = "patchbay-client"
 
@@ -59,7 +59,7 @@ def test_client_credentials_token_is_sent_as_bearer_and_verifies() -> None:
                 auth=client_credentials(scopes=["read", "write"], audience="urn:patchbay:test"),
                 secrets=client_secrets(server),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert outcome.server_version == "oauth2-api/1.0"
         assert server.token_forms == [
@@ -87,7 +87,7 @@ def test_client_secret_goes_in_http_basic_auth_when_the_connector_asks() -> None
                 auth=client_credentials(clientAuth="basic"),
                 secrets=client_secrets(server),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert server.token_forms == [{"grant_type": "client_credentials"}]
         assert server.token_auth_headers[0].startswith("Basic ")
@@ -162,7 +162,7 @@ def test_refresh_token_is_exchanged_for_an_access_token_that_verifies() -> None:
                 auth=refresh_token_grant(),
                 secrets=client_secrets(server, refreshToken=server.refresh_token),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert server.token_forms[0]["grant_type"] == "refresh_token"
         assert server.token_forms[0]["refresh_token"] == server.refresh_token
@@ -218,7 +218,7 @@ def test_access_and_refresh_tokens_never_appear_in_the_outcome() -> None:
                     checks=checks,
                 )
                 try:
-                    outcome = await HttpDriver().verify(request, OPEN_POLICY)
+                    outcome = await verify(request)
                 except DriverError as error:
                     texts += [str(error), repr(error), error.message]
                 else:
@@ -267,7 +267,7 @@ def test_access_token_goes_in_the_header_the_connector_names(prefix: str | None)
                 auth=refresh_token_grant(accessToken=placement),
                 secrets=client_secrets(server, refreshToken=server.refresh_token),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         api_request = seen.requests[1]
         assert api_request.headers[header] == f"{sent_before_token}{server.issued[0]}"
@@ -291,7 +291,7 @@ def test_access_token_goes_in_the_query_parameter_the_connector_names() -> None:
                 auth=client_credentials(accessToken={"in": "query", "name": "access_token"}),
                 secrets=client_secrets(server),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         token_request, api_request = seen.requests
         assert dict(api_request.query) == {"version": "2.0", "access_token": server.issued[0]}
@@ -446,7 +446,7 @@ def test_token_url_template_is_filled_from_config(token_url: str) -> None:
                     "tenant": "contoso tenant",
                 },
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert login_seen.requests[0].raw_path == "/contoso%20tenant/oauth2/token"
 
@@ -509,7 +509,7 @@ def test_token_endpoint_and_api_over_https_are_verified_with_the_connections_ca(
                 secrets=client_secrets(server),
                 tls=TlsMaterial(ca_pem=ca.cert_pem),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert len(server.issued) == 1
 

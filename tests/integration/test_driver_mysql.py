@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from pymysql.constants import CLIENT
@@ -20,21 +18,19 @@ from pymysql.constants import CLIENT
 import localmariadb
 from localserver import free_port
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
-from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, VerifyRequest
+from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.mysql import MysqlDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from testpki import CertificateAuthority
+from tests.integration.driver_calls import DriverCalls, outcome_texts, query, run, table
 
-T = TypeVar("T")
 DRIVER = MysqlDriver()
-OPEN_POLICY = EgressPolicy()
+CALLS = DriverCalls(DRIVER)
+verify = CALLS.verify
+verify_error = CALLS.error
 APP_PASSWORD = "app-" + uuid.uuid4().hex
 SERVER_NAME = "db.patchbay.test"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -79,24 +75,6 @@ def make_request(
         values["port"] = server.port
     values.update(config)
     return VerifyRequest(config=values, secrets={"password": password}, checks=checks, tls=tls)
-
-
-def query(sql: str) -> CheckSpec:
-    return CheckSpec(type="query", sql=sql)
-
-
-def table(name: str) -> CheckSpec:
-    return CheckSpec(type="table", table=name)
-
-
-async def verify(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> VerifyOutcome:
-    return await DRIVER.verify(request, egress)
-
-
-def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
-    with pytest.raises(DriverError) as info:
-        run(verify(request, egress))
-    return info.value
 
 
 def new_user(server: localmariadb.MariadbServer, password: str, grants: str = "") -> str:
@@ -435,9 +413,7 @@ def test_canary_password_appears_in_no_outcome_message(mdb: localmariadb.Mariadb
     )
     outcome = run(verify(request))
     assert outcome.code == Reason.PERMISSION_DENIED
-    texts = [outcome.message, repr(outcome)]
-    texts += [text for check in outcome.checks for text in (check.message, check.target)]
-    assert all(canary not in text for text in texts)
+    assert all(canary not in text for text in outcome_texts(outcome))
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -589,13 +565,6 @@ def tls_mdb(
         yield server, ca
     finally:
         server.stop()
-
-
-@pytest.fixture
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the driver's temporary files go, to check that it removes them."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    return tmp_path
 
 
 def test_verify_identity_with_the_right_ca_and_name_verifies(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 
 import locals3
+from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec
 from patchbay.drivers.base import (
     ConfigValue,
@@ -28,6 +28,14 @@ from patchbay.drivers.s3 import S3Driver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from patchbay.verification import run_verification
+from tests.integration.driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    list_files,
+    outcome_texts,
+    read_object,
+    run,
+)
 from tests.integration.http_server import (
     CertificateAuthority,
     Handler,
@@ -35,17 +43,12 @@ from tests.integration.http_server import (
     serve,
     serve_silence,
 )
-from tests.integration.test_driver_http import free_port
-from tests.integration.test_driver_sftp import list_files, read_object
 
-T = TypeVar("T")
 DRIVER = S3Driver()
-OPEN_POLICY = EgressPolicy()
+CALLS = DriverCalls(DRIVER)
+verify = CALLS.outcome
+verify_error = CALLS.error
 BUCKET = f"orders-{uuid.uuid4().hex[:8]}"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +83,6 @@ def make_request(
         checks=checks,
         tls=tls,
     )
-
-
-def verify(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> VerifyOutcome:
-    return run(DRIVER.verify(request, egress))
-
-
-def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
-    with pytest.raises(DriverError) as info:
-        verify(request, egress)
-    return info.value
-
-
-def outcome_texts(outcome: VerifyOutcome) -> list[str]:
-    texts = [outcome.message, repr(outcome), outcome.server_version or ""]
-    return texts + [text for check in outcome.checks for text in (check.message, check.target)]
 
 
 # --- login -------------------------------------------------------------------------------

@@ -10,33 +10,39 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncssh
 import pytest
 
 import localsshd
+from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec
-from patchbay.drivers.base import CheckOutcome, DriverError, VerifyOutcome, VerifyRequest
+from patchbay.drivers.base import DriverError, VerifyOutcome, VerifyRequest
 from patchbay.drivers.sftp import SftpDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from patchbay.verification import run_verification
+from tests.integration.driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    list_files,
+    outcome_texts,
+    read_object,
+    run,
+)
 
-T = TypeVar("T")
 DRIVER = SftpDriver()
-OPEN_POLICY = EgressPolicy()
+CALLS = DriverCalls(DRIVER)
+verify = CALLS.outcome
+verify_error = CALLS.error
+verify_async = CALLS.verify
 TREE = "driver-tests"
 REPORT = b"id,total\n1,10\n2,20\n"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -94,31 +100,6 @@ def make_request(
 
 def key_request(sshd: localsshd.SshServer, private_key: str, **kwargs: Any) -> VerifyRequest:
     return make_request(sshd, auth="sshKey", secrets={"privateKey": private_key}, **kwargs)
-
-
-def list_files(path: str) -> CheckSpec:
-    return CheckSpec(type="listFiles", path=path)
-
-
-def read_object(path: str) -> CheckSpec:
-    return CheckSpec(type="readObject", path=path)
-
-
-def verify(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> VerifyOutcome:
-    return run(DRIVER.verify(request, egress))
-
-
-def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
-    with pytest.raises(DriverError) as info:
-        verify(request, egress)
-    return info.value
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def connection_ends(sshd: localsshd.SshServer) -> int:
@@ -353,7 +334,7 @@ def test_server_not_speaking_ssh_is_protocol_error(
     async def scenario() -> DriverError:
         async with listener.serve():
             with pytest.raises(DriverError) as info:
-                await DRIVER.verify(make_request(sshd, port=listener.port), OPEN_POLICY)
+                await verify_async(make_request(sshd, port=listener.port))
             return info.value
 
     assert run(scenario()).code == Reason.PROTOCOL_ERROR
@@ -366,17 +347,12 @@ def test_egress_denied_host_is_never_contacted(sshd: localsshd.SshServer) -> Non
         async with Listener(host="127.0.0.2", reply=b"").serve() as listener:
             request = make_request(sshd, host="127.0.0.2", port=listener.port)
             with pytest.raises(DriverError) as info:
-                await DRIVER.verify(request, policy)
+                await verify_async(request, policy)
             return info.value, listener.connections
 
     error, connections = run(scenario())
     assert error.code == Reason.EGRESS_DENIED
     assert connections == 0
-
-
-def outcome_texts(outcome: VerifyOutcome) -> list[str]:
-    checks: tuple[CheckOutcome, ...] = outcome.checks
-    return [outcome.message, repr(outcome)] + [t for c in checks for t in (c.message, c.target)]
 
 
 def test_canary_password_and_key_appear_in_no_outcome(

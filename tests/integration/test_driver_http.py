@@ -351,14 +351,19 @@ def mutual_tls() -> Iterator[tuple[CertificateAuthority, CertificateAuthority, M
         yield server_ca, client_ca, server
 
 
+def client_tls(server_ca: CertificateAuthority, client_ca: CertificateAuthority) -> TlsMaterial:
+    """Trusts ``server_ca`` and presents the certificate ``client_ca`` issued to billing-client."""
+    client = client_ca.issue_client("billing-client")
+    return TlsMaterial(
+        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
+    )
+
+
 def test_client_certificate_from_the_tls_secret_is_accepted(
     mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
 ) -> None:
     server_ca, client_ca, server = mutual_tls
-    client = client_ca.issue_client("billing-client")
-    tls = TlsMaterial(
-        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
-    )
+    tls = client_tls(server_ca, client_ca)
     request = make_request(server.base_url, auth={"type": "tlsClientCert"}, tls=tls)
     outcome = run(verify(request))
     assert outcome.code == Reason.VERIFIED
@@ -402,10 +407,7 @@ def test_redirect_to_another_host_does_not_present_the_client_certificate(
     mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
 ) -> None:
     server_ca, client_ca, server = mutual_tls
-    client = client_ca.issue_client("billing-client")
-    tls = TlsMaterial(
-        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
-    )
+    tls = client_tls(server_ca, client_ca)
 
     async def scenario() -> None:
         redirect = answer(307, headers={"Location": f"{server.base_url}/landing"})

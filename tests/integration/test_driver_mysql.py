@@ -9,14 +9,14 @@ import asyncio
 import contextlib
 import struct
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pymysql.constants import CLIENT
 
 import localmariadb
-from localserver import free_port
+from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.mysql import MysqlDriver
@@ -24,6 +24,7 @@ from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import DriverCalls, outcome_texts, query, run, table
+from tests.integration.fake_tcp import FakeTcpServer
 
 DRIVER = MysqlDriver()
 CALLS = DriverCalls(DRIVER)
@@ -133,50 +134,22 @@ def greeting(auth_plugin: str, *, tls: bool = False) -> bytes:
     return packet(0, body)
 
 
-class FakeServer:
-    """A loopback TCP server that sends ``first`` on connect and records what clients send."""
+class FakeServer(FakeTcpServer):
+    """Sends ``first`` on connect and records what clients send."""
 
     def __init__(self, first: bytes | None, *, hang_up: bool = False, host: str = "127.0.0.1"):
+        super().__init__(host)
         self.first = first
         self.hang_up = hang_up
-        self.host = host
-        self.port = 0
-        self.connections = 0
         self.received = b""
-        self.closed = asyncio.Event()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._handlers: list[asyncio.Task[None]] = []
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.append(task)
-        self._writers.append(writer)
-        self.connections += 1
-        try:
-            if self.first is not None:
-                writer.write(self.first)
-                await writer.drain()
-            if not self.hang_up:
-                while chunk := await reader.read(4096):  # until the client goes away
-                    self.received += chunk
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            self.closed.set()
-
-    @contextlib.asynccontextmanager
-    async def serve(self) -> AsyncIterator[FakeServer]:
-        server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = server.sockets[0].getsockname()[1]
-        async with server:
-            try:
-                yield self
-            finally:
-                for writer in self._writers:
-                    writer.close()
-                await asyncio.gather(*self._handlers, return_exceptions=True)
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.first is not None:
+            writer.write(self.first)
+            await writer.drain()
+        if not self.hang_up:
+            while chunk := await reader.read(4096):  # until the client goes away
+                self.received += chunk
 
 
 async def fake_verify_error(fake: FakeServer) -> DriverError:
@@ -354,7 +327,9 @@ def test_clear_text_password_switch_without_tls_gets_no_password() -> None:
     class Switching(FakeServer):
         after_switch = b""
 
-        async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def converse(
+            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
             writer.write(greeting("mysql_native_password"))
             await writer.drain()
             header = await reader.readexactly(4)
@@ -363,8 +338,6 @@ def test_clear_text_password_switch_without_tls_gets_no_password() -> None:
             await writer.drain()
             with contextlib.suppress(TimeoutError):
                 self.after_switch = await asyncio.wait_for(reader.read(4096), 10)
-            writer.close()
-            self.closed.set()
 
     async def scenario() -> tuple[DriverError, bytes]:
         fake = Switching(None)
@@ -553,8 +526,9 @@ def tls_mdb(
     ca = CertificateAuthority.create("patchbay test CA")
     cert, key = ca.leaf_text(SERVER_NAME)
     tls = localmariadb.ServerTls(cert_pem=cert, key_pem=key, ca_pem=ca.cert_text, require=True)
-    server = localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb-tls"), tls)
-    try:
+    with stopping(
+        localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb-tls"), tls)
+    ) as server:
         localmariadb.execute(server, "create database orders")
         localmariadb.execute(server, f"create user app identified by '{APP_PASSWORD}'")
         localmariadb.execute(server, "grant select on orders.* to app")
@@ -563,8 +537,6 @@ def tls_mdb(
         )
         localmariadb.execute(server, "grant select on orders.* to certified")
         yield server, ca
-    finally:
-        server.stop()
 
 
 def test_verify_identity_with_the_right_ca_and_name_verifies(

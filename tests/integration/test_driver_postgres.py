@@ -6,17 +6,16 @@ Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 import localpostgres
-from localserver import free_port
+from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.postgres import PostgresDriver, _classify
@@ -24,6 +23,7 @@ from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import DriverCalls, outcome_texts, query, run, table
+from tests.integration.fake_tcp import FakeTcpServer
 
 DRIVER = PostgresDriver()
 CALLS = DriverCalls(DRIVER)
@@ -35,8 +35,7 @@ SERVER_NAME = "db.patchbay.test"
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres.PostgresServer]:
-    server = localpostgres.start_postgres(tmp_path_factory.mktemp("postgres"))
-    try:
+    with stopping(localpostgres.start_postgres(tmp_path_factory.mktemp("postgres"))) as server:
         ex = localpostgres.execute
         ex(server, "create database orders")
         ex(
@@ -60,8 +59,6 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres.Postg
             dbname="orders",
         )
         yield server
-    finally:
-        server.stop()
 
 
 def make_request(
@@ -111,53 +108,24 @@ def error_response(sqlstate: str, message: str) -> bytes:
     return b"E" + struct.pack("!I", len(body) + 4) + body
 
 
-class Listener:
-    """A loopback TCP server that answers each client packet with ``answer(packet)``."""
+class Listener(FakeTcpServer):
+    """Answers each client packet with ``answer(packet)``."""
 
     def __init__(self, answer: Callable[[bytes], bytes | object], host: str = "127.0.0.1"):
+        super().__init__(host)
         self.answer = answer
-        self.host = host
-        self.port = 0
-        self.connections = 0
-        self.connected = asyncio.Event()
-        self.closed = asyncio.Event()
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients[task] = writer
-        self.connections += 1
-        self.connected.set()
-        try:
-            while True:
-                # Untagged startup-phase packets: int32 length (including itself), body.
-                header = await reader.readexactly(4)
-                packet = await reader.readexactly(struct.unpack("!I", header)[0] - 4)
-                reply = self.answer(packet)
-                if reply is CLOSE:
-                    break
-                if isinstance(reply, bytes) and reply:
-                    writer.write(reply)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client went away
-        finally:
-            writer.close()
-            self.closed.set()
-
-    @contextlib.asynccontextmanager
-    async def serve(self) -> AsyncIterator[Listener]:
-        server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = server.sockets[0].getsockname()[1]
-        async with server:
-            try:
-                yield self
-            finally:
-                # Hang up on clients still connected and let their handlers finish.
-                for writer in self._clients.values():
-                    writer.close()
-                await asyncio.gather(*self._clients, return_exceptions=True)
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            # Untagged startup-phase packets: int32 length (including itself), body.
+            header = await reader.readexactly(4)
+            packet = await reader.readexactly(struct.unpack("!I", header)[0] - 4)
+            reply = self.answer(packet)
+            if reply is CLOSE:
+                break
+            if isinstance(reply, bytes) and reply:
+                writer.write(reply)
+                await writer.drain()
 
 
 # --- login -------------------------------------------------------------------------------
@@ -463,15 +431,12 @@ def tls_pg(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[localpostgres.PostgresServer, str]]:
     """A second server that serves TLS; yields it and the PEM of its CA."""
-    server = localpostgres.start_postgres(tmp_path_factory.mktemp("postgres-tls"))
-    try:
+    with stopping(localpostgres.start_postgres(tmp_path_factory.mktemp("postgres-tls"))) as server:
         ca = CertificateAuthority.create("patchbay test CA")
         localpostgres.enable_ssl(server, *ca.leaf_text(SERVER_NAME))
         localpostgres.execute(server, f"create role app login password '{APP_PASSWORD}'")
         localpostgres.execute(server, "create database orders owner app")
         yield server, ca.cert_text
-    finally:
-        server.stop()
 
 
 def test_verify_full_with_the_right_ca_and_name_verifies(

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 import locals3
-from localserver import free_port
+from localserver import free_port, stopping
 from patchbay.api.connector import AuthSpec, CheckSpec
 from patchbay.drivers.base import (
     ConfigValue,
@@ -374,12 +374,9 @@ def tls_s3(
     workdir = tmp_path_factory.mktemp("minio-tls")
     # The chain, so that the test tooling, which trusts what the server presents, finds the CA.
     chain = certificate.cert_pem + ca.cert_pem
-    server = locals3.start_s3(workdir / "server", tls=(chain, certificate.key_pem))
-    try:
+    with stopping(locals3.start_s3(workdir / "server", tls=(chain, certificate.key_pem))) as server:
         server.create_bucket(BUCKET)
         yield server, ca.cert_pem
-    finally:
-        server.stop()
 
 
 def test_https_endpoint_with_its_ca_verifies(tls_s3: tuple[locals3.S3Server, str]) -> None:

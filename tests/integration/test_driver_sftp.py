@@ -6,13 +6,12 @@ Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pwd
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.integration.driver_calls import (
     read_object,
     run,
 )
+from tests.integration.fake_tcp import FakeTcpServer
 
 DRIVER = SftpDriver()
 CALLS = DriverCalls(DRIVER)
@@ -118,46 +118,26 @@ def after_connection_ends(sshd: localsshd.SshServer, before: int) -> None:
         time.sleep(0.05)
 
 
-class Listener:
-    """A loopback TCP listener that answers each client with ``reply`` and hangs up
-    (after reading what the client sent first, if ``read_first``), or, without a
-    reply, never says anything."""
+class Listener(FakeTcpServer):
+    """Answers each client with ``reply`` and hangs up (after reading what the client sent
+    first, if ``read_first``), or, without a reply, never says anything."""
 
     def __init__(
         self, host: str = "127.0.0.1", reply: bytes | None = None, read_first: bool = False
     ) -> None:
-        self.host = host
+        super().__init__(host)
         self.reply = reply
         self.read_first = read_first
-        self.port = 0
-        self.connections = 0
-        self.closed = asyncio.Event()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            if self.reply is not None:
-                if self.read_first:
-                    await reader.read(4096)
-                writer.write(self.reply)
-                await writer.drain()
-            else:
-                while await reader.read(4096):
-                    pass  # swallow the client's banner; wait for it to hang up
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            self.closed.set()
-
-    @contextlib.asynccontextmanager
-    async def serve(self) -> AsyncIterator[Listener]:
-        server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = server.sockets[0].getsockname()[1]
-        try:
-            yield self
-        finally:
-            server.close()
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.reply is not None:
+            if self.read_first:
+                await reader.read(4096)
+            writer.write(self.reply)
+            await writer.drain()
+        else:
+            while await reader.read(4096):
+                pass  # swallow the client's banner; wait for it to hang up
 
 
 # --- logging in ---------------------------------------------------------------------------

@@ -159,6 +159,13 @@ def wait_for_single_failed_login(
     return obj
 
 
+def binding_type(cp: localcluster.ControlPlane, namespace: str, name: str) -> str:
+    """The type of the binding Secret of Connection ``name`` (servicebinding.io/<kind>)."""
+    return cp.kubectl(
+        "get", "secret", f"{name}-binding", "-n", namespace, "-o", "jsonpath={.type}"
+    ).stdout
+
+
 def wait_for_binding_deleted(cp: localcluster.ControlPlane, namespace: str, name: str) -> None:
     """Wait until the garbage collector has removed the binding Secret of Connection ``name``."""
 

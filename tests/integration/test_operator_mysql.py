@@ -12,6 +12,7 @@ import localmariadb
 from tests.integration.operator_harness import (
     OperatorProcess,
     apply,
+    binding_type,
     connection_manifest,
     credentials_secret,
     wait_for_reason,
@@ -64,10 +65,7 @@ def test_good_password_is_ready_with_the_mariadb_version_and_a_binding(
     assert verification["details"]["serverVersion"].startswith("MariaDB ")
     assert [c["result"] for c in verification["checks"]] == ["Succeeded"]
     assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "mysql"
-    binding = control_plane.kubectl(
-        "get", "secret", "shop-binding", "-n", namespace, "-o", "jsonpath={.type}"
-    ).stdout
-    assert binding == "servicebinding.io/mysql"
+    assert binding_type(control_plane, namespace, "shop") == "servicebinding.io/mysql"
     assert PASSWORD not in operator.logs()
 
 

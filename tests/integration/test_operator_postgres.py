@@ -14,6 +14,7 @@ from localserver import stopping
 from tests.integration.operator_harness import (
     OperatorProcess,
     apply,
+    binding_type,
     condition,
     connection_manifest,
     credentials_secret,
@@ -63,16 +64,7 @@ def test_good_password_is_ready_with_server_version_and_binding_uri(
     obj = wait_for_reason(control_plane, namespace, "orders", "Verified")
     assert obj["status"]["verification"]["details"]["serverVersion"].startswith("PostgreSQL")
     assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "postgres"
-    binding = control_plane.kubectl(
-        "get",
-        "secret",
-        "orders-binding",
-        "-n",
-        namespace,
-        "-o",
-        "jsonpath={.type}",
-    ).stdout
-    assert binding == "servicebinding.io/postgresql"
+    assert binding_type(control_plane, namespace, "orders") == "servicebinding.io/postgresql"
     assert PASSWORD not in operator.logs()
 
 

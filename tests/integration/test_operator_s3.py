@@ -12,6 +12,7 @@ import locals3
 from tests.integration.operator_harness import (
     OperatorProcess,
     apply,
+    binding_type,
     condition,
     connection_manifest,
     secret_manifest,
@@ -61,10 +62,7 @@ def test_good_keys_are_ready_with_checks_and_an_s3_binding(
     assert obj["status"]["verification"]["details"]["serverVersion"] == "MinIO"
     assert [c["result"] for c in obj["status"]["verification"]["checks"]] == ["Succeeded"] * 2
     assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "s3"
-    binding_type = control_plane.kubectl(
-        "get", "secret", "landing-binding", "-n", namespace, "-o", "jsonpath={.type}"
-    ).stdout
-    assert binding_type == "servicebinding.io/s3"
+    assert binding_type(control_plane, namespace, "landing") == "servicebinding.io/s3"
     assert s3.root.secret_access_key not in operator.logs()
 
 

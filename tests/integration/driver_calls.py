@@ -68,6 +68,14 @@ def read_object(path: str) -> CheckSpec:
     return CheckSpec(type="readObject", path=path)
 
 
+def assert_error_keeps_no_secret(error: DriverError, secret: str) -> None:
+    """Neither the error's texts nor a library exception chained to it (whose traceback or
+    connection may hold the secret) carry ``secret``."""
+    for text in (str(error), error.message, repr(error)):
+        assert secret not in text
+    assert error.__context__ is None and error.__cause__ is None
+
+
 def outcome_texts(outcome: VerifyOutcome) -> list[str]:
     """Every text of an outcome a user may read: where no secret may ever show."""
     texts = [outcome.message, repr(outcome), outcome.server_version or ""]

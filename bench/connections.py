@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO_ROOT / "hack"))
 
 import localcluster  # noqa: E402
 import localwebhooks  # noqa: E402
+from localserver import stop_process  # noqa: E402
 
 GROUP, VERSION, PLURAL = "patchbay.dev", "v1alpha1", "connections"
 FLOOR_NS, BENCH_NS = "floor", "bench"
@@ -170,13 +171,7 @@ class Operator:
         return len(self.log_path.read_text(errors="replace").splitlines())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
 

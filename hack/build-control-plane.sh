@@ -10,29 +10,17 @@
 # module has replace directives too, hence a wrapper for it as well.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 K8S_VERSION="${PATCHBAY_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${PATCHBAY_ETCD_VERSION:-v3.6.16}"
-CACHE_ROOT="${PATCHBAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/patchbay}"
 BIN_DIR="$CACHE_ROOT/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
+BINARY_PATHS=()
+for b in etcd kube-apiserver kube-controller-manager kubectl; do BINARY_PATHS+=("$BIN_DIR/$b"); done
 
-have_all() {
-  local b
-  for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
-}
-
-if have_all; then
-  echo "$BIN_DIR"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "go is required to build the control plane" >&2; exit 1; }
-export GOTOOLCHAIN=local GOFLAGS=-mod=mod
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$BIN_DIR"
-
-log() { echo "[build-control-plane] $*" >&2; }
+exit_if_cached "$BIN_DIR" "${BINARY_PATHS[@]}"
+start_go_build build-control-plane "the control plane" "$BIN_DIR"
+export GOFLAGS=-mod=mod
 
 # --- Kubernetes ---------------------------------------------------------------
 staging_minor="v0.${K8S_VERSION#v1.}"
@@ -41,27 +29,15 @@ mkdir -p "$work/k8s"
 (
   cd "$work/k8s"
   {
-    echo "module patchbay.local/controlplane"
-    echo
-    echo "go 1.24.0"
-    echo
     echo "require k8s.io/kubernetes $K8S_VERSION"
     echo
     echo "replace ("
     sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$staging_minor"'#p' "$k8s_gomod"
     echo ")"
-  } > go.mod
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  } | write_tools_module patchbay.local/controlplane \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubectl
   log "resolving k8s.io/kubernetes $K8S_VERSION"
   go mod tidy -e >&2
   pkg="k8s.io/component-base/version"
@@ -76,8 +52,7 @@ GO
   for cmd in kube-apiserver kube-controller-manager kubectl; do
     if [ ! -x "$BIN_DIR/$cmd" ]; then
       log "building $cmd (first run only; takes several minutes)"
-      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w$stamp" -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" >&2
-      mv "$BIN_DIR/$cmd.tmp" "$BIN_DIR/$cmd"
+      go_build_into "$BIN_DIR/$cmd" "k8s.io/kubernetes/cmd/$cmd" "$stamp"
     fi
   done
 )
@@ -87,14 +62,15 @@ if [ ! -x "$BIN_DIR/etcd" ]; then
   mkdir -p "$work/etcd"
   (
     cd "$work/etcd"
-    printf 'module patchbay.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > go.mod
-    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+    echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION" \
+      | write_tools_module patchbay.local/etcd go.etcd.io/etcd/server/v3
     log "building etcd $ETCD_VERSION"
     go mod tidy -e >&2
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3 >&2
-    mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
+    go_build_into "$BIN_DIR/etcd" go.etcd.io/etcd/server/v3
   )
 fi
 
-have_all || { echo "control plane build incomplete in $BIN_DIR" >&2; exit 1; }
+for b in "${BINARY_PATHS[@]}"; do
+  [ -x "$b" ] || { echo "control plane build incomplete in $BIN_DIR" >&2; exit 1; }
+done
 echo "$BIN_DIR"

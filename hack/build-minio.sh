@@ -10,23 +10,16 @@
 # (February 2026).
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 MINIO_VERSION="${PATCHBAY_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
-CACHE_ROOT="${PATCHBAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/patchbay}"
 BIN_DIR="$CACHE_ROOT/minio/$MINIO_VERSION"
 BINARY="$BIN_DIR/minio"
 
-if [ -x "$BINARY" ]; then
-  echo "$BINARY"
-  exit 0
-fi
+exit_if_cached "$BINARY" "$BINARY"
+start_go_build build-minio MinIO "$BIN_DIR"
 
-command -v go >/dev/null || { echo "go is required to build MinIO" >&2; exit 1; }
-export GOTOOLCHAIN=local
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$BIN_DIR"
-
-echo "[build-minio] building github.com/minio/minio@$MINIO_VERSION (first run only; takes many minutes)" >&2
+log "building github.com/minio/minio@$MINIO_VERSION (first run only; takes many minutes)"
 # go install builds outside any module, so the module's own go.mod and go.sum decide
 # every dependency version.
 CGO_ENABLED=0 GOBIN="$work" go install -trimpath -ldflags "-s -w" \

@@ -20,6 +20,7 @@ import yaml
 
 import localcluster
 import localpostgres
+from localserver import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,11 +90,7 @@ def main() -> int:
         pass
     finally:
         if operator is not None:
-            operator.terminate()
-            try:
-                operator.wait(15)
-            except subprocess.TimeoutExpired:
-                operator.kill()
+            stop_process(operator)
         if postgres is not None:
             postgres.stop()
         cp.stop()

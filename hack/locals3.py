@@ -34,7 +34,7 @@ from typing import Any
 import botocore.session
 from botocore.config import Config
 
-from localserver import free_port, tail
+from localserver import free_port, stop_process, tail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-minio.sh"
@@ -112,13 +112,8 @@ class S3Server:
 
     def stop(self) -> None:
         """Stop the server and remove its data; safe to call twice."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         shutil.rmtree(self.datadir, ignore_errors=True)
 
 

@@ -7,11 +7,15 @@ workdir usually sits under a root-only directory that user cannot traverse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import socket
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 # Unprivileged account for the servers when we run as root.
 SERVER_USER = "nobody"
@@ -49,6 +53,33 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=Stoppable)
+
+
+@contextlib.contextmanager
+def stopping(server: ServerT) -> Iterator[ServerT]:
+    """``server``, stopped when the block ends, also when it fails."""
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Ask ``process`` to exit, and kill it if it has not within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def tail(path: Path, lines: int = 30) -> str:

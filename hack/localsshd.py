@@ -32,6 +32,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from localserver import free_port, stop_process
+
 SSHD = Path("/usr/sbin/sshd")
 INSTALL_HINT = "run hack/install-test-deps.sh to install the openssh-server package"
 # sshd refuses to start without its privilege separation directory.
@@ -85,13 +87,8 @@ class SshServer:
 
     def stop(self) -> None:
         """Stop the server, remove the user and every file; safe to call twice."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT)
         _remove_user(self.username)
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -115,13 +112,6 @@ def generate_key() -> tuple[str, str]:
 def _write(path: Path, text: str, mode: int) -> None:
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as f:
         f.write(text)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _run(*args: str, stdin: str | None = None) -> None:
@@ -217,7 +207,7 @@ def start_sshd() -> SshServer:
     directory.chmod(0o755)
     host_private, host_public = generate_key()
     server = SshServer(
-        port=_free_port(),
+        port=free_port(),
         username=f"{USER_PREFIX}{secrets.token_hex(4)}",
         password=secrets.token_urlsafe(18),
         host_public_key=host_public,

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from localcluster import ControlPlane, free_port
+from localcluster import ControlPlane
+from localserver import free_port
 from testpki import CertificateAuthority, subject_alternative_names
 
 # (kind, path served by the operator, failurePolicy)

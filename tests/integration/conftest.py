@@ -7,6 +7,7 @@ when tests fail.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ import localcluster
 import localmariadb
 import locals3
 import localsshd
+from localserver import stopping
 from tests.conftest import REPO_ROOT
+from tests.integration.http_server import TokenApi, serve_token_api
 from tests.integration.operator_harness import OperatorProcess
 
 
@@ -29,22 +32,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.ControlPlane]:
-    cp = localcluster.start_control_plane(tmp_path_factory.mktemp("control-plane"))
-    try:
+    with stopping(localcluster.start_control_plane(tmp_path_factory.mktemp("control-plane"))) as cp:
         localcluster.install_crds(cp, REPO_ROOT / "crds")
         yield cp
-    finally:
-        cp.stop()
 
 
 @pytest.fixture(scope="session")
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localmariadb.MariadbServer]:
     """One MariaDB server per session; each test module creates its own databases and users."""
-    server = localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb"))
-    try:
+    with stopping(localmariadb.start_mariadb(tmp_path_factory.mktemp("mariadb"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -59,29 +56,54 @@ def namespace(control_plane: localcluster.ControlPlane) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[locals3.S3Server]:
     """One MinIO server for the test run; tests create buckets with names of their own."""
-    server = locals3.start_s3(tmp_path_factory.mktemp("minio"))
-    try:
+    with stopping(locals3.start_s3(tmp_path_factory.mktemp("minio"))) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    """Options the operator runs with besides its namespace; a test module may override this."""
+    return ()
 
 
 @pytest.fixture
 def operator(
-    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
     """The operator watching the test's namespace, with the connector catalogue applied."""
     control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
-    process = OperatorProcess(control_plane, tmp_path / "operator.log", "-n", namespace)
+    process = OperatorProcess(
+        control_plane, tmp_path / "operator.log", "-n", namespace, *operator_args
+    )
     yield process
     process.stop()
+
+
+@pytest.fixture
+def token() -> str:
+    """A bearer token for a test API; its canary prefix makes a leak easy to search for."""
+    return f"canary-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def api(token: str) -> Iterator[TokenApi]:
+    """An HTTP API on loopback that accepts only ``token``."""
+    with serve_token_api(token) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[localsshd.SshServer]:
     """One OpenSSH server with a test user for the whole run, stopped at the end."""
-    server = localsshd.start_sshd()
-    try:
+    with stopping(localsshd.start_sshd()) as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where a driver's temporary files go, to check that it removes them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path

@@ -13,9 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import localcluster
+from localserver import free_port, stop_process
+
+Manifest = dict[str, Any]
 
 
 class OperatorProcess:
@@ -33,7 +37,7 @@ class OperatorProcess:
         kubeconfig: Path | None = None,
     ) -> None:
         self.log_path = log_path
-        self.metrics_port = localcluster.free_port()
+        self.metrics_port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig or cp.kubeconfig)}
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -81,13 +85,7 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
         # shown by pytest only when the test failed
         print("operator log tail:\n" + "\n".join(self.logs().splitlines()[-40:]))
@@ -138,3 +136,111 @@ def wait_for_reason(
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last status: {seen}") from None
     return result
+
+
+def apply(cp: localcluster.ControlPlane, namespace: str, *objects: Manifest) -> None:
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def events_for(cp: localcluster.ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = get_json(cp, "events", "-n", namespace)["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name]
+
+
+def wait_for_single_failed_login(
+    cp: localcluster.ControlPlane, namespace: str, name: str, attempts: Callable[[], int]
+) -> dict[str, Any]:
+    """The Connection once it failed for good on its credentials, after checking that the
+    operator tried them once (``attempts`` counts the tries the server saw) and not again."""
+    obj = wait_for_reason(cp, namespace, name, "AuthenticationFailed")
+    assert obj["status"]["phase"] == "Failed"
+    time.sleep(8)  # a retrying operator would have tried again within its first backoff steps
+    assert attempts() == 1
+    return obj
+
+
+def binding_type(cp: localcluster.ControlPlane, namespace: str, name: str) -> str:
+    """The type of the binding Secret of Connection ``name`` (servicebinding.io/<kind>)."""
+    return cp.kubectl(
+        "get", "secret", f"{name}-binding", "-n", namespace, "-o", "jsonpath={.type}"
+    ).stdout
+
+
+def wait_for_binding_deleted(cp: localcluster.ControlPlane, namespace: str, name: str) -> None:
+    """Wait until the garbage collector has removed the binding Secret of Connection ``name``."""
+
+    def binding_gone() -> bool:
+        result = cp.kubectl("get", "secret", f"{name}-binding", "-n", namespace, check=False)
+        return "NotFound" in result.stderr
+
+    wait_for(binding_gone, "the garbage collector to delete the binding Secret")
+
+
+# --- manifests ----------------------------------------------------------------------------
+
+
+def secret_manifest(name: str, **values: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": values,
+    }
+
+
+def credentials_secret(connection: str, **values: str) -> Manifest:
+    """The Secret `<connection>-credentials` a Connection named ``connection`` reads."""
+    return secret_manifest(f"{connection}-credentials", **values)
+
+
+def connection_manifest(
+    name: str,
+    connector_ref: dict[str, str],
+    config: dict[str, Any],
+    secret: str | None = None,
+    **spec: Any,
+) -> Manifest:
+    """A Connection; its credentials come from the Secret named ``secret``, if any."""
+    credentials = {"credentials": {"secretRef": {"name": secret}}} if secret is not None else {}
+    return {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connection",
+        "metadata": {"name": name},
+        "spec": {"connectorRef": connector_ref, "config": config, **credentials, **spec},
+    }
+
+
+def token_secret(name: str, token: str) -> Manifest:
+    return secret_manifest(name, token=token)
+
+
+def http_connection(
+    name: str,
+    base_url: str,
+    secret: str | None = "api-token",
+    *,
+    connector: str | None = None,
+    **spec: Any,
+) -> Manifest:
+    """A Connection on the http-api ClusterConnector, or on the namespaced ``connector``."""
+    ref = (
+        {"kind": "Connector", "name": connector}
+        if connector is not None
+        else {"kind": "ClusterConnector", "name": "http-api"}
+    )
+    return connection_manifest(name, ref, {"baseUrl": base_url}, secret, **spec)
+
+
+def apply_http_connection(
+    cp: localcluster.ControlPlane,
+    namespace: str,
+    name: str,
+    base_url: str,
+    token: str,
+    secret: str = "api-token",
+    **spec: Any,
+) -> None:
+    """An http Connection ``name`` to ``base_url`` and its Secret holding ``token``."""
+    apply(
+        cp, namespace, token_secret(secret, token), http_connection(name, base_url, secret, **spec)
+    )

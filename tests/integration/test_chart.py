@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import json
 import re
-import socket
 import ssl
 import urllib.request
 import uuid
@@ -25,6 +24,7 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 import localcluster
+from localserver import free_port
 from tests.conftest import REPO_ROOT
 from tests.integration.chart import (
     CHART,
@@ -42,9 +42,19 @@ from tests.integration.chart import (
     the,
     value_flags,
 )
-from tests.integration.http_server import TokenApi, serve_token_api
-from tests.integration.operator_harness import OperatorProcess, get_json, wait_for, wait_for_reason
-from tests.integration.test_operator_http import apply, events_for, http_connection, token_secret
+from tests.integration.http_server import TokenApi
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    apply,
+    apply_http_connection,
+    events_for,
+    get_json,
+    http_connection,
+    token_secret,
+    wait_for,
+    wait_for_binding_deleted,
+    wait_for_reason,
+)
 
 # Values that switch on every optional part of the chart.
 EVERYTHING_ON: dict[str, Any] = {
@@ -458,13 +468,6 @@ class Installation:
         return f"system:serviceaccount:{self.release_namespace}:{self.service_account}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _apply_manifests(cp: localcluster.ControlPlane, manifests: list[Manifest]) -> None:
     cp.kubectl(
         "apply",
@@ -507,7 +510,7 @@ def installed(
     release_namespace, watched, unwatched = (f"{release}-{s}" for s in ("system", "apps", "other"))
     for ns in (release_namespace, watched, unwatched):
         control_plane.kubectl("create", "namespace", ns)
-    liveness_port, metrics_port, webhook_port = _free_port(), _free_port(), _free_port()
+    liveness_port, metrics_port, webhook_port = free_port(), free_port(), free_port()
     values: dict[str, Any] = {
         "liveness": {"port": liveness_port},
         "metrics": {"port": metrics_port},
@@ -575,19 +578,18 @@ def installed(
             control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-@pytest.fixture
-def token() -> str:
-    return f"canary-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def api(token: str) -> Iterator[TokenApi]:
-    with serve_token_api(token) as server:
-        yield server
-
-
 def _name() -> str:
     return f"conn-{uuid.uuid4().hex[:6]}"
+
+
+def _connect(
+    cp: localcluster.ControlPlane, installed: Installation, api: TokenApi, token: str
+) -> tuple[str, str]:
+    """A Connection to ``api`` in the watched namespace, its Secret holding ``token``;
+    returns their names."""
+    name, secret = _name(), _name()
+    apply_http_connection(cp, installed.watched, name, api.base_url, token, secret)
+    return name, secret
 
 
 # kopf's own complaints, and the reconciler's (it logs only the type of an API error).
@@ -599,13 +601,7 @@ PERMISSION_TROUBLE = re.compile(
 def test_operator_with_chart_identity_makes_connection_ready(
     control_plane: localcluster.ControlPlane, installed: Installation, api: TokenApi, token: str
 ) -> None:
-    name, secret = _name(), _name()
-    apply(
-        control_plane,
-        installed.watched,
-        token_secret(secret, token),
-        http_connection(name, api.base_url, secret=secret),
-    )
+    name, _ = _connect(control_plane, installed, api, token)
     obj = wait_for_reason(control_plane, installed.watched, name, "Verified")
     assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "http"
     binding = get_json(control_plane, "secret", f"{name}-binding", "-n", installed.watched)
@@ -621,13 +617,7 @@ def test_operator_with_chart_identity_makes_connection_ready(
 def test_operator_with_chart_identity_reports_wrong_credentials(
     control_plane: localcluster.ControlPlane, installed: Installation, api: TokenApi
 ) -> None:
-    name, secret = _name(), _name()
-    apply(
-        control_plane,
-        installed.watched,
-        token_secret(secret, "wrong-token-value"),
-        http_connection(name, api.base_url, secret=secret),
-    )
+    name, _ = _connect(control_plane, installed, api, "wrong-token-value")
     obj = wait_for_reason(control_plane, installed.watched, name, "AuthenticationFailed")
     assert obj["status"]["phase"] == "Failed"
 
@@ -635,13 +625,7 @@ def test_operator_with_chart_identity_reports_wrong_credentials(
 def test_operator_with_chart_identity_reverifies_a_rotated_secret(
     control_plane: localcluster.ControlPlane, installed: Installation, api: TokenApi, token: str
 ) -> None:
-    name, secret = _name(), _name()
-    apply(
-        control_plane,
-        installed.watched,
-        token_secret(secret, "stale-token-value"),
-        http_connection(name, api.base_url, secret=secret),
-    )
+    name, secret = _connect(control_plane, installed, api, "stale-token-value")
     wait_for_reason(control_plane, installed.watched, name, "AuthenticationFailed")
     apply(control_plane, installed.watched, token_secret(secret, token))
     wait_for_reason(control_plane, installed.watched, name, "Verified")
@@ -650,13 +634,7 @@ def test_operator_with_chart_identity_reverifies_a_rotated_secret(
 def test_chart_metrics_port_reports_connection_readiness(
     control_plane: localcluster.ControlPlane, installed: Installation, api: TokenApi, token: str
 ) -> None:
-    name, secret = _name(), _name()
-    apply(
-        control_plane,
-        installed.watched,
-        token_secret(secret, token),
-        http_connection(name, api.base_url, secret=secret),
-    )
+    name, _ = _connect(control_plane, installed, api, token)
     wait_for_reason(control_plane, installed.watched, name, "Verified")
     with urllib.request.urlopen(
         f"http://127.0.0.1:{installed.metrics_port}/metrics", timeout=5
@@ -757,23 +735,10 @@ def test_chart_webhook_certificate_and_paths_serve_admission_for_the_service_nam
 def test_deleting_connection_removes_its_binding_secret_without_secret_delete_rights(
     control_plane: localcluster.ControlPlane, installed: Installation, api: TokenApi, token: str
 ) -> None:
-    name, secret = _name(), _name()
-    apply(
-        control_plane,
-        installed.watched,
-        token_secret(secret, token),
-        http_connection(name, api.base_url, secret=secret),
-    )
+    name, secret = _connect(control_plane, installed, api, token)
     wait_for_reason(control_plane, installed.watched, name, "Verified")
     control_plane.kubectl("delete", "connection", name, "-n", installed.watched)
-
-    def binding_gone() -> bool:
-        result = control_plane.kubectl(
-            "get", "secret", f"{name}-binding", "-n", installed.watched, check=False
-        )
-        return "NotFound" in result.stderr
-
-    wait_for(binding_gone, "the garbage collector to delete the binding Secret")
+    wait_for_binding_deleted(control_plane, installed.watched, name)
     control_plane.kubectl("get", "secret", secret, "-n", installed.watched)
 
 

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import socket
 import uuid
 from collections.abc import (
-    Coroutine,
     Iterator,
     Mapping,
     Sequence,
 )
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.http import HttpDriver, parse_retry_after
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from tests.integration.driver_calls import DriverCalls, run
 from tests.integration.http_server import (
     CertificateAuthority,
     Handler,
@@ -36,14 +36,6 @@ from tests.integration.http_server import (
     serve_mutual_tls,
     serve_silence,
 )
-
-T = TypeVar("T")
-
-OPEN_POLICY = EgressPolicy()
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def make_request(
@@ -66,17 +58,9 @@ def make_request(
     )
 
 
-async def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
-    with pytest.raises(DriverError) as caught:
-        await HttpDriver().verify(request, egress)
-    return caught.value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+CALLS = DriverCalls(HttpDriver())
+verify = CALLS.verify
+verify_error = CALLS.failure
 
 
 # --- success and authentication -------------------------------------------------
@@ -86,7 +70,7 @@ def test_no_auth_200_is_verified_with_server_header_as_version() -> None:
     async def scenario() -> None:
         routes = {"/": answer(headers={"Server": "inventory/2.4.1"})}
         async with serve(routes) as (url, seen):
-            outcome = await HttpDriver().verify(make_request(url, path=None), OPEN_POLICY)
+            outcome = await verify(make_request(url, path=None))
         assert outcome.result == "Succeeded"
         assert outcome.code == Reason.VERIFIED
         assert outcome.server_version == "inventory/2.4.1"
@@ -119,7 +103,7 @@ def test_basic_auth_with_good_credentials_is_verified() -> None:
                 auth={"type": "basic"},
                 secrets={"username": "alice", "password": "s3cret"},
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert attempts == ["Basic YWxpY2U6czNjcmV0"]
 
@@ -154,7 +138,7 @@ def test_bearer_token_is_sent_in_the_authorization_header() -> None:
     async def scenario() -> None:
         async with serve({"/": handler}) as (url, _):
             request = make_request(url, auth={"type": "bearer"}, secrets={"token": "tok-123"})
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
 
     run(scenario())
@@ -175,7 +159,7 @@ def test_api_key_in_a_header_is_verified() -> None:
                 },
                 secrets={"apiKey": "key-1"},
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
 
     run(scenario())
@@ -194,7 +178,7 @@ def test_api_key_in_the_query_string_is_verified() -> None:
                 auth={"type": "apiKey", "apiKey": {"in": "query", "name": "api_key"}},
                 secrets={"apiKey": "key/with&odd=chars"},
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
 
     run(scenario())
@@ -284,7 +268,7 @@ def test_path_placeholder_is_filled_from_config() -> None:
     async def scenario() -> None:
         async with serve({"/v1/me": answer()}) as (url, seen):
             request = make_request(url, path="/{apiVersion}/me", config={"apiVersion": "v1"})
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert seen.requests[0].path == "/v1/me"
 
@@ -352,7 +336,7 @@ def test_server_certificate_from_the_connections_ca_is_verified() -> None:
     async def scenario() -> None:
         async with serve({"/": answer()}, ssl_context=ca.server_context()) as (url, _):
             request = make_request(url, tls=TlsMaterial(ca_pem=ca.cert_pem))
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
 
     run(scenario())
@@ -367,16 +351,21 @@ def mutual_tls() -> Iterator[tuple[CertificateAuthority, CertificateAuthority, M
         yield server_ca, client_ca, server
 
 
+def client_tls(server_ca: CertificateAuthority, client_ca: CertificateAuthority) -> TlsMaterial:
+    """Trusts ``server_ca`` and presents the certificate ``client_ca`` issued to billing-client."""
+    client = client_ca.issue_client("billing-client")
+    return TlsMaterial(
+        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
+    )
+
+
 def test_client_certificate_from_the_tls_secret_is_accepted(
     mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
 ) -> None:
     server_ca, client_ca, server = mutual_tls
-    client = client_ca.issue_client("billing-client")
-    tls = TlsMaterial(
-        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
-    )
+    tls = client_tls(server_ca, client_ca)
     request = make_request(server.base_url, auth={"type": "tlsClientCert"}, tls=tls)
-    outcome = run(HttpDriver().verify(request, OPEN_POLICY))
+    outcome = run(verify(request))
     assert outcome.code == Reason.VERIFIED
     assert server.clients == ["billing-client"]
 
@@ -392,7 +381,7 @@ def test_client_certificate_from_credential_variables_is_accepted(
         secrets={"clientCert": client.cert_pem, "clientKey": client.key_pem},
         tls=TlsMaterial(ca_pem=server_ca.cert_pem),
     )
-    outcome = run(HttpDriver().verify(request, OPEN_POLICY))
+    outcome = run(verify(request))
     assert outcome.code == Reason.VERIFIED
     assert server.clients == ["billing-client"]
 
@@ -418,10 +407,7 @@ def test_redirect_to_another_host_does_not_present_the_client_certificate(
     mutual_tls: tuple[CertificateAuthority, CertificateAuthority, MutualTlsServer],
 ) -> None:
     server_ca, client_ca, server = mutual_tls
-    client = client_ca.issue_client("billing-client")
-    tls = TlsMaterial(
-        ca_pem=server_ca.cert_pem, client_cert_pem=client.cert_pem, client_key_pem=client.key_pem
-    )
+    tls = client_tls(server_ca, client_ca)
 
     async def scenario() -> None:
         redirect = answer(307, headers={"Location": f"{server.base_url}/landing"})
@@ -453,9 +439,7 @@ def test_server_that_never_answers_times_out_under_the_callers_timeout() -> None
     async def scenario() -> None:
         async with serve_silence() as (url, connection_closed):
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(
-                    HttpDriver().verify(make_request(url), OPEN_POLICY), timeout=0.5
-                )
+                await asyncio.wait_for(verify(make_request(url)), timeout=0.5)
             # Cancellation closed the session and with it the connection.
             await asyncio.wait_for(connection_closed.wait(), timeout=10)
 
@@ -515,7 +499,7 @@ def test_redirect_to_another_host_does_not_carry_the_credentials() -> None:
                 request = make_request(
                     url, path="/start", auth={"type": "bearer"}, secrets={"token": "tok-9"}
                 )
-                outcome = await HttpDriver().verify(request, OPEN_POLICY)
+                outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert seen.requests[0].headers["Authorization"] == "Bearer tok-9"
         assert "Authorization" not in other_seen.requests[0].headers
@@ -535,7 +519,7 @@ def test_http_check_answered_403_makes_the_verification_permission_denied() -> N
                 path="/me",
                 checks=[{"type": "http", "http": {"path": "/admin"}}],
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.result == "Failed"
         assert outcome.code == Reason.PERMISSION_DENIED
         assert outcome.retryable is False
@@ -550,7 +534,7 @@ def test_non_http_check_is_config_invalid() -> None:
     async def scenario() -> None:
         async with serve({"/": answer()}) as (url, _):
             request = make_request(url, checks=[{"type": "query", "sql": "select 1"}])
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.CONFIG_INVALID
         assert outcome.checks[0].result == "Failed"
         assert "not supported by the http driver" in outcome.checks[0].message
@@ -589,7 +573,7 @@ def test_api_key_in_the_query_never_appears_in_messages() -> None:
                     checks=checks,
                 )
                 try:
-                    outcome = await HttpDriver().verify(request, OPEN_POLICY)
+                    outcome = await verify(request)
                 except DriverError as error:
                     texts += [str(error), repr(error), error.message, repr(error.args)]
                 else:
@@ -610,7 +594,7 @@ def test_post_without_a_body_declares_no_content_type() -> None:
     async def scenario() -> None:
         async with serve({"/rpc": answer()}) as (url, seen):
             request = replace(make_request(url), http=HttpRequestSpec(method="POST", path="/rpc"))
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert seen.requests[0].method == "POST"
         assert "Content-Type" not in seen.requests[0].headers

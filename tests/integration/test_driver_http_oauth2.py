@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from patchbay.drivers.base import DriverError, TlsMaterial
-from patchbay.drivers.http import HttpDriver
+from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from tests.integration.driver_calls import run
 from tests.integration.http_server import (
     CertificateAuthority,
     Handler,
@@ -24,7 +24,7 @@ from tests.integration.http_server import (
     answer,
     serve,
 )
-from tests.integration.test_driver_http import OPEN_POLICY, make_request, run, verify_error
+from tests.integration.test_driver_http import make_request, verify, verify_error
 
 CLIENT_ID = "patchbay-client"
 
@@ -45,6 +45,14 @@ def client_secrets(server: OAuth2Server, **more: str) -> dict[str, str]:
     return {"clientId": server.client_id, "clientSecret": server.client_secret, **more}
 
 
+def me_request(
+    url: str, server: OAuth2Server, auth: dict[str, Any] | None = None, **more: Any
+) -> VerifyRequest:
+    """A request for the API's /v1/me, its client's credentials those ``server`` knows."""
+    auth = auth if auth is not None else client_credentials()
+    return make_request(url, path="/v1/me", auth=auth, secrets=client_secrets(server), **more)
+
+
 # --- client credentials ------------------------------------------------------------
 
 
@@ -53,13 +61,12 @@ def test_client_credentials_token_is_sent_as_bearer_and_verifies() -> None:
 
     async def scenario() -> None:
         async with serve(server.routes()) as (url, _):
-            request = make_request(
+            request = me_request(
                 url,
-                path="/v1/me",
-                auth=client_credentials(scopes=["read", "write"], audience="urn:patchbay:test"),
-                secrets=client_secrets(server),
+                server,
+                client_credentials(scopes=["read", "write"], audience="urn:patchbay:test"),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert outcome.server_version == "oauth2-api/1.0"
         assert server.token_forms == [
@@ -81,13 +88,8 @@ def test_client_secret_goes_in_http_basic_auth_when_the_connector_asks() -> None
 
     async def scenario() -> None:
         async with serve(server.routes()) as (url, _):
-            request = make_request(
-                url,
-                path="/v1/me",
-                auth=client_credentials(clientAuth="basic"),
-                secrets=client_secrets(server),
-            )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            request = me_request(url, server, client_credentials(clientAuth="basic"))
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert server.token_forms == [{"grant_type": "client_credentials"}]
         assert server.token_auth_headers[0].startswith("Basic ")
@@ -134,12 +136,7 @@ def test_scope_not_granted_to_the_client_is_permission_denied() -> None:
 
     async def scenario() -> None:
         async with serve(server.routes()) as (url, _):
-            request = make_request(
-                url,
-                path="/v1/me",
-                auth=client_credentials(scopes=["read", "admin"]),
-                secrets=client_secrets(server),
-            )
+            request = me_request(url, server, client_credentials(scopes=["read", "admin"]))
             error = await verify_error(request)
         assert error.code == Reason.PERMISSION_DENIED
         assert error.retryable is False
@@ -162,7 +159,7 @@ def test_refresh_token_is_exchanged_for_an_access_token_that_verifies() -> None:
                 auth=refresh_token_grant(),
                 secrets=client_secrets(server, refreshToken=server.refresh_token),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert server.token_forms[0]["grant_type"] == "refresh_token"
         assert server.token_forms[0]["refresh_token"] == server.refresh_token
@@ -218,7 +215,7 @@ def test_access_and_refresh_tokens_never_appear_in_the_outcome() -> None:
                     checks=checks,
                 )
                 try:
-                    outcome = await HttpDriver().verify(request, OPEN_POLICY)
+                    outcome = await verify(request)
                 except DriverError as error:
                     texts += [str(error), repr(error), error.message]
                 else:
@@ -267,7 +264,7 @@ def test_access_token_goes_in_the_header_the_connector_names(prefix: str | None)
                 auth=refresh_token_grant(accessToken=placement),
                 secrets=client_secrets(server, refreshToken=server.refresh_token),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         api_request = seen.requests[1]
         assert api_request.headers[header] == f"{sent_before_token}{server.issued[0]}"
@@ -291,7 +288,7 @@ def test_access_token_goes_in_the_query_parameter_the_connector_names() -> None:
                 auth=client_credentials(accessToken={"in": "query", "name": "access_token"}),
                 secrets=client_secrets(server),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         token_request, api_request = seen.requests
         assert dict(api_request.query) == {"version": "2.0", "access_token": server.issued[0]}
@@ -340,9 +337,7 @@ def test_token_endpoint_429_is_rate_limited_with_its_retry_after() -> None:
 
     async def scenario() -> None:
         async with serve(server.routes()) as (url, _):
-            request = make_request(
-                url, path="/v1/me", auth=client_credentials(), secrets=client_secrets(server)
-            )
+            request = me_request(url, server)
             error = await verify_error(request)
         assert error.code == Reason.RATE_LIMITED
         assert error.retryable is True
@@ -435,18 +430,17 @@ def test_token_url_template_is_filled_from_config(token_url: str) -> None:
             serve(login_routes, host="127.0.0.2") as (login_url, login_seen),
             serve({"/v1/me": server.api}) as (url, _),
         ):
-            request = make_request(
+            request = me_request(
                 url,
-                path="/v1/me",
-                auth=client_credentials(token_url),
-                secrets=client_secrets(server),
+                server,
+                client_credentials(token_url),
                 config={
                     "loginUrl": login_url + "/",
                     "loginPort": int(login_url.rsplit(":", 1)[1]),
                     "tenant": "contoso tenant",
                 },
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert login_seen.requests[0].raw_path == "/contoso%20tenant/oauth2/token"
 
@@ -479,12 +473,7 @@ def test_token_endpoint_on_a_denied_host_is_egress_denied_before_any_request() -
             serve({"/token": server.token}, host="127.0.0.2") as (login_url, login_seen),
             serve({"/v1/me": server.api}) as (url, _),
         ):
-            request = make_request(
-                url,
-                path="/v1/me",
-                auth=client_credentials(f"{login_url}/token"),
-                secrets=client_secrets(server),
-            )
+            request = me_request(url, server, client_credentials(f"{login_url}/token"))
             error = await verify_error(request, policy)
         assert error.code == Reason.EGRESS_DENIED
         assert login_seen.count == 0
@@ -502,14 +491,12 @@ def test_token_endpoint_and_api_over_https_are_verified_with_the_connections_ca(
 
     async def scenario() -> None:
         async with serve(server.routes(), ssl_context=ca.server_context()) as (url, _):
-            request = make_request(
+            request = me_request(
                 url,
-                path="/v1/me",
-                auth=client_credentials(),
-                secrets=client_secrets(server),
+                server,
                 tls=TlsMaterial(ca_pem=ca.cert_pem),
             )
-            outcome = await HttpDriver().verify(request, OPEN_POLICY)
+            outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
         assert len(server.issued) == 1
 
@@ -522,11 +509,9 @@ def test_token_endpoint_with_a_certificate_from_another_ca_is_tls_error() -> Non
 
     async def scenario() -> None:
         async with serve(server.routes(), ssl_context=other.server_context()) as (url, seen):
-            request = make_request(
+            request = me_request(
                 url,
-                path="/v1/me",
-                auth=client_credentials(),
-                secrets=client_secrets(server),
+                server,
                 tls=TlsMaterial(ca_pem=trusted.cert_pem),
             )
             error = await verify_error(request)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 
 import locals3
+from localserver import free_port, stopping
 from patchbay.api.connector import AuthSpec, CheckSpec
 from patchbay.drivers.base import (
     ConfigValue,
@@ -28,6 +28,15 @@ from patchbay.drivers.s3 import S3Driver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from patchbay.verification import run_verification
+from tests.integration.driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    assert_error_keeps_no_secret,
+    list_files,
+    outcome_texts,
+    read_object,
+    run,
+)
 from tests.integration.http_server import (
     CertificateAuthority,
     Handler,
@@ -35,17 +44,12 @@ from tests.integration.http_server import (
     serve,
     serve_silence,
 )
-from tests.integration.test_driver_http import free_port
-from tests.integration.test_driver_sftp import list_files, read_object
 
-T = TypeVar("T")
 DRIVER = S3Driver()
-OPEN_POLICY = EgressPolicy()
+CALLS = DriverCalls(DRIVER)
+verify = CALLS.outcome
+verify_error = CALLS.error
 BUCKET = f"orders-{uuid.uuid4().hex[:8]}"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +84,6 @@ def make_request(
         checks=checks,
         tls=tls,
     )
-
-
-def verify(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> VerifyOutcome:
-    return run(DRIVER.verify(request, egress))
-
-
-def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
-    with pytest.raises(DriverError) as info:
-        verify(request, egress)
-    return info.value
-
-
-def outcome_texts(outcome: VerifyOutcome) -> list[str]:
-    texts = [outcome.message, repr(outcome), outcome.server_version or ""]
-    return texts + [text for check in outcome.checks for text in (check.message, check.target)]
 
 
 # --- login -------------------------------------------------------------------------------
@@ -241,9 +230,7 @@ def test_canary_secret_key_appears_in_no_message(s3: locals3.S3Server) -> None:
     key = locals3.AccessKey(s3.root.access_key_id, canary)
     error = verify_error(make_request(s3.endpoint, key))
     assert error.code == Reason.AUTHENTICATION_FAILED
-    for text in (str(error), error.message, repr(error)):
-        assert canary not in text
-    assert error.__context__ is None and error.__cause__ is None
+    assert_error_keeps_no_secret(error, canary)
 
 
 def test_secret_key_appears_in_no_outcome_of_failing_checks(s3: locals3.S3Server) -> None:
@@ -386,12 +373,9 @@ def tls_s3(
     workdir = tmp_path_factory.mktemp("minio-tls")
     # The chain, so that the test tooling, which trusts what the server presents, finds the CA.
     chain = certificate.cert_pem + ca.cert_pem
-    server = locals3.start_s3(workdir / "server", tls=(chain, certificate.key_pem))
-    try:
+    with stopping(locals3.start_s3(workdir / "server", tls=(chain, certificate.key_pem))) as server:
         server.create_bucket(BUCKET)
         yield server, ca.cert_pem
-    finally:
-        server.stop()
 
 
 def test_https_endpoint_with_its_ca_verifies(tls_s3: tuple[locals3.S3Server, str]) -> None:

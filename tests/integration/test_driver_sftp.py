@@ -6,37 +6,44 @@ Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pwd
 import shutil
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncssh
 import pytest
 
 import localsshd
+from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec
-from patchbay.drivers.base import CheckOutcome, DriverError, VerifyOutcome, VerifyRequest
+from patchbay.drivers.base import DriverError, VerifyOutcome, VerifyRequest
 from patchbay.drivers.sftp import SftpDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from patchbay.verification import run_verification
+from tests.integration.driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    assert_error_keeps_no_secret,
+    list_files,
+    outcome_texts,
+    read_object,
+    run,
+)
+from tests.integration.fake_tcp import FakeTcpServer
 
-T = TypeVar("T")
 DRIVER = SftpDriver()
-OPEN_POLICY = EgressPolicy()
+CALLS = DriverCalls(DRIVER)
+verify = CALLS.outcome
+verify_error = CALLS.error
+verify_async = CALLS.verify
 TREE = "driver-tests"
 REPORT = b"id,total\n1,10\n2,20\n"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -96,31 +103,6 @@ def key_request(sshd: localsshd.SshServer, private_key: str, **kwargs: Any) -> V
     return make_request(sshd, auth="sshKey", secrets={"privateKey": private_key}, **kwargs)
 
 
-def list_files(path: str) -> CheckSpec:
-    return CheckSpec(type="listFiles", path=path)
-
-
-def read_object(path: str) -> CheckSpec:
-    return CheckSpec(type="readObject", path=path)
-
-
-def verify(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> VerifyOutcome:
-    return run(DRIVER.verify(request, egress))
-
-
-def verify_error(request: VerifyRequest, egress: EgressPolicy = OPEN_POLICY) -> DriverError:
-    with pytest.raises(DriverError) as info:
-        verify(request, egress)
-    return info.value
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def connection_ends(sshd: localsshd.SshServer) -> int:
     """Connections sshd has seen end, whether they logged in or not."""
     return sum(
@@ -137,46 +119,26 @@ def after_connection_ends(sshd: localsshd.SshServer, before: int) -> None:
         time.sleep(0.05)
 
 
-class Listener:
-    """A loopback TCP listener that answers each client with ``reply`` and hangs up
-    (after reading what the client sent first, if ``read_first``), or, without a
-    reply, never says anything."""
+class Listener(FakeTcpServer):
+    """Answers each client with ``reply`` and hangs up (after reading what the client sent
+    first, if ``read_first``), or, without a reply, never says anything."""
 
     def __init__(
         self, host: str = "127.0.0.1", reply: bytes | None = None, read_first: bool = False
     ) -> None:
-        self.host = host
+        super().__init__(host)
         self.reply = reply
         self.read_first = read_first
-        self.port = 0
-        self.connections = 0
-        self.closed = asyncio.Event()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            if self.reply is not None:
-                if self.read_first:
-                    await reader.read(4096)
-                writer.write(self.reply)
-                await writer.drain()
-            else:
-                while await reader.read(4096):
-                    pass  # swallow the client's banner; wait for it to hang up
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            self.closed.set()
-
-    @contextlib.asynccontextmanager
-    async def serve(self) -> AsyncIterator[Listener]:
-        server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = server.sockets[0].getsockname()[1]
-        try:
-            yield self
-        finally:
-            server.close()
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.reply is not None:
+            if self.read_first:
+                await reader.read(4096)
+            writer.write(self.reply)
+            await writer.drain()
+        else:
+            while await reader.read(4096):
+                pass  # swallow the client's banner; wait for it to hang up
 
 
 # --- logging in ---------------------------------------------------------------------------
@@ -353,7 +315,7 @@ def test_server_not_speaking_ssh_is_protocol_error(
     async def scenario() -> DriverError:
         async with listener.serve():
             with pytest.raises(DriverError) as info:
-                await DRIVER.verify(make_request(sshd, port=listener.port), OPEN_POLICY)
+                await verify_async(make_request(sshd, port=listener.port))
             return info.value
 
     assert run(scenario()).code == Reason.PROTOCOL_ERROR
@@ -366,17 +328,12 @@ def test_egress_denied_host_is_never_contacted(sshd: localsshd.SshServer) -> Non
         async with Listener(host="127.0.0.2", reply=b"").serve() as listener:
             request = make_request(sshd, host="127.0.0.2", port=listener.port)
             with pytest.raises(DriverError) as info:
-                await DRIVER.verify(request, policy)
+                await verify_async(request, policy)
             return info.value, listener.connections
 
     error, connections = run(scenario())
     assert error.code == Reason.EGRESS_DENIED
     assert connections == 0
-
-
-def outcome_texts(outcome: VerifyOutcome) -> list[str]:
-    checks: tuple[CheckOutcome, ...] = outcome.checks
-    return [outcome.message, repr(outcome)] + [t for c in checks for t in (c.message, c.target)]
 
 
 def test_canary_password_and_key_appear_in_no_outcome(
@@ -385,8 +342,7 @@ def test_canary_password_and_key_appear_in_no_outcome(
     canary_password = f"canary-{uuid.uuid4()}"
     error = verify_error(make_request(sshd, password=canary_password))
     assert error.code == Reason.AUTHENTICATION_FAILED
-    assert all(canary_password not in t for t in (str(error), error.message, repr(error)))
-    assert error.__context__ is None and error.__cause__ is None
+    assert_error_keeps_no_secret(error, canary_password)
 
     canary_key, public = localsshd.generate_key()
     # Every line of the key, not only the whole: a partial echo would leak too.

@@ -7,8 +7,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,63 +24,25 @@ from tests.integration.http_server import (
 )
 from tests.integration.operator_harness import (
     OperatorProcess,
+    apply,
+    apply_http_connection,
     condition,
+    connection_manifest,
+    events_for,
     get_json,
+    http_connection,
+    secret_manifest,
+    token_secret,
     wait_for,
+    wait_for_binding_deleted,
     wait_for_reason,
+    wait_for_single_failed_login,
 )
 
 
 @pytest.fixture
-def token() -> str:
-    return f"canary-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def api(token: str) -> Iterator[TokenApi]:
-    with serve_token_api(token) as server:
-        yield server
-
-
-@pytest.fixture
-def operator(
-    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
-    process = OperatorProcess(
-        control_plane, tmp_path / "operator.log", "-n", namespace, "--egress-deny", "127.0.0.2/32"
-    )
-    yield process
-    process.stop()
-
-
-def apply(cp: localcluster.ControlPlane, namespace: str, *objects: dict[str, Any]) -> None:
-    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(objects))
-
-
-def token_secret(name: str, token: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "stringData": {"token": token},
-    }
-
-
-def http_connection(
-    name: str, base_url: str, secret: str = "api-token", **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": {
-            "connectorRef": {"kind": "ClusterConnector", "name": "http-api"},
-            "config": {"baseUrl": base_url},
-            "credentials": {"secretRef": {"name": secret}},
-            **spec,
-        },
-    }
+def operator_args() -> tuple[str, ...]:
+    return ("--egress-deny", "127.0.0.2/32")
 
 
 def bearer_connector(name: str, **spec: Any) -> dict[str, Any]:
@@ -103,11 +63,6 @@ def bearer_connector(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def events_for(cp: localcluster.ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
-    items = get_json(cp, "events", "-n", namespace)["items"]
-    return [e for e in items if e["involvedObject"]["name"] == name]
-
-
 def test_good_token_makes_connection_ready_with_labels_binding_and_event(
     control_plane: localcluster.ControlPlane,
     namespace: str,
@@ -115,12 +70,7 @@ def test_good_token_makes_connection_ready_with_labels_binding_and_event(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("billing", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "billing", api.base_url, token)
 
     obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
     assert obj["status"]["phase"] == "Ready"
@@ -164,18 +114,12 @@ def test_wrong_token_fails_authentication_with_one_attempt_per_period(
     operator: OperatorProcess,
     api: TokenApi,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", "wrong-token-value"),
-        http_connection("billing", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "billing", api.base_url, "wrong-token-value")
 
-    obj = wait_for_reason(control_plane, namespace, "billing", "AuthenticationFailed")
-    assert obj["status"]["phase"] == "Failed"
+    obj = wait_for_single_failed_login(
+        control_plane, namespace, "billing", lambda: len(api.requests)
+    )
     assert obj["status"]["verification"]["error"]["retryable"] is False
-    time.sleep(8)  # a retrying operator would have tried again within its first backoff steps
-    assert len(api.requests) == 1
     events = events_for(control_plane, namespace, "billing")
     assert [e["reason"] for e in events] == ["VerificationFailed"]
     assert events[0]["type"] == "Warning"
@@ -206,12 +150,7 @@ def test_rotated_secret_reverifies_without_editing_connection(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", "stale-token-value"),
-        http_connection("billing", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "billing", api.base_url, "stale-token-value")
     wait_for_reason(control_plane, namespace, "billing", "AuthenticationFailed")
 
     apply(control_plane, namespace, token_secret("api-token", token))
@@ -227,12 +166,7 @@ def test_suspended_connection_makes_no_calls_and_resumes(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("billing", api.base_url, suspend=True),
-    )
+    apply_http_connection(control_plane, namespace, "billing", api.base_url, token, suspend=True)
     obj = wait_for_reason(control_plane, namespace, "billing", "Suspended")
     assert obj["status"]["phase"] == "Suspended"
     time.sleep(3)
@@ -260,22 +194,11 @@ def test_deleting_connection_removes_its_binding_secret_only(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("billing", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "billing", api.base_url, token)
     wait_for_reason(control_plane, namespace, "billing", "Verified")
     control_plane.kubectl("delete", "connection", "billing", "-n", namespace)
 
-    def binding_gone() -> bool:
-        result = control_plane.kubectl(
-            "get", "secret", "billing-binding", "-n", namespace, check=False
-        )
-        return "NotFound" in result.stderr
-
-    wait_for(binding_gone, "the garbage collector to delete the binding Secret")
+    wait_for_binding_deleted(control_plane, namespace, "billing")
     control_plane.kubectl("get", "secret", "api-token", "-n", namespace)
 
 
@@ -286,12 +209,7 @@ def test_host_in_denied_range_is_egress_denied_before_any_request(
     token: str,
 ) -> None:
     with serve_token_api(token, host="127.0.0.2") as denied_api:
-        apply(
-            control_plane,
-            namespace,
-            token_secret("api-token", token),
-            http_connection("internal", denied_api.base_url),
-        )
+        apply_http_connection(control_plane, namespace, "internal", denied_api.base_url, token)
         obj = wait_for_reason(control_plane, namespace, "internal", "EgressDenied")
         assert "127.0.0.2" in condition(obj, "Ready")["message"]
         assert denied_api.requests == []
@@ -304,12 +222,7 @@ def test_verify_requested_annotation_triggers_a_new_verification(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("billing", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "billing", api.base_url, token)
     wait_for_reason(control_plane, namespace, "billing", "Verified")
     assert len(api.requests) == 1
     control_plane.kubectl(
@@ -374,15 +287,11 @@ def test_locked_variable_cannot_be_overridden(
     connector = yaml.safe_load(
         (REPO_ROOT / "deploy/examples/connector-inventory-api.yaml").read_text()
     )
-    connection = {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": {"name": "inventory"},
-        "spec": {
-            "connectorRef": {"kind": "Connector", "name": "inventory-api"},
-            "config": {"baseUrl": api.base_url, "apiVersion": "v2"},
-        },
-    }
+    connection = connection_manifest(
+        "inventory",
+        {"kind": "Connector", "name": "inventory-api"},
+        {"baseUrl": api.base_url, "apiVersion": "v2"},
+    )
     apply(control_plane, namespace, connector, connection)
     obj = wait_for_reason(control_plane, namespace, "inventory", "ConfigInvalid")
     assert "apiVersion" in condition(obj, "Ready")["message"]
@@ -394,8 +303,7 @@ def test_missing_connector_reports_connector_not_found(
     namespace: str,
     operator: OperatorProcess,
 ) -> None:
-    connection = http_connection("orphan", "http://127.0.0.1:1")
-    connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "nowhere"}
+    connection = http_connection("orphan", "http://127.0.0.1:1", connector="nowhere")
     apply(control_plane, namespace, connection)
     obj = wait_for_reason(control_plane, namespace, "orphan", "ConnectorNotFound")
     assert "nowhere" in condition(obj, "Ready")["message"]
@@ -408,12 +316,7 @@ def test_second_default_for_a_connector_gets_default_conflict(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("first", api.base_url, default=True),
-    )
+    apply_http_connection(control_plane, namespace, "first", api.base_url, token, default=True)
     wait_for_reason(control_plane, namespace, "first", "Verified")
     time.sleep(1.1)  # creationTimestamp has one-second resolution
     apply(control_plane, namespace, http_connection("second", api.base_url, default=True))
@@ -434,12 +337,7 @@ def test_canary_token_never_reaches_logs_events_status_or_annotations(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("good", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "good", api.base_url, token)
     wait_for_reason(control_plane, namespace, "good", "Verified")
     control_plane.kubectl("delete", "secret", "api-token", "-n", namespace)
     wait_for_reason(control_plane, namespace, "good", "SecretNotFound")
@@ -462,15 +360,7 @@ def test_connector_status_counts_its_connections_and_is_ready(
         (REPO_ROOT / "deploy/examples/connector-inventory-api.yaml").read_text()
     )
     connections = [
-        {
-            "apiVersion": "patchbay.dev/v1alpha1",
-            "kind": "Connection",
-            "metadata": {"name": f"inventory-{i}"},
-            "spec": {
-                "connectorRef": {"kind": "Connector", "name": "inventory-api"},
-                "config": {"baseUrl": api.base_url},
-            },
-        }
+        http_connection(f"inventory-{i}", api.base_url, secret=None, connector="inventory-api")
         for i in range(3)
     ]
     apply(control_plane, namespace, connector, *connections)
@@ -492,11 +382,8 @@ def test_manual_mode_verifies_once_then_only_on_request(
     api: TokenApi,
     token: str,
 ) -> None:
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("manual", api.base_url, verification={"mode": "Manual"}),
+    apply_http_connection(
+        control_plane, namespace, "manual", api.base_url, token, verification={"mode": "Manual"}
     )
     wait_for_reason(control_plane, namespace, "manual", "Verified")
     apply(control_plane, namespace, token_secret("api-token", "rotated-token-value"))
@@ -522,8 +409,9 @@ def test_success_older_than_twice_the_interval_shows_stale(
     token: str,
 ) -> None:
     connector = bearer_connector("quick", verification={"interval": "2s", "http": {"path": "/"}})
-    connection = http_connection("onchange", api.base_url, verification={"mode": "OnChange"})
-    connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "quick"}
+    connection = http_connection(
+        "onchange", api.base_url, verification={"mode": "OnChange"}, connector="quick"
+    )
     apply(control_plane, namespace, connector, token_secret("api-token", token), connection)
     wait_for_reason(control_plane, namespace, "onchange", "Verified")
     obj = wait_for_reason(control_plane, namespace, "onchange", "Stale")
@@ -544,11 +432,9 @@ def test_connector_rate_limit_caps_calls_to_the_system(
         verification={"http": {"path": "/"}},
         rateLimit={"requests": 1, "per": "1h"},
     )
-    connections = []
-    for i in range(3):
-        connection = http_connection(f"limited-{i}", api.base_url)
-        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "throttled"}
-        connections.append(connection)
+    connections = [
+        http_connection(f"limited-{i}", api.base_url, connector="throttled") for i in range(3)
+    ]
     apply(control_plane, namespace, connector, token_secret("api-token", token), *connections)
     wait_for(lambda: len(api.requests) == 1, "the first verification")
     time.sleep(5)
@@ -583,11 +469,7 @@ def test_connector_change_reverifies_its_connections_within_its_rate_limit(
             "shared", verification={"http": {"path": path}}, rateLimit={"requests": 4, "per": "1h"}
         )
 
-    connections = []
-    for i in range(2):
-        connection = http_connection(f"user-{i}", api.base_url)
-        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "shared"}
-        connections.append(connection)
+    connections = [http_connection(f"user-{i}", api.base_url, connector="shared") for i in range(2)]
     apply(
         control_plane, namespace, connector("/v1"), token_secret("api-token", token), *connections
     )
@@ -625,12 +507,7 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(
         return operator.metrics().get(key, 0.0)
 
     verified_before = counted("Succeeded", "Verified")
-    apply(
-        control_plane,
-        namespace,
-        token_secret("api-token", token),
-        http_connection("watched", api.base_url),
-    )
+    apply_http_connection(control_plane, namespace, "watched", api.base_url, token)
     wait_for_reason(control_plane, namespace, "watched", "Verified")
     samples = operator.metrics()
     assert samples[ready] == 1.0
@@ -650,11 +527,7 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(
     connector = bearer_connector(
         "metered", verification={"http": {"path": "/"}}, rateLimit={"requests": 1, "per": "1h"}
     )
-    waiting = []
-    for i in range(2):
-        connection = http_connection(f"metered-{i}", api.base_url)
-        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "metered"}
-        waiting.append(connection)
+    waiting = [http_connection(f"metered-{i}", api.base_url, connector="metered") for i in range(2)]
     apply(control_plane, namespace, token_secret("api-token", token), connector, *waiting)
     wait_for(
         lambda: operator.metrics().get(("patchbay_rate_limited_total", frozenset()), 0) >= 1,
@@ -688,15 +561,13 @@ def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
             "verification": {"http": {"path": "/v1/me"}},
         },
     }
-    credentials = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "billing-oauth2"},
-        "stringData": {"clientId": provider.client_id, "clientSecret": provider.client_secret},
-    }
+    credentials = secret_manifest(
+        "billing-oauth2", clientId=provider.client_id, clientSecret=provider.client_secret
+    )
     with serve_in_thread(provider.routes()) as (url, _):
-        connection = http_connection("billing", url, secret="billing-oauth2")
-        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "billing-oauth2"}
+        connection = http_connection(
+            "billing", url, secret="billing-oauth2", connector="billing-oauth2"
+        )
         apply(control_plane, namespace, connector, credentials, connection)
         obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
 
@@ -731,31 +602,25 @@ def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets
         },
     }
     secrets = [
+        secret_manifest("billing-ca", **{"ca.crt": server_ca.cert_pem}),
         {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "billing-ca"},
-            "stringData": {"ca.crt": server_ca.cert_pem},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "billing-client-cert"},
+            **secret_manifest(
+                "billing-client-cert", **{"tls.crt": client.cert_pem, "tls.key": client.key_pem}
+            ),
             "type": "kubernetes.io/tls",
-            "stringData": {"tls.crt": client.cert_pem, "tls.key": client.key_pem},
         },
     ]
     with serve_mutual_tls(server_ca, client_ca) as server:
         connection = http_connection(
             "billing",
             server.base_url,
+            secret=None,
+            connector="billing-mtls",
             tls={
                 "caSecretRef": {"name": "billing-ca"},
                 "clientCertSecretRef": {"name": "billing-client-cert"},
             },
         )
-        del connection["spec"]["credentials"]
-        connection["spec"]["connectorRef"] = {"kind": "Connector", "name": "billing-mtls"}
         apply(control_plane, namespace, connector, *secrets, connection)
         obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
 

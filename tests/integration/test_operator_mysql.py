@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import localcluster
 import localmariadb
-from tests.conftest import REPO_ROOT
-from tests.integration.operator_harness import OperatorProcess, wait_for_reason
-from tests.integration.test_operator_http import apply
-from tests.integration.test_operator_postgres import password_secret
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    apply,
+    binding_type,
+    connection_manifest,
+    credentials_secret,
+    wait_for_reason,
+    wait_for_single_failed_login,
+)
 
 PASSWORD = f"mysql-canary-{uuid.uuid4().hex}"
 
@@ -28,34 +30,21 @@ def shop_db(mariadb: localmariadb.MariadbServer) -> localmariadb.MariadbServer:
     return mariadb
 
 
-@pytest.fixture
-def operator(
-    control_plane: localcluster.ControlPlane, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
-    process = OperatorProcess(control_plane, tmp_path / "operator.log", "-n", namespace)
-    yield process
-    process.stop()
-
-
 def mysql_connection(name: str, port: int, username: str = "shopper") -> dict[str, Any]:
-    return {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": {
-            "connectorRef": {"name": "mysql"},
-            "config": {
-                "host": "127.0.0.1",
-                "port": port,
-                "database": "shop",
-                "username": username,
-                "sslmode": "DISABLED",
-            },
-            "credentials": {"secretRef": {"name": f"{name}-credentials"}},
-            "verification": {"checks": [{"type": "table", "table": "information_schema.tables"}]},
-        },
+    config = {
+        "host": "127.0.0.1",
+        "port": port,
+        "database": "shop",
+        "username": username,
+        "sslmode": "DISABLED",
     }
+    return connection_manifest(
+        name,
+        {"name": "mysql"},
+        config,
+        f"{name}-credentials",
+        verification={"checks": [{"type": "table", "table": "information_schema.tables"}]},
+    )
 
 
 def test_good_password_is_ready_with_the_mariadb_version_and_a_binding(
@@ -67,7 +56,7 @@ def test_good_password_is_ready_with_the_mariadb_version_and_a_binding(
     apply(
         control_plane,
         namespace,
-        password_secret("shop", PASSWORD),
+        credentials_secret("shop", password=PASSWORD),
         mysql_connection("shop", shop_db.port),
     )
     obj = wait_for_reason(control_plane, namespace, "shop", "Verified")
@@ -76,10 +65,7 @@ def test_good_password_is_ready_with_the_mariadb_version_and_a_binding(
     assert verification["details"]["serverVersion"].startswith("MariaDB ")
     assert [c["result"] for c in verification["checks"]] == ["Succeeded"]
     assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "mysql"
-    binding = control_plane.kubectl(
-        "get", "secret", "shop-binding", "-n", namespace, "-o", "jsonpath={.type}"
-    ).stdout
-    assert binding == "servicebinding.io/mysql"
+    assert binding_type(control_plane, namespace, "shop") == "servicebinding.io/mysql"
     assert PASSWORD not in operator.logs()
 
 
@@ -95,11 +81,10 @@ def test_wrong_password_is_authentication_failed_after_one_login(
     apply(
         control_plane,
         namespace,
-        password_secret("wrongpw", "wrong-password"),
+        credentials_secret("wrongpw", password="wrong-password"),
         mysql_connection("wrongpw", shop_db.port, username=user),
     )
-    obj = wait_for_reason(control_plane, namespace, "wrongpw", "AuthenticationFailed")
-    assert obj["status"]["phase"] == "Failed"
+    obj = wait_for_single_failed_login(
+        control_plane, namespace, "wrongpw", lambda: shop_db.login_attempts(user)
+    )
     assert obj["status"]["verification"]["error"]["retryable"] is False
-    time.sleep(8)  # a retrying operator would have tried again within its first backoff steps
-    assert shop_db.login_attempts(user) == 1

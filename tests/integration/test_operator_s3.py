@@ -9,8 +9,15 @@ import pytest
 
 import localcluster
 import locals3
-from tests.integration.operator_harness import OperatorProcess, condition, wait_for_reason
-from tests.integration.test_operator_http import apply
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    apply,
+    binding_type,
+    condition,
+    connection_manifest,
+    secret_manifest,
+    wait_for_reason,
+)
 
 BUCKET = f"landing-{uuid.uuid4().hex[:8]}"
 
@@ -23,26 +30,15 @@ def s3(s3_server: locals3.S3Server) -> locals3.S3Server:
 
 
 def s3_connection(name: str, endpoint: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": {
-            "connectorRef": {"kind": "ClusterConnector", "name": "s3"},
-            "config": {"endpoint": endpoint, "bucket": BUCKET, "pathStyle": True},
-            "credentials": {"secretRef": {"name": f"{name}-keys"}},
-            **spec,
-        },
-    }
+    config = {"endpoint": endpoint, "bucket": BUCKET, "pathStyle": True}
+    ref = {"kind": "ClusterConnector", "name": "s3"}
+    return connection_manifest(name, ref, config, f"{name}-keys", **spec)
 
 
 def keys_secret(name: str, access_key_id: str, secret_access_key: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": f"{name}-keys"},
-        "stringData": {"accessKeyId": access_key_id, "secretAccessKey": secret_access_key},
-    }
+    return secret_manifest(
+        f"{name}-keys", accessKeyId=access_key_id, secretAccessKey=secret_access_key
+    )
 
 
 def test_good_keys_are_ready_with_checks_and_an_s3_binding(
@@ -66,10 +62,7 @@ def test_good_keys_are_ready_with_checks_and_an_s3_binding(
     assert obj["status"]["verification"]["details"]["serverVersion"] == "MinIO"
     assert [c["result"] for c in obj["status"]["verification"]["checks"]] == ["Succeeded"] * 2
     assert obj["metadata"]["labels"]["patchbay.dev/driver"] == "s3"
-    binding_type = control_plane.kubectl(
-        "get", "secret", "landing-binding", "-n", namespace, "-o", "jsonpath={.type}"
-    ).stdout
-    assert binding_type == "servicebinding.io/s3"
+    assert binding_type(control_plane, namespace, "landing") == "servicebinding.io/s3"
     assert s3.root.secret_access_key not in operator.logs()
 
 

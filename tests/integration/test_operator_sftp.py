@@ -7,38 +7,32 @@ from typing import Any
 
 import localcluster
 import localsshd
-from tests.integration.operator_harness import OperatorProcess, condition, wait_for_reason
-from tests.integration.test_operator_http import apply
+from tests.integration.operator_harness import (
+    OperatorProcess,
+    apply,
+    condition,
+    connection_manifest,
+    credentials_secret,
+    wait_for_reason,
+)
 
 
 def sftp_connection(
     name: str, sshd: localsshd.SshServer, connector: str = "sftp"
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": {
-            "connectorRef": {"name": connector},
-            "config": {
-                "host": sshd.host,
-                "port": sshd.port,
-                "username": sshd.username,
-                "knownHosts": sshd.known_hosts,
-            },
-            "credentials": {"secretRef": {"name": f"{name}-credentials"}},
-            "verification": {"checks": [{"type": "listFiles", "path": "."}]},
-        },
+    config = {
+        "host": sshd.host,
+        "port": sshd.port,
+        "username": sshd.username,
+        "knownHosts": sshd.known_hosts,
     }
-
-
-def credentials(name: str, **values: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": f"{name}-credentials"},
-        "stringData": values,
-    }
+    return connection_manifest(
+        name,
+        {"name": connector},
+        config,
+        f"{name}-credentials",
+        verification={"checks": [{"type": "listFiles", "path": "."}]},
+    )
 
 
 def test_good_password_is_ready_with_server_version_and_checks(
@@ -50,7 +44,7 @@ def test_good_password_is_ready_with_server_version_and_checks(
     apply(
         control_plane,
         namespace,
-        credentials("files", password=sshd.password),
+        credentials_secret("files", password=sshd.password),
         sftp_connection("files", sshd),
     )
     obj = wait_for_reason(control_plane, namespace, "files", "Verified")
@@ -75,7 +69,7 @@ def test_ssh_key_connector_is_ready(
     apply(
         control_plane,
         namespace,
-        credentials("keyed", privateKey=private_key),
+        credentials_secret("keyed", privateKey=private_key),
         sftp_connection("keyed", sshd, connector="sftp-key"),
     )
     wait_for_reason(control_plane, namespace, "keyed", "Verified")
@@ -93,7 +87,7 @@ def test_wrong_password_is_authentication_failed(
     apply(
         control_plane,
         namespace,
-        credentials("wrongpw", password=canary),
+        credentials_secret("wrongpw", password=canary),
         sftp_connection("wrongpw", sshd),
     )
     obj = wait_for_reason(control_plane, namespace, "wrongpw", "AuthenticationFailed")

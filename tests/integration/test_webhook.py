@@ -17,22 +17,16 @@ import localwebhooks
 from tests.conftest import REPO_ROOT
 from tests.integration.operator_harness import (
     OperatorProcess,
+    connection_manifest,
     get_json,
     wait_for_reason,
 )
 
 
 def connection(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": {
-            "connectorRef": {"kind": "ClusterConnector", "name": "http-api"},
-            "config": config,
-            "credentials": {"secretRef": {"name": "api-token"}},
-        },
-    }
+    """An http-api Connection with ``config`` as written, for the webhook to judge."""
+    ref = {"kind": "ClusterConnector", "name": "http-api"}
+    return connection_manifest(name, ref, config, "api-token")
 
 
 def apply(

@@ -16,7 +16,7 @@ from patchbay.api.common import (
     validation_rules,
 )
 
-DriverName = Literal["postgres", "mysql", "s3", "sftp", "http"]
+DriverName = Literal["postgres", "mysql", "sqlserver", "s3", "sftp", "http"]
 AuthType = Literal[
     "none",
     "password",

@@ -12,10 +12,12 @@ def available_drivers() -> dict[str, Driver]:
     from patchbay.drivers.postgres import PostgresDriver
     from patchbay.drivers.s3 import S3Driver
     from patchbay.drivers.sftp import SftpDriver
+    from patchbay.drivers.sqlserver import SqlServerDriver
 
     drivers: list[Driver] = [
         PostgresDriver(),
         MysqlDriver(),
+        SqlServerDriver(),
         HttpDriver(),
         SftpDriver(),
         S3Driver(),

@@ -1,0 +1,329 @@
+"""Microsoft SQL Server driver: log in over TDS (python-tds) and run checks.
+
+python-tds blocks, so a whole verification runs in one thread. The driver opens the
+socket itself, to the address the egress policy approved, and hands it to python-tds,
+which would otherwise resolve the host name on its own; the host name is kept for TLS.
+A thread cannot be cancelled: when the caller's timeout cancels the verification, the
+socket is shut down, which makes any read or write the thread is blocked in fail at
+once, so the thread ends. The socket's own timeout is only a backstop.
+
+SQL Server has no read-only transaction. Each check runs inside a transaction that is
+always rolled back, at most one row per statement (SET ROWCOUNT 1); a check whose SQL
+commits or rolls back that transaction itself is reported ConfigInvalid, but what it
+committed stays committed. Give the login read permissions only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import ssl
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import OpenSSL.SSL
+import pytds
+from pytds import tds_base
+
+from patchbay.api.connector import CheckSpec
+from patchbay.drivers.base import (
+    NO_RESULT_SET,
+    CheckOutcome,
+    DriverError,
+    Egress,
+    IPAddress,
+    TlsMaterial,
+    VerifyOutcome,
+    VerifyRequest,
+    check_target,
+    config_port,
+    config_text,
+    failed_check,
+    load_tls_material,
+    resolve_address,
+    secret_text,
+    sql_check_subject,
+    summarize_checks,
+)
+from patchbay.reasons import Reason
+
+DEFAULT_PORT = 1433
+# yes: the whole session over TLS, the certificate checked; no: no TLS at all.
+ENCRYPT_MODES = ("yes", "no")
+# The caller's timeout is the real limit (it shuts the socket down); this only bounds
+# each socket operation should that ever fail to happen.
+SOCKET_TIMEOUT_SECONDS = 120.0
+# TDS carries these as at most 128 UTF-16 characters.
+NAME_MAX = 128
+
+_BY_NUMBER: dict[int, Reason] = {
+    18456: Reason.AUTHENTICATION_FAILED,  # login failed: wrong user or password
+    18452: Reason.AUTHENTICATION_FAILED,  # login from an untrusted domain
+    18470: Reason.AUTHENTICATION_FAILED,  # the login is disabled
+    18486: Reason.AUTHENTICATION_FAILED,  # the login is locked out
+    18487: Reason.AUTHENTICATION_FAILED,  # the password has expired
+    18488: Reason.AUTHENTICATION_FAILED,  # the password must be changed
+    # Cannot open database: SQL Server says so whether the database does not exist or
+    # the login has no user in it, and does not reveal which.
+    4060: Reason.RESOURCE_NOT_FOUND,
+    911: Reason.RESOURCE_NOT_FOUND,  # database does not exist
+    208: Reason.RESOURCE_NOT_FOUND,  # invalid object name: no such table or view
+    916: Reason.PERMISSION_DENIED,  # the login may not access the database
+    229: Reason.PERMISSION_DENIED,  # permission denied on an object
+    230: Reason.PERMISSION_DENIED,  # permission denied on a column
+    262: Reason.PERMISSION_DENIED,  # permission denied in the database (e.g. CREATE)
+    297: Reason.PERMISSION_DENIED,  # the user may not perform this action
+    300: Reason.PERMISSION_DENIED,  # a server permission is missing (e.g. VIEW SERVER STATE)
+    3906: Reason.CONFIG_INVALID,  # the database is read-only: the check SQL writes
+    17809: Reason.RATE_LIMITED,  # the maximum number of user connections is reached
+    10928: Reason.RATE_LIMITED,  # Azure SQL: a resource limit is reached
+}
+_CANNOT_OPEN_DATABASE = 4060
+# Login errors arrive as several messages, of which python-tds keeps the number of the
+# last ("login failed") and the text of all: "cannot open database" shows only there.
+_CANNOT_OPEN_DATABASE_TEXT = re.compile(r"Cannot open database ", re.IGNORECASE)
+_TLS_TEXT = re.compile(r"encryption|certificate", re.IGNORECASE)
+# What a reply that is not TDS makes python-tds's parser raise.
+_MALFORMED = (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError)
+
+
+@dataclass(frozen=True)
+class _Login:
+    host: str
+    port: int
+    server_name: str  # the name the certificate must carry, and the login packet's
+    database: str
+    username: str
+    password: str = field(repr=False)
+    encrypt: bool
+    ca_pem: str | None
+
+
+def _login(request: VerifyRequest) -> _Login:
+    host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
+    if "\\" in host:
+        # A named instance needs a UDP lookup to the SQL Server Browser: give the port.
+        raise DriverError(
+            Reason.CONFIG_INVALID, "host names an instance (host\\instance); give its port"
+        )
+    database, username = config_text(request, "database"), config_text(request, "username")
+    password = secret_text(request, "password")
+    for key, value in (("database", database), ("username", username), ("password", password)):
+        if len(value) > NAME_MAX:
+            raise DriverError(Reason.CONFIG_INVALID, f"{key} is longer than {NAME_MAX} characters")
+    encrypt = config_text(request, "encrypt", "yes").lower()
+    if encrypt not in ENCRYPT_MODES:
+        raise DriverError(
+            Reason.CONFIG_INVALID, f"encrypt must be one of {', '.join(ENCRYPT_MODES)}"
+        )
+    tls = request.tls or TlsMaterial()
+    if tls.client_cert_pem or tls.client_key_pem:
+        raise DriverError(
+            Reason.CONFIG_INVALID, "SQL Server logins do not use a TLS client certificate"
+        )
+    return _Login(
+        host=host,
+        port=port,
+        server_name=tls.server_name or host.strip("[]"),
+        database=database,
+        username=username,
+        password=password,
+        encrypt=encrypt == "yes",
+        ca_pem=tls.ca_pem,
+    )
+
+
+def _tls_reason(exc: OpenSSL.SSL.Error) -> str:
+    """OpenSSL's last reason, e.g. "certificate verify failed"."""
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [str(e[-1]) for e in errors if isinstance(e, tuple) and e]
+    return reasons[-1] if reasons else "the TLS handshake failed"
+
+
+def _classify(exc: BaseException, context: str = "", *, connected: bool = True) -> DriverError:
+    """A reason for a failure; server messages never contain the password."""
+    if isinstance(exc, tds_base.DatabaseError) and exc.number:
+        # args[0] holds every message of the reply; .text only the last.
+        message = str(exc.args[0] if exc.args else exc.text).strip()
+        if exc.number == _CANNOT_OPEN_DATABASE or _CANNOT_OPEN_DATABASE_TEXT.search(message):
+            code = Reason.RESOURCE_NOT_FOUND
+            message += " (SQL Server also says this when the login has no user in the database)"
+        else:
+            code = _BY_NUMBER.get(exc.number, Reason.PROVIDER_ERROR)
+        return DriverError(code, f"{context}{message}")
+    if isinstance(exc, OpenSSL.SSL.Error):
+        return DriverError(Reason.TLS_ERROR, f"{context}TLS: {_tls_reason(exc)}")
+    if isinstance(exc, TimeoutError):
+        return DriverError(Reason.TIMEOUT, f"{context}the server did not answer in time")
+    if isinstance(exc, OSError) and not connected:
+        detail = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return DriverError(Reason.HOST_UNREACHABLE, f"{context}cannot connect: {detail}")
+    if isinstance(exc, OSError | tds_base.ClosedConnectionError):
+        return DriverError(Reason.PROTOCOL_ERROR, f"{context}the server closed the connection")
+    if isinstance(exc, tds_base.Error) and _TLS_TEXT.search(str(exc.args[0] if exc.args else "")):
+        # e.g. the server requires encryption, or its certificate names another host.
+        return DriverError(Reason.TLS_ERROR, f"{context}{exc.args[0]}")
+    if isinstance(exc, (tds_base.Error, *_MALFORMED)):
+        return DriverError(
+            Reason.PROTOCOL_ERROR, f"{context}the server did not answer as a SQL Server"
+        )
+    return DriverError(Reason.PROVIDER_ERROR, f"{context}{type(exc).__name__}")
+
+
+@contextlib.contextmanager
+def _ca_file(ca_pem: str | None) -> Iterator[str]:
+    """A file of the CA to trust: spec.tls's (in a private directory), else the system's."""
+    if not ca_pem:
+        system = ssl.get_default_verify_paths().openssl_cafile
+        if not os.path.isfile(system):
+            raise DriverError(
+                Reason.CONFIG_INVALID, "no system CA certificates here; give spec.tls a CA"
+            )
+        yield system
+        return
+    with tempfile.TemporaryDirectory(prefix="patchbay-sqlserver-") as directory:
+        path = os.path.join(directory, "ca.crt")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(ca_pem)
+        yield path
+
+
+def _connect(sock: socket.socket, address: IPAddress, login: _Login) -> pytds.Connection:
+    """Connect the socket and log in; runs in the verification's thread."""
+    context = f"cannot log in to {login.host} port {login.port}: "
+    # Raised outside the except blocks, so that no library exception, whose traceback
+    # holds the login and its password, rides along as __context__.
+    error: DriverError | None = None
+    try:
+        sock.connect((str(address), login.port))
+    except OSError as exc:
+        error = _classify(exc, context, connected=False)
+    if error is not None:
+        raise error
+    with _ca_file(login.ca_pem) if login.encrypt else contextlib.nullcontext() as cafile:
+        try:
+            return pytds.connect(
+                dsn=login.server_name,  # with sock given, only named in TLS and the login
+                port=login.port,
+                sock=sock,
+                database=login.database,
+                user=login.username,
+                password=login.password,
+                cafile=cafile,  # python-tds reads it while connecting
+                validate_host=True,
+                login_timeout=SOCKET_TIMEOUT_SECONDS,
+                timeout=SOCKET_TIMEOUT_SECONDS,  # else reads after the login never time out
+                disable_connect_retry=True,  # a retry would reuse the closed socket
+                autocommit=True,  # transactions are the checks' own, in T-SQL
+                appname="patchbay",
+            )
+        except Exception as exc:  # python-tds raises many kinds: _classify sorts them
+            error = _classify(exc, context)
+    raise error
+
+
+def _quote(identifier: str) -> str:
+    return "[" + identifier.replace("]", "]]") + "]"
+
+
+def _check(cursor: pytds.Cursor, check: CheckSpec) -> None:
+    subject = sql_check_subject(check, "sqlserver")
+    cursor.execute("SET ROWCOUNT 1; BEGIN TRANSACTION")
+    if check.type == "table":
+        schema, _, table = subject.rpartition(".")
+        qualified = f"{_quote(schema)}.{_quote(table)}" if schema else _quote(table)
+        # TOP (0) still checks that the table exists and may be read, but reads nothing.
+        cursor.execute(f"SELECT TOP (0) 1 FROM {qualified}")
+    else:
+        cursor.execute(subject)
+        if cursor.description is None:
+            raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+    while cursor.nextset():  # read the rest, at most a row per statement
+        pass
+    cursor.execute("SELECT @@TRANCOUNT")
+    row = cursor.fetchone()
+    if not row or row[0] != 1:
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "the check SQL ended or nested the check's transaction; "
+            "checks must not commit, roll back or begin transactions",
+        )
+
+
+def _run_check(conn: pytds.Connection, check: CheckSpec) -> CheckOutcome:
+    """One check in its own transaction, always rolled back.
+
+    A server error leaves the connection usable; any other failure (the connection is
+    gone or garbled) propagates and ends the verification.
+    """
+    target = check_target(check)
+    error: DriverError | None = None
+    with conn.cursor() as cursor:
+        try:
+            _check(cursor, check)
+        except DriverError as exc:
+            error = exc
+        except tds_base.DatabaseError as exc:
+            error = _classify(exc)
+        cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION; SET ROWCOUNT 0")
+    if error is not None:
+        return failed_check(check.type, target, error)
+    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, "ok")
+
+
+def server_version(product_version: int) -> str:
+    """E.g. "SQL Server 16.0.4095" from the major, minor and build the login answer gives."""
+    major, minor = product_version >> 24, (product_version >> 16) & 0xFF
+    return f"SQL Server {major}.{minor}.{product_version & 0xFFFF}"
+
+
+def _verify(
+    sock: socket.socket, address: IPAddress, login: _Login, request: VerifyRequest
+) -> VerifyOutcome:
+    """The whole verification; runs in a thread."""
+    started = time.monotonic()
+    conn = _connect(sock, address, login)
+    latency_ms = round((time.monotonic() - started) * 1000)
+    error: DriverError | None = None
+    try:
+        checks = [_run_check(conn, check) for check in request.checks]
+        version = server_version(conn.product_version)
+    except Exception as exc:  # the connection failed under a check: _classify sorts it
+        error = _classify(exc)
+    finally:
+        conn.close()
+    if error is not None:
+        raise error
+    return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
+
+
+async def _in_thread(sock: socket.socket, work: Callable[[], VerifyOutcome]) -> VerifyOutcome:
+    try:
+        return await asyncio.to_thread(work)
+    except asyncio.CancelledError:
+        # Wakes the thread from whatever read it waits in, so that it ends now.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        raise
+
+
+class SqlServerDriver:
+    name = "sqlserver"
+
+    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        login = _login(request)
+        if login.encrypt and login.ca_pem:
+            # The same PEM check, and message, as every other driver's, before connecting.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            await asyncio.to_thread(load_tls_material, context, TlsMaterial(ca_pem=login.ca_pem))
+        address = await resolve_address(egress, login.host, login.port)
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(SOCKET_TIMEOUT_SECONDS)
+            return await _in_thread(sock, lambda: _verify(sock, address, login, request))

@@ -1,0 +1,242 @@
+"""The sqlserver driver against loopback listeners that are not SQL Server.
+
+No SQL Server can be installed here (it is in neither Debian nor PyPI), so these tests
+cover what needs none: unreachable and silent servers, peers that do not speak TDS, a
+fake server's answer to the driver's first (PRELOGIN) message, the egress policy and
+secrets. docs/connectors.md says what a test against a real server needs.
+Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import uuid
+
+import pytest
+from aiohttp import web
+
+from localserver import free_port
+from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, VerifyRequest
+from patchbay.drivers.sqlserver import SqlServerDriver
+from patchbay.egress import EgressPolicy, parse_networks
+from patchbay.reasons import Reason
+from patchbay.verification import run_verification
+from tests.integration import http_server
+from tests.integration.driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    assert_error_keeps_no_secret,
+    outcome_texts,
+    run,
+)
+from tests.integration.fake_tcp import FakeTcpServer
+
+DRIVER = SqlServerDriver()
+CALLS = DriverCalls(DRIVER)
+verify = CALLS.verify
+verify_error = CALLS.error
+PASSWORD = "canary-" + uuid.uuid4().hex
+
+# PRELOGIN ENCRYPTION values (MS-TDS 2.2.6.5).
+ENCRYPT_NOT_SUP, ENCRYPT_REQ = 2, 3
+
+
+def make_request(
+    *, password: str = PASSWORD, tls: TlsMaterial | None = None, **config: str | int
+) -> VerifyRequest:
+    values: dict[str, str | int] = {
+        "host": "127.0.0.1",
+        "database": "orders",
+        "username": "app",
+        "encrypt": "no",
+    }
+    values.update(config)
+    return VerifyRequest(config=values, secrets={"password": password}, tls=tls)
+
+
+class Silent(FakeTcpServer):
+    """Accepts and never answers; the conversation ends when the client hangs up."""
+
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+
+class ClosesAtOnce(FakeTcpServer):
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+
+class PreloginAnswer(FakeTcpServer):
+    """Answers the client's PRELOGIN with a version and the given ENCRYPTION value."""
+
+    def __init__(self, encryption: int) -> None:
+        super().__init__()
+        self.encryption = encryption
+
+    async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header = await reader.readexactly(8)
+        await reader.readexactly(struct.unpack(">H", header[2:4])[0] - 8)
+        options = 2 * 5 + 1  # two option entries and the terminator
+        payload = (
+            struct.pack(">BHH", 0x00, options, 6)  # VERSION
+            + struct.pack(">BHH", 0x01, options + 6, 1)  # ENCRYPTION
+            + b"\xff"
+            + struct.pack(">LH", 0x10000FA0, 0)
+            + bytes([self.encryption])
+        )
+        # A REPLY packet, end of message.
+        writer.write(struct.pack(">BBHHBB", 0x04, 0x01, 8 + len(payload), 0, 1, 0) + payload)
+        await writer.drain()
+        await reader.read()
+
+
+async def _failure_from(server: FakeTcpServer, **config: str | int) -> DriverError:
+    async with server.serve():
+        return await CALLS.failure(make_request(port=server.port, **config))
+
+
+def test_closed_port_is_host_unreachable_and_retryable() -> None:
+    error = verify_error(make_request(port=free_port()))
+    assert error.code == Reason.HOST_UNREACHABLE
+    assert error.retryable
+    assert_error_keeps_no_secret(error, PASSWORD)
+
+
+def test_silent_server_times_out_within_the_timeout_and_its_thread_ends() -> None:
+    async def scenario() -> tuple[VerifyOutcome, int]:
+        threads = threading.active_count()
+        server = Silent()
+        async with server.serve():
+            outcome, _ = await run_verification(
+                DRIVER, make_request(port=server.port), egress=OPEN_POLICY, timeout_seconds=1
+            )
+            assert server.connected.is_set()
+            # The cancelled verification hangs up rather than leave its thread reading.
+            await asyncio.wait_for(server.closed.wait(), 10)
+        await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), 10)
+        return outcome, threading.active_count() - threads
+
+    outcome, threads_left = run(scenario())
+    assert (outcome.code, outcome.message) == (Reason.TIMEOUT, "no answer within 1s")
+    assert threads_left == 0
+    assert all(PASSWORD not in text for text in outcome_texts(outcome))
+
+
+def test_http_server_is_protocol_error() -> None:
+    async def scenario() -> DriverError:
+        async def hello(request: web.Request) -> web.Response:
+            return web.Response(text="hello")
+
+        async with http_server.serve({"/": hello}) as (url, _):
+            port = int(url.rsplit(":", 1)[1])
+            return await CALLS.failure(make_request(port=port))
+
+    error = run(scenario())
+    assert error.code == Reason.PROTOCOL_ERROR
+    assert_error_keeps_no_secret(error, PASSWORD)
+
+
+def test_server_that_hangs_up_at_once_is_protocol_error() -> None:
+    error = run(_failure_from(ClosesAtOnce()))
+    assert error.code == Reason.PROTOCOL_ERROR
+
+
+def test_encrypt_yes_against_a_server_without_encryption_is_tls_error() -> None:
+    error = run(_failure_from(PreloginAnswer(ENCRYPT_NOT_SUP), encrypt="yes"))
+    assert error.code == Reason.TLS_ERROR
+    assert "not supported by server" in error.message
+    assert_error_keeps_no_secret(error, PASSWORD)
+
+
+def test_encrypt_no_against_a_server_that_requires_encryption_is_tls_error() -> None:
+    error = run(_failure_from(PreloginAnswer(ENCRYPT_REQ), encrypt="no"))
+    assert error.code == Reason.TLS_ERROR
+    assert "required by server" in error.message
+
+
+def test_egress_denied_host_is_never_contacted() -> None:
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
+
+    async def scenario() -> tuple[DriverError, int]:
+        server = ClosesAtOnce(host="127.0.0.2")
+        async with server.serve():
+            error = await CALLS.failure(make_request(host="127.0.0.2", port=server.port), policy)
+            return error, server.connections
+
+    error, connections = run(scenario())
+    assert error.code == Reason.EGRESS_DENIED
+    assert connections == 0
+
+
+def test_canary_password_appears_in_no_outcome() -> None:
+    async def outcomes() -> list[VerifyOutcome]:
+        found = []
+        for server, config in (
+            (ClosesAtOnce(), {}),
+            (PreloginAnswer(ENCRYPT_NOT_SUP), {"encrypt": "yes"}),
+            (PreloginAnswer(ENCRYPT_REQ), {}),
+        ):
+            async with server.serve():
+                request = make_request(port=server.port, **config)
+                outcome, _ = await run_verification(
+                    DRIVER, request, egress=OPEN_POLICY, timeout_seconds=10
+                )
+                found.append(outcome)
+        return found
+
+    for outcome in run(outcomes()):
+        assert outcome.result == "Failed"
+        assert all(PASSWORD not in text for text in outcome_texts(outcome))
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(make_request(encrypt="sometimes"), id="encrypt"),
+        pytest.param(make_request(host="db\\reports"), id="named-instance"),
+        pytest.param(make_request(port=70000), id="port"),
+        pytest.param(make_request(database=""), id="no-database"),
+        pytest.param(make_request(username="u" * 129), id="long-username"),
+        pytest.param(
+            make_request(tls=TlsMaterial(client_cert_pem="cert", client_key_pem="key")),
+            id="client-certificate",
+        ),
+        pytest.param(
+            make_request(encrypt="yes", tls=TlsMaterial(ca_pem="not a certificate")),
+            id="bad-ca",
+        ),
+    ],
+)
+def test_invalid_inputs_are_config_invalid_before_any_connection(request_: VerifyRequest) -> None:
+    server = ClosesAtOnce()
+
+    async def scenario() -> tuple[DriverError, int]:
+        async with server.serve():
+            request = VerifyRequest(
+                config={**request_.config, "port": request_.config.get("port", server.port)},
+                secrets=request_.secrets,
+                tls=request_.tls,
+            )
+            return await CALLS.failure(request), server.connections
+
+    error, connections = run(scenario())
+    assert error.code == Reason.CONFIG_INVALID
+    assert connections == 0
+
+
+def test_missing_password_is_secret_key_missing() -> None:
+    assert verify_error(make_request(password="")).code == Reason.SECRET_KEY_MISSING
+
+
+def test_loopback_socket_family_follows_the_address() -> None:
+    # The driver opens its own socket; an IPv6 literal must get an IPv6 one.
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    error = verify_error(make_request(host="::1", port=free_port()))
+    assert error.code == Reason.HOST_UNREACHABLE

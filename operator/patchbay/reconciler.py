@@ -188,10 +188,12 @@ class Reconciler:
         ckey: ConnectorKey = (kind, namespace or "", name)
         before = self.connectors.get(ckey)
         self.connectors[ckey] = body
+        if before is not None and body is not None and _generation(before) == _generation(body):
+            # A status-only change, usually our own write: nothing to re-verify, and the
+            # count of Connections is kept current by the batched writes of _count_later.
+            return
         if body is not None:
             await self._write_connector_status(ckey, body)
-        if before is not None and body is not None and _generation(before) == _generation(body):
-            return  # a status-only change (often our own write): nothing to re-verify
         if body is None:
             self.limiters.pop(ckey, None)
         for key, state in list(self.states.items()):

@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -139,14 +140,16 @@ def _connect(
     )
 
 
-def execute(server: PostgresServer, sql: str, dbname: str = "postgres") -> None:
-    """Run SQL as the superuser in autocommit mode (CREATE DATABASE needs it).
+def execute(server: PostgresServer, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+    """Run SQL as the superuser in autocommit mode (CREATE DATABASE needs it); the rows
+    of the last statement, if it returned any.
 
     Several statements in one call run in one implicit transaction, so CREATE DATABASE
     must be sent on its own.
     """
     with _connect(server, dbname) as conn:
-        conn.execute(sql.encode())
+        cursor = conn.execute(sql.encode())
+        return cursor.fetchall() if cursor.description else []
 
 
 def enable_ssl(server: PostgresServer, cert_pem: str, key_pem: str) -> None:

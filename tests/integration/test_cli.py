@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 
@@ -60,16 +59,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres
 
 
 def order_count(server: localpostgres.PostgresServer) -> int:
-    with psycopg.connect(
-        host=server.host,
-        port=server.port,
-        user=server.superuser,
-        password=server.superuser_password,
-        dbname="shop",
-    ) as conn:
-        row = conn.execute("select count(*) from sales.orders").fetchone()
-        assert row is not None
-        return int(row[0])
+    return int(localpostgres.execute(server, "select count(*) from sales.orders", "shop")[0][0])
 
 
 def connection(

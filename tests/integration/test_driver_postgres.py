@@ -84,16 +84,7 @@ def make_request(
 
 
 def order_count(server: localpostgres.PostgresServer) -> int:
-    with psycopg.connect(
-        host=server.host,
-        port=server.port,
-        user=server.superuser,
-        password=server.superuser_password,
-        dbname="orders",
-    ) as conn:
-        row = conn.execute("select count(*) from public.orders").fetchone()
-        assert row is not None
-        return int(row[0])
+    return int(localpostgres.execute(server, "select count(*) from public.orders", "orders")[0][0])
 
 
 # --- fake servers -------------------------------------------------------------------------

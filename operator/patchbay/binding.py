@@ -14,6 +14,7 @@ BINDING_TYPES = {
     "s3": "s3",
     "sftp": "sftp",
     "http": "http",
+    "sqlserver": "sqlserver",
 }
 MANAGED_BY = {"app.kubernetes.io/managed-by": "patchbay"}
 CONNECTION_LABEL = "patchbay.dev/connection"

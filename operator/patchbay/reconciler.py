@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
 
@@ -52,6 +53,8 @@ VERIFY_REQUESTED_ANNOTATION = "patchbay.dev/verify-requested-at"
 
 Key = tuple[str, str]  # namespace, name
 ConnectorKey = tuple[str, str, str]  # kind, namespace ("" for cluster scope), name
+# after the API server failed a request while a Connection was being evaluated
+API_RETRY_SECONDS = 10.0
 
 
 def _now() -> datetime:
@@ -164,8 +167,34 @@ class Reconciler:
     async def connection_changed(self, body: dict[str, Any]) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         self.connections[key] = body
-        await self._ensure_labels(key, body)
-        await self.evaluate(key)
+        await self._evaluate_or_retry(key, body)
+
+    async def _evaluate_or_retry(self, key: Key, body: dict[str, Any]) -> None:
+        try:
+            await self._ensure_labels(key, body)
+            await self.evaluate(key)
+        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
+            # kopf does not retry event handlers: without this the Connection would wait
+            # for its next watch event
+            problem = (
+                f"{exc.status} {exc.reason}"
+                if isinstance(exc, kube.KubeApiError)
+                else type(exc).__name__
+            )
+            logger.warning(
+                "could not evaluate %s/%s (%s); trying again in %.0fs",
+                *key,
+                problem,
+                API_RETRY_SECONDS,
+                extra=object_fields(*key),
+            )
+            self._start(self._retry_evaluation(key))
+
+    async def _retry_evaluation(self, key: Key) -> None:
+        await asyncio.sleep(API_RETRY_SECONDS)
+        body = self.connections.get(key)
+        if body is not None:
+            await self._evaluate_or_retry(key, body)
 
     async def connection_deleted(self, namespace: str, name: str) -> None:
         key = (namespace, name)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
+from patchbay.api.connector import DriverName
 from patchbay.binding import build_binding_secret
 
 
@@ -136,3 +139,18 @@ def test_binding_without_a_host_has_no_uri() -> None:
 
     assert "uri" not in secret["stringData"]
     assert secret["type"] == "servicebinding.io/s3"
+
+
+@pytest.mark.parametrize("driver", get_args(DriverName))
+def test_every_driver_gets_a_binding_of_its_service_type(driver: str) -> None:
+    secret = build_binding_secret(
+        connection="c",
+        namespace="ns",
+        uid="0f6f4c1e-1111-2222-3333-444455556666",
+        driver=driver,
+        config={"host": "h.example.com"},
+        secrets={},
+    )
+
+    assert secret["type"].startswith("servicebinding.io/")
+    assert secret["stringData"]["type"]

@@ -125,3 +125,26 @@ def test_tls_failure_names_openssls_reason() -> None:
 
 def test_server_version_reads_major_minor_and_build() -> None:
     assert server_version(0x10000FFF) == "SQL Server 16.0.4095"
+
+
+def test_a_login_routed_to_another_server_is_refused_as_egress_denied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # python-tds's own login returns the route the server sent; following it would open
+    # a socket the egress policy never saw and send the password there.
+    from pytds.tds_socket import _TdsSocket
+
+    from patchbay.drivers import sqlserver
+
+    monkeypatch.setattr(
+        sqlserver, "_route_following_login", lambda _: {"server": "10.1.2.3", "port": 1433}
+    )
+    with pytest.raises(Exception) as refused:
+        _TdsSocket.login(object())  # type: ignore[arg-type]
+
+    error = _classify(refused.value)
+    assert error.code == Reason.EGRESS_DENIED
+    assert "10.1.2.3:1433" in error.message
+
+    monkeypatch.setattr(sqlserver, "_route_following_login", lambda _: None)
+    assert _TdsSocket.login(object()) is None  # type: ignore[arg-type]

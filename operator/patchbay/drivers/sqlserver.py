@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import OpenSSL.SSL
 import pytds
 from pytds import tds_base
+from pytds.tds_socket import _TdsSocket
 
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
@@ -146,8 +147,34 @@ def _tls_reason(exc: OpenSSL.SSL.Error) -> str:
     return reasons[-1] if reasons else "the TLS handshake failed"
 
 
+class _Rerouted(Exception):
+    """The server answered the login with a route to another server."""
+
+    def __init__(self, server: str, port: int) -> None:
+        super().__init__(f"{server}:{port}")
+        self.server, self.port = server, port
+
+
+def _login_without_routing(tds_socket: _TdsSocket) -> None:
+    """python-tds follows a login route by opening its own socket to the new host,
+    which the egress policy never sees, and sends the login there again: refuse it."""
+    route = _route_following_login(tds_socket)
+    if route is not None:
+        raise _Rerouted(str(route["server"]), int(route["port"]))
+
+
+_route_following_login = _TdsSocket.login
+_TdsSocket.login = _login_without_routing
+
+
 def _classify(exc: BaseException, context: str = "", *, connected: bool = True) -> DriverError:
     """A reason for a failure; server messages never contain the password."""
+    if isinstance(exc, _Rerouted):
+        return DriverError(
+            Reason.EGRESS_DENIED,
+            f"{context}the server redirected the login to {exc}; redirects are not followed, "
+            "so set host and port to that server",
+        )
     if isinstance(exc, tds_base.DatabaseError) and exc.number:
         # args[0] holds every message of the reply; .text only the last.
         message = str(exc.args[0] if exc.args else exc.text).strip()

@@ -418,7 +418,16 @@ class _Exchange:
             return False
         if base.scheme == "https" and url.scheme != "https":
             return False
-        return url.port == base.port or (url.scheme == "https" and url.is_default_port())
+        if url.port == base.port:
+            return True
+        # only the upgrade from http on its default port to https on its default port;
+        # another port on the same host may be another service
+        return (
+            base.scheme == "http"
+            and base.is_default_port()
+            and url.scheme == "https"
+            and url.is_default_port()
+        )
 
     def _headers(self, spec: HttpRequestSpec, with_credentials: bool) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()

@@ -448,6 +448,8 @@ class Reconciler:
         state.timer = None
 
     def _schedule(self, key: Key, delay: float) -> None:
+        if key not in self.connections:
+            return  # deleted while it was being verified: nothing to come back to
         state = self.states[key]
         self._cancel_timer(state)
         state.timer = self._start(self._verify_later(key, delay))

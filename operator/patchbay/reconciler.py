@@ -286,14 +286,9 @@ class Reconciler:
         return (kind, "" if kind == "ClusterConnector" else namespace, ref.get("name", ""))
 
     async def connector_spec(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorSpec | None:
-        """The connector a Connection spec refers to, if it exists and is valid."""
-        body = await self._connector(self._connector_key(namespace, spec))
-        if body is None:
-            return None
-        try:
-            return ConnectorSpec.model_validate(body.get("spec", {}))
-        except ValidationError:
-            return None
+        """The connector a Connection spec refers to, if it exists and is usable."""
+        _, connector = await self._resolve_connector(namespace, spec)
+        return connector
 
     async def _connector(self, ckey: ConnectorKey) -> dict[str, Any] | None:
         if ckey not in self.connectors:
@@ -504,7 +499,7 @@ class Reconciler:
         handled_hash = await self._current_hash(key, body)
         requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
         started = _now()
-        connector_state, connector_spec = await self._resolve_connector(key, spec_body)
+        connector_state, connector_spec = await self._resolve_connector(namespace, spec_body)
         outcome: VerifyOutcome | None = None
         credentials_state: ConditionState | None = None
         verified_state: ConditionState | None = None
@@ -686,9 +681,9 @@ class Reconciler:
         return int(previous.get("consecutiveFailures") or 0) + 1
 
     async def _resolve_connector(
-        self, key: Key, spec: Mapping[str, Any]
+        self, namespace: str, spec: Mapping[str, Any]
     ) -> tuple[ConditionState, ConnectorSpec | None]:
-        ckey = self._connector_key(key[0], spec)
+        ckey = self._connector_key(namespace, spec)
         return judge_connector(ckey, await self._connector(ckey), self.drivers)
 
     def _cadence(self, spec: ConnectionSpec, connector: ConnectorSpec) -> Cadence:

@@ -46,3 +46,8 @@ def configure_logging(level: str, json_format: bool) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # asyncssh logs every connection, key exchange and login step at INFO.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    # kopf logs "Handler ... succeeded" at INFO for every watch event, Secrets included:
+    # bookkeeping that buries the verifications, transitions and errors an operator
+    # reader wants. Its warnings and errors still show; DEBUG shows everything.
+    kopf_objects = logging.getLogger("kopf.objects")
+    kopf_objects.setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)

@@ -33,3 +33,29 @@ def test_operator_lines_about_a_connection_carry_namespace_and_object(
     assert (first["namespace"], first["object"], first["level"]) == ("shop", "orders", "INFO")
     assert (second["namespace"], second["object"]) == (None, "postgres")
     assert "k8s_ref" not in first
+
+
+def _lines_logged(
+    level: str, logger_name: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(level, json_format=True)
+        logging.getLogger(logger_name).info(message)
+    finally:
+        root.handlers[:], level_before = saved
+        root.setLevel(level_before)
+    return stream.getvalue()
+
+
+def test_kopf_handler_bookkeeping_is_not_logged_at_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _lines_logged("INFO", "kopf.objects", "Handler 'secret_event' succeeded.", monkeypatch)
+    assert text == ""
+
+
+def test_kopf_handler_bookkeeping_is_logged_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _lines_logged("DEBUG", "kopf.objects", "Handler 'secret_event' succeeded.", monkeypatch)
+    assert "succeeded" in text

@@ -41,8 +41,14 @@ from patchbay.inputs import inputs_hash
 from patchbay.logs import object_fields
 from patchbay.metrics import Metrics
 from patchbay.reasons import NOT_RETRYABLE, Reason
-from patchbay.schedule import Cadence, next_attempt, parse_duration
-from patchbay.status import ConditionState, Findings, connection_conditions, merge_conditions
+from patchbay.schedule import Cadence, bounds, next_attempt
+from patchbay.status import (
+    ConditionState,
+    Findings,
+    connection_conditions,
+    fit_status,
+    merge_conditions,
+)
 from patchbay.verification import build_verify_request, run_verification
 
 logger = logging.getLogger(__name__)
@@ -53,8 +59,15 @@ VERIFY_REQUESTED_ANNOTATION = "patchbay.dev/verify-requested-at"
 
 Key = tuple[str, str]  # namespace, name
 ConnectorKey = tuple[str, str, str]  # kind, namespace ("" for cluster scope), name
-# after the API server failed a request while a Connection was being evaluated
+# after the API server failed a request while a Connection was being evaluated or
+# verified: the first retry, doubled on each further failure up to the cap
 API_RETRY_SECONDS = 10.0
+API_RETRY_CAP_SECONDS = 300.0
+# what a condition says when the API server refused the status that explained it
+STATUS_REFUSED_MESSAGE = (
+    "the API server refused this Connection's full status; the reason stands, "
+    "the operator's log has the details"
+)
 
 
 def _now() -> datetime:
@@ -72,6 +85,17 @@ def _parse_time(value: object) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def _api_problem(exc: Exception) -> str:
+    if isinstance(exc, kube.KubeApiError):
+        return f"the API server answered {exc.status} {exc.reason}"
+    return type(exc).__name__
+
+
+def _refused(exc: kube.KubeApiError) -> bool:
+    """A 4xx that repeating the same request cannot fix (not a conflict or throttling)."""
+    return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
 
 def _generation(body: Mapping[str, Any]) -> object:
@@ -111,7 +135,7 @@ def judge_connector(
 
 def verification_timeout(spec: ConnectionSpec, connector: ConnectorSpec) -> float:
     """Seconds one verification (or one discovery call) may take."""
-    return parse_duration(spec.verification.timeout or connector.verification.timeout)
+    return bounds(spec, connector).timeout_seconds
 
 
 @dataclass
@@ -127,6 +151,7 @@ class ConnectionState:
     timer: asyncio.Task[None] | None = None
     running: bool = False
     dirty: bool = False
+    api_failures: int = 0  # API server errors in a row, for the retry backoff
 
 
 @dataclass(frozen=True)
@@ -176,25 +201,34 @@ class Reconciler:
         except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
             # kopf does not retry event handlers: without this the Connection would wait
             # for its next watch event
-            problem = (
-                f"{exc.status} {exc.reason}"
-                if isinstance(exc, kube.KubeApiError)
-                else type(exc).__name__
-            )
+            delay = self._api_retry_delay(key)
             logger.warning(
                 "could not evaluate %s/%s (%s); trying again in %.0fs",
                 *key,
-                problem,
-                API_RETRY_SECONDS,
+                _api_problem(exc),
+                delay,
                 extra=object_fields(*key),
             )
-            self._start(self._retry_evaluation(key))
+            self._start(self._retry_evaluation(key, delay))
+        else:
+            if key in self.states:
+                self.states[key].api_failures = 0
 
-    async def _retry_evaluation(self, key: Key) -> None:
-        await asyncio.sleep(API_RETRY_SECONDS)
+    async def _retry_evaluation(self, key: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
         body = self.connections.get(key)
         if body is not None:
             await self._evaluate_or_retry(key, body)
+
+    def _api_retry_delay(self, key: Key) -> float:
+        """Backoff after API server errors: a failing request is never repeated on a
+        fixed timer."""
+        state = self.states[key]
+        state.api_failures += 1
+        ceiling = min(
+            API_RETRY_CAP_SECONDS, API_RETRY_SECONDS * 2.0 ** min(state.api_failures - 1, 10)
+        )
+        return ceiling * self._rng.uniform(0.5, 1.0)
 
     async def connection_deleted(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -402,7 +436,7 @@ class Reconciler:
             connector_spec = ConnectorSpec.model_validate((connector or {}).get("spec", {}))
         except ValidationError:
             return
-        stale_at = self._cadence(spec, connector_spec).stale_at(last_success)
+        stale_at = bounds(spec, connector_spec).cadence.stale_at(last_success)
         if _now() < stale_at:
             self._cancel_timer(self.states[key])
             self.states[key].timer = self._start(
@@ -425,10 +459,7 @@ class Reconciler:
             body["metadata"].get("generation"),
             _now(),
         )
-        await self.client.merge_patch(
-            kube.connection_path(*key) + "/status",
-            {"status": {"phase": "Pending", "conditions": conditions}},
-        )
+        await self._patch_status(key, {"phase": "Pending", "conditions": conditions})
         await self._after_status_write(key, body, status, "Pending", conditions)
 
     async def _evaluate_later(self, key: Key, delay: float) -> None:
@@ -461,25 +492,29 @@ class Reconciler:
         state.running = True
         try:
             await self.verify(key)
-        except kube.KubeApiError as exc:
+            state.api_failures = 0
+        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
+            delay = self._api_retry_delay(key)
             # status and reason only: the API server's message may quote what was sent
             logger.error(
-                "verification of %s/%s stopped: the API server answered %s %s",
+                "verification of %s/%s stopped: %s; trying again in %.0fs",
                 *key,
-                exc.status,
-                exc.reason,
+                _api_problem(exc),
+                delay,
                 extra=object_fields(*key),
             )
-            self._schedule(key, 30.0)
+            self._schedule(key, delay)
         except Exception as exc:
+            delay = self._api_retry_delay(key)
             # the type only: a traceback's message could carry a credential
             logger.error(
-                "verification of %s/%s crashed with %s",
+                "verification of %s/%s crashed with %s; trying again in %.0fs",
                 *key,
                 type(exc).__name__,
+                delay,
                 extra=object_fields(*key),
             )
-            self._schedule(key, 30.0)
+            self._schedule(key, delay)
         finally:
             state.running = False
         if state.dirty:
@@ -510,7 +545,8 @@ class Reconciler:
         if connector_spec is not None:
             try:
                 spec = ConnectionSpec.model_validate(spec_body)
-                cadence = self._cadence(spec, connector_spec)
+                limits = bounds(spec, connector_spec)
+                cadence = limits.cadence
                 config = resolve_config(connector_spec, spec.config)
                 secrets = await self._read_secrets(namespace, state.secrets)
                 try:
@@ -528,7 +564,7 @@ class Reconciler:
                         key, body, connector_spec.driver, config.values, creds.values
                     )
                     request = build_verify_request(connector_spec, spec, config, creds)
-                    limiter = self._limiter(state.connector, connector_spec)
+                    limiter = self._limiter(state.connector, limits.rate_limit)
                     if limiter is not None and not limiter.has_capacity():
                         self.metrics.rate_limited.inc()
                         await self._write_status(
@@ -550,7 +586,7 @@ class Reconciler:
                         self.drivers[connector_spec.driver],
                         request,
                         egress=self.settings.egress,
-                        timeout_seconds=verification_timeout(spec, connector_spec),
+                        timeout_seconds=limits.timeout_seconds,
                         limiter=self._budget(limiter),
                     )
                     duration_ms = int(elapsed * 1000)
@@ -561,7 +597,7 @@ class Reconciler:
                         if outcome.result == "Unknown"
                         else "False",
                         outcome.code,
-                        outcome.message,
+                        "; ".join(m for m in (outcome.message, *limits.notes) if m),
                     )
             except ValidationError as exc:
                 verified_state = ConditionState(
@@ -686,10 +722,6 @@ class Reconciler:
         ckey = self._connector_key(namespace, spec)
         return judge_connector(ckey, await self._connector(ckey), self.drivers)
 
-    def _cadence(self, spec: ConnectionSpec, connector: ConnectorSpec) -> Cadence:
-        interval = spec.verification.interval or connector.verification.interval
-        return Cadence(spec.verification.mode, parse_duration(interval), spec.verification.schedule)
-
     @asynccontextmanager
     async def _budget(self, limiter: AsyncLimiter | None) -> AsyncIterator[None]:
         """The connector's rate limit first, then a slot: a throttled connector waiting
@@ -697,10 +729,11 @@ class Reconciler:
         async with limiter if limiter is not None else nullcontext(), self._slots:
             yield
 
-    def _limiter(self, ckey: ConnectorKey | None, connector: ConnectorSpec) -> AsyncLimiter | None:
-        if connector.rate_limit is None or ckey is None:
+    def _limiter(
+        self, ckey: ConnectorKey | None, budget: tuple[int, float] | None
+    ) -> AsyncLimiter | None:
+        if budget is None or ckey is None:
             return None
-        budget = (connector.rate_limit.requests, parse_duration(connector.rate_limit.per))
         known = self.limiters.get(ckey)
         if known is None or known[0] != budget:
             known = (budget, AsyncLimiter(*budget))
@@ -833,8 +866,42 @@ class Reconciler:
                 **extra,
             }
         }
-        await self.client.merge_patch(kube.connection_path(*key) + "/status", patch)
+        try:
+            await self._patch_status(key, patch["status"])
+        except kube.KubeApiError as exc:
+            if not _refused(exc):
+                raise
+            # Sending the same patch again would be refused again. The reason alone
+            # (short, from a fixed list) always fits, so the Connection still says what
+            # is wrong; the next attempt comes at its regular time.
+            logger.error(
+                "the API server refused the status of %s/%s (%s %s); writing its reason alone",
+                *key,
+                exc.status,
+                exc.reason,
+                extra=object_fields(*key),
+            )
+            conditions = [{**c, "message": STATUS_REFUSED_MESSAGE} for c in conditions]
+            try:
+                await self._patch_status(key, {"phase": phase, "conditions": conditions})
+            except kube.KubeApiError as again:
+                if not _refused(again):
+                    raise
+                logger.error(
+                    "the API server refused the reason of %s/%s too (%s %s)",
+                    *key,
+                    again.status,
+                    again.reason,
+                    extra=object_fields(*key),
+                )
+                return
         await self._after_status_write(key, body, status, phase, conditions)
+
+    async def _patch_status(self, key: Key, status: Mapping[str, Any]) -> None:
+        """Every status write of a Connection, cut to the schema's limits."""
+        await self.client.merge_patch(
+            kube.connection_path(*key) + "/status", {"status": fit_status(status)}
+        )
 
     async def _after_status_write(
         self,

@@ -9,6 +9,17 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
+from patchbay.api.limits import (
+    MAX_TIMEOUT,
+    MAX_TIMEOUT_SECONDS,
+    MIN_INTERVAL,
+    MIN_INTERVAL_SECONDS,
+    MIN_RATE_LIMIT_PERIOD,
+    MIN_RATE_LIMIT_PERIOD_SECONDS,
+)
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
@@ -87,3 +98,47 @@ def next_attempt(
     if retry_after is not None:
         earliest = max(earliest, now + timedelta(seconds=retry_after))
     return earliest
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a Connection may cost, after its stored values were held to the limits.
+
+    The schema refuses values outside the limits; objects stored before a limit
+    existed are clamped here, and ``notes`` says what was changed.
+    """
+
+    cadence: Cadence
+    timeout_seconds: float
+    rate_limit: tuple[int, float] | None
+    notes: tuple[str, ...] = ()
+
+
+def bounds(spec: ConnectionSpec, connector: ConnectorSpec) -> Bounds:
+    notes: list[str] = []
+    interval_text = spec.verification.interval or connector.verification.interval
+    interval = parse_duration(interval_text)
+    if interval < MIN_INTERVAL_SECONDS:
+        notes.append(f"interval {interval_text} raised to the minimum {MIN_INTERVAL}")
+        interval = MIN_INTERVAL_SECONDS
+    timeout_text = spec.verification.timeout or connector.verification.timeout
+    timeout = parse_duration(timeout_text)
+    if timeout > MAX_TIMEOUT_SECONDS:
+        notes.append(f"timeout {timeout_text} held to the maximum {MAX_TIMEOUT}")
+        timeout = MAX_TIMEOUT_SECONDS
+    rate_limit = None
+    if connector.rate_limit is not None:
+        per = parse_duration(connector.rate_limit.per)
+        if per < MIN_RATE_LIMIT_PERIOD_SECONDS:
+            notes.append(
+                f"rateLimit.per {connector.rate_limit.per} raised to the minimum "
+                f"{MIN_RATE_LIMIT_PERIOD}"
+            )
+            per = MIN_RATE_LIMIT_PERIOD_SECONDS
+        rate_limit = (connector.rate_limit.requests, per)
+    return Bounds(
+        Cadence(spec.verification.mode, interval, spec.verification.schedule),
+        timeout,
+        rate_limit,
+        tuple(notes),
+    )

@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from patchbay.api.common import ConditionStatus
+from patchbay.api.connection import ConnectionStatus
+from patchbay.api.crd import JsonSchema, structural_schema
 from patchbay.reasons import Reason
+
+ELLIPSIS = "…"
 
 
 @dataclass(frozen=True)
@@ -119,3 +124,40 @@ def connection_conditions(
         ("Ready", ready),
     ]
     return phase(findings, ready), merge_conditions(previous, desired, generation, now)
+
+
+@cache
+def _status_schema() -> JsonSchema:
+    return structural_schema(ConnectionStatus)
+
+
+def _fit(value: Any, schema: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        limit = schema.get("maxLength")
+        if limit is not None and len(value) > limit:
+            return value[: max(0, limit - len(ELLIPSIS))] + ELLIPSIS
+        return value
+    if isinstance(value, list):
+        items = schema.get("items") or {}
+        kept = value[: schema.get("maxItems", len(value))]
+        return [_fit(item, items) for item in kept]
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        others = schema.get("additionalProperties")
+        fitted: dict[str, Any] = {}
+        for key, item in value.items():
+            sub = properties.get(key, others if isinstance(others, dict) else {})
+            fitted[key] = _fit(item, sub)
+        return fitted
+    return value
+
+
+def fit_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status cut to the CRD's limits, so the API server never refuses it as too long.
+
+    Every string (messages, targets, server versions, ...) is shortened to its
+    schema's maxLength and every list to its maxItems: the one place where what
+    the operator learned is made to fit what it may write.
+    """
+    fitted: dict[str, Any] = _fit(dict(status), _status_schema())
+    return fitted

@@ -26,6 +26,10 @@ from patchbay.reasons import Reason
 logger = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
+# How long a driver may take to stop after its timeout before its slot is freed anyway.
+CANCEL_GRACE_SECONDS = 2.0
+# drivers that ignored cancellation, kept referenced until they end
+_abandoned: set[asyncio.Future[VerifyOutcome]] = set()
 # Shorter values would redact ordinary words; credentials are longer than this.
 _MIN_SCRUB_LENGTH = 4
 
@@ -67,6 +71,36 @@ def _scrub_outcome(outcome: VerifyOutcome, secrets: Iterable[str]) -> VerifyOutc
     )
 
 
+async def _verify_within(
+    driver: Driver, request: VerifyRequest, egress: Egress, timeout_seconds: float
+) -> VerifyOutcome:
+    """The driver's answer, or TimeoutError once the timeout and a short grace are over.
+
+    asyncio.timeout would wait for a cancelled driver however long its cleanup takes,
+    holding the caller's concurrency slot; here the caller is free after the grace.
+    """
+    attempt = asyncio.ensure_future(driver.verify(request, egress))
+    try:
+        done, _ = await asyncio.wait({attempt}, timeout=timeout_seconds)
+    except asyncio.CancelledError:
+        attempt.cancel()
+        raise
+    if done:
+        return attempt.result()
+    attempt.cancel()
+    done, _ = await asyncio.wait({attempt}, timeout=CANCEL_GRACE_SECONDS)
+    if done:
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved: the timeout is the answer
+    else:
+        logger.warning(
+            "driver %s did not stop within %gs of its timeout", driver.name, CANCEL_GRACE_SECONDS
+        )
+        _abandoned.add(attempt)
+        attempt.add_done_callback(_abandoned.discard)
+    raise TimeoutError
+
+
 async def run_verification(
     driver: Driver,
     request: VerifyRequest,
@@ -79,8 +113,7 @@ async def run_verification(
     async with limiter if limiter is not None else nullcontext():
         started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout_seconds):
-                outcome = await driver.verify(request, egress)
+            outcome = await _verify_within(driver, request, egress, timeout_seconds)
         except TimeoutError:
             outcome = VerifyOutcome(
                 "Failed",

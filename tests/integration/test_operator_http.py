@@ -7,10 +7,13 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 import localcluster
 from tests.conftest import REPO_ROOT
@@ -408,16 +411,126 @@ def test_success_older_than_twice_the_interval_shows_stale(
     api: TokenApi,
     token: str,
 ) -> None:
-    connector = bearer_connector("quick", verification={"interval": "2s", "http": {"path": "/"}})
+    connector = bearer_connector("quick", verification={"interval": "1m", "http": {"path": "/"}})
     connection = http_connection(
         "onchange", api.base_url, verification={"mode": "OnChange"}, connector="quick"
     )
     apply(control_plane, namespace, connector, token_secret("api-token", token), connection)
     wait_for_reason(control_plane, namespace, "onchange", "Verified")
+    # Time passes: the last success is now three minutes old, more than twice the interval.
+    three_minutes_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 180))
+    control_plane.kubectl(
+        "patch",
+        "connection",
+        "onchange",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"verification": {"lastSuccessTime": three_minutes_ago}}}),
+    )
     obj = wait_for_reason(control_plane, namespace, "onchange", "Stale")
     assert condition(obj, "Ready")["status"] == "Unknown"
     assert obj["status"]["phase"] == "Pending"
     assert len(api.requests) == 1
+
+
+def test_interval_stored_below_the_floor_is_held_to_it_and_said_so(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    # The schema refuses such an interval now; an object stored before that rule keeps
+    # it, which a test can only recreate by lifting the rules from the installed CRD.
+    with rules_lifted(control_plane, "connectors.patchbay.dev", "verification"):
+        connector = bearer_connector(
+            "stormy", verification={"interval": "1ms", "http": {"path": "/"}}
+        )
+        # the API server takes a moment to serve the changed schema
+        wait_for(
+            lambda: (
+                control_plane.kubectl(
+                    "apply",
+                    "-n",
+                    namespace,
+                    "-f",
+                    "-",
+                    input=yaml.safe_dump(connector),
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            "the connector admitted without the rule",
+        )
+    apply_http_connection(
+        control_plane, namespace, "stormy", api.base_url, token, connector="stormy"
+    )
+    obj = wait_for_reason(control_plane, namespace, "stormy", "Verified")
+    assert "interval 1ms raised to the minimum 1m" in condition(obj, "Verified")["message"]
+    time.sleep(5)
+    assert len(api.requests) == 1
+
+
+def test_very_long_result_message_is_cut_to_fit_the_status(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    token: str,
+) -> None:
+    long_path = "/" + "x" * 7000
+
+    async def redirect_far(request: web.Request) -> web.StreamResponse:
+        if request.path == "/":
+            raise web.HTTPFound(long_path)
+        return web.json_response({"error": "gone"}, status=404)
+
+    with serve_in_thread({"/{tail:.*}": redirect_far}) as (url, _):
+        apply_http_connection(control_plane, namespace, "far", url, token)
+        obj = wait_for(
+            lambda: (
+                (o := get_json(control_plane, "connection", "far", "-n", namespace))
+                .get("status", {})
+                .get("verification", {})
+                .get("error")
+                and o
+            ),
+            "a verification result",
+        )
+    error = obj["status"]["verification"]["error"]
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == error["code"] == "ResourceNotFound"
+    assert len(error["message"]) <= 4096
+    assert error["message"].endswith("…")
+
+
+@contextmanager
+def rules_lifted(control_plane: localcluster.ControlPlane, crd: str, field: str) -> Iterator[None]:
+    """The CRD without the validation rules of ``spec.<field>``, restored afterwards."""
+    path = f"/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/{field}"
+    original = get_json(control_plane, "crd", crd)["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"
+    ]["properties"]["spec"]["properties"][field]
+
+    def without_rules(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: without_rules(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+        if isinstance(node, list):
+            return [without_rules(v) for v in node]
+        return node
+
+    def replace(value: Any) -> None:
+        patch = [{"op": "replace", "path": path, "value": value}]
+        control_plane.kubectl("patch", "crd", crd, "--type=json", "-p", json.dumps(patch))
+
+    replace(without_rules(original))
+    try:
+        yield
+    finally:
+        replace(original)
 
 
 def test_connector_rate_limit_caps_calls_to_the_system(

@@ -7,7 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from patchbay.schedule import BACKOFF_BASE_SECONDS, Cadence, next_attempt, parse_duration
+from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
+from patchbay.api.limits import (
+    MAX_TIMEOUT_SECONDS,
+    MIN_INTERVAL_SECONDS,
+    MIN_RATE_LIMIT_PERIOD_SECONDS,
+)
+from patchbay.schedule import (
+    BACKOFF_BASE_SECONDS,
+    Cadence,
+    bounds,
+    next_attempt,
+    parse_duration,
+)
 
 NOW = datetime(2024, 5, 1, 10, 7, 0, tzinfo=UTC)
 HOURLY = Cadence("Periodic", 3600.0)
@@ -185,3 +198,51 @@ def test_weekday_cron_connection_is_not_stale_over_the_weekend() -> None:
     monday_run = cadence.next_regular(friday_success)
     assert monday_run == datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
     assert cadence.stale_at(friday_success) == datetime(2024, 5, 7, 9, 0, tzinfo=UTC)
+
+
+def _specs(
+    interval: str | None, timeout: str | None, per: str | None
+) -> tuple[ConnectionSpec, ConnectorSpec]:
+    connection = ConnectionSpec.model_validate(
+        {
+            "connectorRef": {"kind": "ClusterConnector", "name": "api"},
+            "verification": {k: v for k, v in (("interval", interval), ("timeout", timeout)) if v},
+        }
+    )
+    connector = ConnectorSpec.model_validate(
+        {"driver": "http", **({"rateLimit": {"requests": 5, "per": per}} if per else {})}
+    )
+    return connection, connector
+
+
+def test_values_within_the_limits_are_kept_without_a_note() -> None:
+    held = bounds(*_specs("15m", "30s", "1m"))
+    assert held.cadence.interval_seconds == 900.0
+    assert held.timeout_seconds == 30.0
+    assert held.rate_limit == (5, 60.0)
+    assert held.notes == ()
+
+
+def test_stored_values_outside_the_limits_are_clamped_and_noted() -> None:
+    connection, connector = _specs("15m", "30s", "1m")
+    # objects stored before the schema had these rules: bypass validation as etcd did
+    stored_connection = connection.model_copy(
+        update={
+            "verification": connection.verification.model_copy(
+                update={"interval": "1ms", "timeout": "10h"}
+            )
+        }
+    )
+    assert connector.rate_limit is not None
+    stored_connector = connector.model_copy(
+        update={"rate_limit": connector.rate_limit.model_copy(update={"per": "0s"})}
+    )
+    held = bounds(stored_connection, stored_connector)
+    assert held.cadence.interval_seconds == MIN_INTERVAL_SECONDS
+    assert held.timeout_seconds == MAX_TIMEOUT_SECONDS
+    assert held.rate_limit == (5, MIN_RATE_LIMIT_PERIOD_SECONDS)
+    assert held.notes == (
+        "interval 1ms raised to the minimum 1m",
+        "timeout 10h held to the maximum 2m",
+        "rateLimit.per 0s raised to the minimum 1s",
+    )

@@ -10,6 +10,7 @@ from patchbay.status import (
     ConditionState,
     Findings,
     connection_conditions,
+    fit_status,
     merge_conditions,
     phase,
     ready_condition,
@@ -175,3 +176,34 @@ def test_deprecated_connector_keeps_ready_true_and_mentions_the_deprecation() ->
     assert "deprecated" in by_type["Ready"]["message"]
     assert "connected and authenticated" in by_type["Ready"]["message"]
     assert by_type["ConnectorResolved"]["reason"] == "ConnectorDeprecated"
+
+
+def test_status_strings_are_cut_to_the_schema_limits() -> None:
+    status = {
+        "phase": "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "X", "message": "m" * 40000}],
+        "verification": {
+            "error": {"code": "ResourceNotFound", "message": "e" * 7000, "retryable": False},
+            "checks": [
+                {
+                    "type": "query",
+                    "target": "t",
+                    "result": "Failed",
+                    "code": "X",
+                    "message": "c" * 5000,
+                }
+            ],
+        },
+    }
+    fitted = fit_status(status)
+    assert len(fitted["conditions"][0]["message"]) == 32768
+    assert len(fitted["verification"]["error"]["message"]) == 4096
+    assert fitted["verification"]["error"]["message"].endswith("…")
+    assert len(fitted["verification"]["checks"][0]["message"]) == 4096
+    assert fitted["verification"]["error"]["code"] == "ResourceNotFound"
+    assert fitted["phase"] == "Failed"
+
+
+def test_status_within_the_limits_is_unchanged() -> None:
+    status = {"phase": "Ready", "verification": {"details": {"serverVersion": "16.4"}}}
+    assert fit_status(status) == status

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+import pytest
+
+from patchbay import verification
 from patchbay.drivers.base import (
     CheckOutcome,
     DriverError,
@@ -197,3 +200,42 @@ def test_verification_runs_inside_the_connectors_rate_limit() -> None:
 
     assert outcome.code == Reason.HOST_UNREACHABLE
     assert (limiter.entered, limiter.exited) == (1, 1)
+
+
+class StubbornDriver:
+    """Ignores cancellation for a long while, as a driver stuck in cleanup would."""
+
+    name = "stubborn"
+
+    def __init__(self) -> None:
+        self.finished = asyncio.Event()
+
+    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(0.5))
+        self.finished.set()
+        return VerifyOutcome("Succeeded", Reason.VERIFIED)
+
+
+def test_driver_ignoring_its_timeout_frees_the_caller_after_a_short_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(verification, "CANCEL_GRACE_SECONDS", 0.05)
+    driver = StubbornDriver()
+
+    async def scenario() -> tuple[VerifyOutcome, bool, bool]:
+        slot = asyncio.Semaphore(1)
+        outcome, _ = await run_verification(
+            driver, REQUEST, egress=EGRESS, timeout_seconds=0.05, limiter=slot
+        )
+        freed = not slot.locked()
+        still_running = not driver.finished.is_set()
+        await driver.finished.wait()  # let it end before the loop closes
+        return outcome, freed, still_running
+
+    outcome, freed, still_running = asyncio.run(scenario())
+    assert (outcome.result, outcome.code) == ("Failed", Reason.TIMEOUT)
+    assert freed
+    assert still_running

@@ -698,6 +698,15 @@ class Reconciler:
         )
         state.handled_hash = handled_hash
         state.handled_request = requested
+        logger.info(
+            "verified %s/%s: %s, %s, in %s ms; next at %s",
+            *key,
+            verification["result"],
+            code,
+            duration_ms,
+            verification["nextTime"] or "a change or request",
+            extra=object_fields(*key),
+        )
         if next_time is not None:
             self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
 
@@ -950,6 +959,14 @@ class Reconciler:
             message = f"{reason_text}: {message}"
         if event_reason == "Resumed" and after[0] == "True":
             event_reason = "Verified"
+        logger.info(
+            "%s/%s is now %s: %s (%s)",
+            *key,
+            phase,
+            event_reason,
+            after[1],
+            extra=object_fields(*key),
+        )
         await self._post_event(key, event_reason, event_type, message)
 
     async def _post_event(self, key: Key, reason: str, type_: str, message: str) -> None:

@@ -533,6 +533,29 @@ def rules_lifted(control_plane: localcluster.ControlPlane, crd: str, field: str)
         replace(original)
 
 
+def test_log_at_info_shows_the_verification_and_not_handler_bookkeeping(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> None:
+    apply_http_connection(control_plane, namespace, "logged", api.base_url, token)
+    wait_for_reason(control_plane, namespace, "logged", "Verified")
+    messages = [
+        json.loads(line).get("message", "")
+        for line in wait_for(
+            lambda: [
+                line for line in operator.logs().splitlines() if f"{namespace}/logged" in line
+            ],
+            "a log line about the Connection",
+        )
+    ]
+    assert any(m.startswith(f"verified {namespace}/logged: Succeeded") for m in messages)
+    assert any(m.startswith(f"{namespace}/logged is now Ready: Verified") for m in messages)
+    assert "succeeded." not in operator.logs()
+
+
 def test_connector_rate_limit_caps_calls_to_the_system(
     control_plane: localcluster.ControlPlane,
     namespace: str,

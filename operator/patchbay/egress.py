@@ -5,18 +5,28 @@ forgery risk, so every driver resolves names through ``EgressPolicy`` and
 connects only to the addresses it returns. The check runs after DNS
 resolution (a harmless-looking name may point at a metadata address) and
 before any packet is sent to the target.
+
+A host written as an address is checked as the address it stands for, in every
+form the C library accepts: ``127.1``, ``2130706433``, ``017700000001`` and
+``0x7f.1`` all mean 127.0.0.1 to ``inet_aton``, and clients such as aiohttp
+connect to such hosts without asking a resolver. ``address_literal`` turns them
+into the canonical address; a host that looks numeric but is no valid address
+(``::ffff:127.1``, ``127.0.0.1.``) is refused as invalid rather than looked up.
+Lookups run in their own thread pool (``patchbay.workers``), never behind
+CPU-bound work.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from patchbay.drivers.base import DriverError, IPAddress
 from patchbay.reasons import Reason
+from patchbay.workers import resolve
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -58,6 +68,44 @@ def _normalize(address: IPAddress) -> IPAddress:
     return address
 
 
+# The characters of IPv4 addresses in inet_aton's forms: decimal, octal (leading
+# 0) or hexadecimal (0x) parts, one to four of them.
+_INET_ATON_FORM = re.compile(r"[0-9a-fA-FxX.]{1,64}")
+# A last label of digits only: a top-level domain never is (RFC 3696), an address may be.
+_NUMERIC_LABEL = re.compile(r"[0-9]+")
+
+
+def address_literal(host: str) -> IPAddress | None:
+    """The canonical address a host written as an IP address stands for; None for a name.
+
+    IPv6 may be bracketed (``[::1]``) and carry a zone; IPv4 may be in any form
+    ``inet_aton`` accepts, as getaddrinfo and the socket calls do.
+    """
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if not _INET_ATON_FORM.fullmatch(text):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:
+        return None
+
+
+def looks_like_address(host: str) -> bool:
+    """Whether a host is, or could be taken for, an IP address rather than a DNS name.
+
+    HTTP clients connect to such hosts without asking a resolver, so the policy
+    must see them first: anything with a colon, and anything whose last label
+    is all digits, besides every valid literal.
+    """
+    if ":" in host or address_literal(host) is not None:
+        return True
+    return _NUMERIC_LABEL.fullmatch(host.rstrip(".").rsplit(".", 1)[-1]) is not None
+
+
 @dataclass(frozen=True)
 class EgressPolicy:
     """Deny wins over allow; an empty allow list allows everything not denied."""
@@ -75,12 +123,13 @@ class EgressPolicy:
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """Resolve without blocking the loop; every address must pass the policy."""
-        try:
-            literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            literal = None
+        literal = address_literal(host)
         if literal is not None:
             addresses = [literal]
+        elif looks_like_address(host):
+            raise DriverError(
+                Reason.CONFIG_INVALID, f"host {host} is neither a valid IP address nor a host name"
+            )
         else:
             addresses = await self._lookup(host, port)
         denied = [a for a in addresses if not self.permits(a)]
@@ -93,14 +142,10 @@ class EgressPolicy:
 
     @staticmethod
     async def _lookup(host: str, port: int) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found = await resolve(host, port)
         except socket.gaierror as exc:
             raise DriverError(
                 Reason.HOST_UNREACHABLE, f"cannot resolve host {host}: {exc.strerror}"
             ) from None
-        seen: dict[IPAddress, None] = {}
-        for *_, sockaddr in infos:
-            seen.setdefault(ipaddress.ip_address(sockaddr[0]), None)
-        return list(seen)
+        return list(dict.fromkeys(ipaddress.ip_address(address) for address in found))

@@ -476,6 +476,23 @@ def test_host_name_resolving_to_a_denied_address_is_egress_denied() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "017700000001", "0x7f.1", "0177.0.0.1"])
+def test_loopback_written_in_a_legacy_ipv4_form_is_egress_denied_before_any_request(
+    host: str,
+) -> None:
+    policy = EgressPolicy(denied=parse_networks(["127.0.0.0/8", "::1/128"]))
+
+    async def scenario() -> None:
+        async with serve({"/": answer()}) as (url, seen):
+            port = url.rsplit(":", 1)[1]
+            error = await verify_error(make_request(f"http://{host}:{port}"), policy)
+        assert error.code == Reason.EGRESS_DENIED
+        assert "127.0.0.1" in error.message
+        assert seen.count == 0
+
+    run(scenario())
+
+
 def test_redirect_to_a_denied_host_is_egress_denied() -> None:
     policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
 

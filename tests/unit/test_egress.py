@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from patchbay import egress
 from patchbay.drivers.base import DriverError
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
@@ -115,3 +116,82 @@ def test_resolving_localhost_is_denied_when_loopback_is_not_allowed() -> None:
 @pytest.mark.parametrize("address", ["::169.254.169.254", "64:ff9b::a9fe:a9fe"])
 def test_ipv6_forms_embedding_a_metadata_address_are_denied(address: str) -> None:
     assert not EgressPolicy().permits(ipaddress.ip_address(address))
+
+
+# --- hosts written as addresses in the forms inet_aton accepts -------------------------
+
+LOOPBACK_DENIED = EgressPolicy(denied=parse_networks(["127.0.0.0/8"]))
+LEGACY_LOOPBACK_FORMS = ["2130706433", "127.1", "017700000001", "0x7f.1", "0177.0.0.1"]
+
+
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Hosts the policy asked the resolver about."""
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["192.0.2.1"]
+
+    monkeypatch.setattr(egress, "resolve", resolve)
+    return asked
+
+
+@pytest.mark.parametrize("host", LEGACY_LOOPBACK_FORMS)
+def test_legacy_ipv4_forms_are_checked_as_the_address_they_stand_for(
+    host: str, lookups: list[str]
+) -> None:
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(LOOPBACK_DENIED.resolve(host, 80))
+
+    assert caught.value.code == Reason.EGRESS_DENIED
+    assert "127.0.0.1" in caught.value.message
+    assert lookups == []
+
+
+@pytest.mark.parametrize("host", LEGACY_LOOPBACK_FORMS)
+def test_permitted_legacy_ipv4_forms_resolve_to_the_canonical_address(
+    host: str, lookups: list[str]
+) -> None:
+    assert asyncio.run(DEFAULT.resolve(host, 80)) == [_ip("127.0.0.1")]
+    assert lookups == []
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("0xa9.0xfe.0xa9.0xfe", "169.254.169.254"),
+        ("2852039166", "169.254.169.254"),
+        ("[::ffff:a9fe:a9fe]", "::ffff:a9fe:a9fe"),
+        ("[0:0:0:0:0:FFFF:169.254.169.254]", "::ffff:a9fe:a9fe"),
+    ],
+)
+def test_metadata_address_in_any_literal_form_is_denied_by_default(
+    host: str, address: str, lookups: list[str]
+) -> None:
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(DEFAULT.resolve(host, 80))
+
+    assert caught.value.code == Reason.EGRESS_DENIED
+    assert address in caught.value.message
+    assert lookups == []
+
+
+@pytest.mark.parametrize("host", ["::ffff:127.1", "127.0.0.1.", "1.2.3.4.5", "999.1", "db.42"])
+def test_numeric_host_that_is_no_valid_address_is_config_invalid_without_a_lookup(
+    host: str, lookups: list[str]
+) -> None:
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(DEFAULT.resolve(host, 80))
+
+    assert caught.value.code == Reason.CONFIG_INVALID
+    assert lookups == []
+
+
+@pytest.mark.parametrize("host", ["cafe", "0xcafe.example", "db.orders.svc", "1e100.net"])
+def test_host_names_that_merely_contain_digits_or_hex_are_looked_up(
+    host: str, lookups: list[str]
+) -> None:
+    assert egress.address_literal(host) is None
+    assert asyncio.run(DEFAULT.resolve(host, 80)) == [_ip("192.0.2.1")]
+    assert lookups == [host]

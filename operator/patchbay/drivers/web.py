@@ -13,7 +13,6 @@ AuthenticationFailed, since the certificate is a credential like a password.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import re
 import socket
 import ssl
@@ -26,6 +25,7 @@ from yarl import URL
 
 from patchbay import __version__
 from patchbay.drivers.base import DriverError, Egress, TlsMaterial, load_tls_material
+from patchbay.egress import looks_like_address
 from patchbay.reasons import Reason
 
 USER_AGENT = f"patchbay/{__version__}"
@@ -126,11 +126,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    """Whether aiohttp may take the host for an address (``127.1`` too) and skip the resolver."""
+    return looks_like_address(host)
 
 
 def client_ssl_context(tls: TlsMaterial) -> ssl.SSLContext:

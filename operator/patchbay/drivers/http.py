@@ -19,7 +19,6 @@ to a different host. Token requests are never redirected.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -55,6 +54,7 @@ from patchbay.drivers.web import (
     parse_retry_after,
 )
 from patchbay.reasons import Reason
+from patchbay.workers import run_cpu
 
 MAX_REDIRECTS = 5
 SNIPPET_CHARS = 200
@@ -758,7 +758,7 @@ class HttpDriver:
         tls = _tls_material(request)
         tls_contexts = _TlsContexts()
         if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
-            tls_contexts = await asyncio.to_thread(_tls_contexts, tls)
+            tls_contexts = await run_cpu(_tls_contexts, tls)
         async with egress_session(egress) as session:
             exchange = _Exchange(
                 session,

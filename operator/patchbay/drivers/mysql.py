@@ -10,7 +10,6 @@ aiomysql's connection is used through a small subclass that
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -50,6 +49,7 @@ from patchbay.drivers.base import (
     summarize_checks,
 )
 from patchbay.reasons import Reason
+from patchbay.workers import run_cpu
 
 # MySQL's own names for its client's --ssl-mode.
 SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
@@ -347,7 +347,7 @@ async def _logged_in(
     context: ssl.SSLContext | None = None
     if sslmode != "DISABLED":
         server_name = (request.tls.server_name if request.tls else None) or host.strip("[]")
-        context = await asyncio.to_thread(_ssl_context, sslmode, request.tls, server_name)
+        context = await run_cpu(_ssl_context, sslmode, request.tls, server_name)
     conn = _Connection(
         require_tls=sslmode not in ("DISABLED", "PREFERRED"),
         host=str(address),

@@ -21,7 +21,6 @@ S3's continuation token is the page token.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import email.utils
@@ -69,6 +68,7 @@ from patchbay.drivers.web import (
     parse_retry_after,
 )
 from patchbay.reasons import Reason
+from patchbay.workers import run_cpu
 
 DEFAULT_REGION = "us-east-1"
 # A listing of one key, or an error document, is far smaller than this.
@@ -498,7 +498,7 @@ async def _opened(request: VerifyRequest, egress: Egress) -> AsyncIterator[tuple
     tls = request.tls
     ssl_context: ssl.SSLContext | bool = True
     if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
-        ssl_context = await asyncio.to_thread(client_ssl_context, tls)
+        ssl_context = await run_cpu(client_ssl_context, tls)
     async with egress_session(egress) as session:
         yield (
             _Bucket(

@@ -53,6 +53,7 @@ from patchbay.drivers.base import (
     summarize_checks,
 )
 from patchbay.reasons import Reason
+from patchbay.workers import run_cpu
 
 DEFAULT_PORT = 1433
 # yes: the whole session over TLS, the certificate checked; no: no TLS at all.
@@ -348,7 +349,7 @@ class SqlServerDriver:
         if login.encrypt and login.ca_pem:
             # The same PEM check, and message, as every other driver's, before connecting.
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            await asyncio.to_thread(load_tls_material, context, TlsMaterial(ca_pem=login.ca_pem))
+            await run_cpu(load_tls_material, context, TlsMaterial(ca_pem=login.ca_pem))
         address = await resolve_address(egress, login.host, login.port)
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -19,6 +19,17 @@ the next page starts after it even if the directory changed in between. A
 symbolic link to a file is listed as that file; links to directories (which
 may lead back up the tree) and to anything else, and broken links, are left
 out of listings, though a link's own path can be listed.
+
+An encrypted private key says itself how costly its decryption is: the bcrypt
+KDF rounds of an OpenSSH key, the PBKDF2 iterations of an encrypted PKCS#8
+key. The driver reads that from the key's envelope before decrypting and
+refuses more than ``MAX_BCRYPT_ROUNDS`` rounds or ``MAX_PBKDF2_ITERATIONS``
+iterations (ConfigInvalid): decryption runs in a thread of the CPU pool
+(``patchbay.workers``), which no timeout can stop once it has started, so the
+cap is what bounds it. Legacy PKCS#8 schemes (PBES1, PKCS#12), whose cost is
+also set by the key, are refused; ``ssh-keygen -p`` rewrites such a key in the
+OpenSSH format. Only the first private key in the text is used, and only in
+PEM or OpenSSH text form.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, S
 from typing import Any, TypeVar, cast
 
 import asyncssh
+from asyncssh.asn1 import ASN1DecodeError, ObjectIdentifier, der_decode
 from asyncssh.public_key import get_default_certificate_algs, get_default_public_key_algs
 from asyncssh.saslprep import SASLPrepError
 
@@ -62,6 +74,7 @@ from patchbay.drivers.base import (
     walk_selection,
 )
 from patchbay.reasons import Reason
+from patchbay.workers import run_cpu
 
 T = TypeVar("T")
 
@@ -75,6 +88,18 @@ LIBRARY_TIMEOUT_SECONDS = 300
 CLIENT_VERSION = f"patchbay_{__version__}"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TEXT_MAX = 256
+# Key derivation cost a private key may ask for. ssh-keygen's default is 16
+# rounds, hardening guides suggest 100 and asyncssh writes 128; each round
+# costs a few milliseconds of one core. OpenSSL and asyncssh write PKCS#8 keys
+# with 2048 PBKDF2 iterations.
+MAX_BCRYPT_ROUNDS = 128
+MAX_PBKDF2_ITERATIONS = 600_000
+# PBKDF2 work grows with the key length it derives too; AES-256 needs 32 bytes.
+_MAX_PBKDF2_KEY_BYTES = 64
+_OPENSSH_KEY_V1 = b"openssh-key-v1\0"
+_PBES2 = ObjectIdentifier("1.2.840.113549.1.5.13")
+_PBKDF2 = ObjectIdentifier("1.2.840.113549.1.5.12")
+_NOT_A_KEY = "privateKey is not a valid private key"
 
 TrustedKeys = tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]]
 
@@ -144,6 +169,127 @@ def _host_key_algorithms(trusted: TrustedKeys) -> list[str]:
     return [alg.decode("ascii") for alg in ordered]
 
 
+def _ssh_string(data: bytes, offset: int) -> tuple[bytes, int]:
+    """An SSH wire-format string at offset, and the offset after it."""
+    start = offset + 4
+    if start > len(data):
+        raise ValueError("truncated")
+    end = start + int.from_bytes(data[offset:start], "big")
+    if end > len(data):
+        raise ValueError("truncated")
+    return data[start:end], end
+
+
+def _bcrypt_rounds(envelope: bytes) -> int | None:
+    """The bcrypt KDF rounds an OpenSSH private key asks for; None if it names another KDF."""
+    if not envelope.startswith(_OPENSSH_KEY_V1):
+        raise ValueError("not an openssh-key-v1 envelope")
+    _cipher, offset = _ssh_string(envelope, len(_OPENSSH_KEY_V1))
+    kdf, offset = _ssh_string(envelope, offset)
+    options, _ = _ssh_string(envelope, offset)
+    if kdf != b"bcrypt":
+        return None
+    _salt, offset = _ssh_string(options, 0)
+    if offset + 4 > len(options):
+        raise ValueError("truncated")
+    return int.from_bytes(options[offset : offset + 4], "big")
+
+
+def _pbkdf2_cost(der: bytes) -> tuple[int, int | None]:
+    """PBKDF2 iterations and explicit key length of an encrypted PKCS#8 key.
+
+    ValueError for a structure asyncssh would not decrypt either; LookupError for
+    an encryption scheme other than PBES2 with PBKDF2.
+    """
+    try:
+        info = der_decode(der)
+    except ASN1DecodeError:
+        raise ValueError("not DER") from None
+    match info:
+        case ((ObjectIdentifier() as scheme, params), bytes()):
+            pass
+        case _:
+            raise ValueError("not an EncryptedPrivateKeyInfo")
+    if scheme != _PBES2:
+        raise LookupError("legacy scheme")
+    match params:
+        case ((ObjectIdentifier() as kdf, (bytes(), int() as iterations, *rest)), tuple()):
+            pass
+        case _:
+            raise ValueError("not PBES2 parameters")
+    if kdf != _PBKDF2:
+        raise LookupError("unknown KDF")
+    key_length = rest[0] if rest and isinstance(rest[0], int) else None
+    return iterations, key_length
+
+
+def _pem_private_key(text: str) -> tuple[str, str, list[str]] | None:
+    """The first PEM private key block: its label ("OPENSSH", "RSA", "" ...), BEGIN line, body.
+
+    The block is found as asyncssh finds it, so the key vetted is the key used.
+    """
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        begin = line.rstrip()
+        if begin.startswith("-----BEGIN ") and begin.endswith(" PRIVATE KEY-----"):
+            end = "-----END" + begin[len("-----BEGIN") :]
+            for stop in range(index + 1, len(lines)):
+                if lines[stop].rstrip() == end:
+                    label = begin[len("-----BEGIN ") : -len(" PRIVATE KEY-----")].strip()
+                    return label, begin, lines[index + 1 : stop]
+            return None
+    return None
+
+
+def _vetted_private_key(text: str) -> str:
+    """The key text asyncssh may decrypt: one block whose KDF cost is within the caps.
+
+    A block whose cost is read from it is rebuilt from the bytes that were
+    checked, so asyncssh decodes exactly those.
+    """
+    block = _pem_private_key(text)
+    if block is None:
+        raise DriverError(Reason.CONFIG_INVALID, _NOT_A_KEY)
+    label, begin, body = block
+    end = "-----END" + begin[len("-----BEGIN") :]
+    if label not in ("OPENSSH", "ENCRYPTED"):
+        # Unencrypted, or PKCS#1 encryption: one MD5 pass, whatever the key says.
+        return "\n".join([begin, *body, end, ""])
+    # Header lines (with a colon) say nothing that matters for these two kinds.
+    payload = "".join(line.strip() for line in body if ":" not in line)
+    error: DriverError | None = None
+    try:
+        data = binascii.a2b_base64(payload)
+        if label == "OPENSSH":
+            rounds = _bcrypt_rounds(data)
+            if rounds is not None and rounds > MAX_BCRYPT_ROUNDS:
+                error = DriverError(
+                    Reason.CONFIG_INVALID,
+                    f"privateKey asks for {rounds} bcrypt KDF rounds, more than the "
+                    f"{MAX_BCRYPT_ROUNDS} accepted: re-encrypt it with ssh-keygen -p -a 16",
+                )
+        else:
+            iterations, key_length = _pbkdf2_cost(data)
+            if iterations > MAX_PBKDF2_ITERATIONS or (key_length or 0) > _MAX_PBKDF2_KEY_BYTES:
+                error = DriverError(
+                    Reason.CONFIG_INVALID,
+                    f"privateKey asks for {iterations} PBKDF2 iterations, more than the "
+                    f"{MAX_PBKDF2_ITERATIONS} accepted: re-encrypt it with ssh-keygen -p",
+                )
+    except LookupError:
+        error = DriverError(
+            Reason.CONFIG_INVALID,
+            "privateKey is encrypted with a legacy PKCS#8 scheme the sftp driver does not "
+            "decrypt: convert it to the OpenSSH format with ssh-keygen -p",
+        )
+    except (ValueError, binascii.Error):
+        error = DriverError(Reason.CONFIG_INVALID, _NOT_A_KEY)
+    if error is not None:  # raised outside the handler: no key bytes ride along
+        raise error
+    wrapped = base64.encodebytes(data).decode("ascii")
+    return f"{begin}\n{wrapped}{end}\n"
+
+
 def _key_error(exc: ValueError) -> DriverError:
     if isinstance(exc, asyncssh.KeyEncryptionError) or "decrypt" in str(exc):
         message = "privateKey cannot be decrypted with the given passphrase"
@@ -164,12 +310,12 @@ async def _auth_options(request: VerifyRequest) -> dict[str, object]:
             "client_keys": None,
         }
     if auth_type == "sshKey":
-        pem = secret_text(request, "privateKey")
+        pem = _vetted_private_key(secret_text(request, "privateKey"))
         passphrase = request.value("passphrase")
         error: DriverError | None = None
         try:
             # Decrypting a key runs a deliberately slow KDF: not on the event loop.
-            key = await asyncio.to_thread(
+            key = await run_cpu(
                 asyncssh.import_private_key, pem, str(passphrase) if passphrase else None
             )
         except ValueError as exc:  # KeyImportError, KeyEncryptionError

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -17,12 +20,22 @@ import pytest
 import localpostgres
 from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
-from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
+from patchbay.drivers.base import (
+    MAX_RESULT_BYTES,
+    MAX_VALUE_BYTES,
+    DriverError,
+    SqlBrowser,
+    TlsMaterial,
+    VerifyOutcome,
+    VerifyRequest,
+)
 from patchbay.drivers.postgres import PostgresDriver, _classify
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from patchbay.verification import run_verification
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import (
+    OPEN_POLICY,
     DriverCalls,
     assert_error_keeps_no_secret,
     outcome_texts,
@@ -32,6 +45,7 @@ from tests.integration.driver_calls import (
 )
 from tests.integration.fake_tcp import FakeTcpServer
 
+T = TypeVar("T")
 DRIVER = PostgresDriver()
 CALLS = DriverCalls(DRIVER)
 verify = CALLS.verify
@@ -348,17 +362,62 @@ def test_query_check_syntax_error_is_provider_error_with_message(
 
 def test_query_check_cannot_write(pg: localpostgres.PostgresServer) -> None:
     before = order_count(pg)
-    checks = (
-        query("insert into orders values (99) returning id"),
-        query("select 1; delete from orders"),
-        query("commit; delete from orders"),
+    refused_shapes = (
+        "insert into orders values (99) returning id",
+        "with gone as (delete from orders returning id) select * from gone",
+        "explain analyze delete from orders",
+    )
+    several_statements = (
+        "select 1; delete from orders",
+        "commit; delete from orders",
+        "commit; delete from orders; begin",
+    )
+    # Neither statement runs: each is only parsed, and has no result.
+    read_write = (
+        "set session characteristics as transaction read write",
+        "set transaction read write",
+        "commit",
+        "prepare gone as delete from orders returning id",
+        "do $$ begin delete from orders; end $$",
+    )
+    checks = tuple(
+        query(sql)
+        for sql in (
+            *refused_shapes,
+            *several_statements,
+            *read_write,
+            "execute gone",
+            "insert into orders values (98) returning id",
+            "delete from orders",
+        )
     )
     outcome = run(verify(make_request(pg, checks=checks)))
-    assert outcome.checks[0].code == Reason.CONFIG_INVALID  # read-only transaction
+    assert [(c.result, c.code) for c in outcome.checks[:-3]] == [
+        ("Failed", Reason.CONFIG_INVALID)
+    ] * (len(checks) - 3)
+    assert all("only a query may run here" in c.message for c in outcome.checks[:3])
+    assert all("only one statement" in c.message for c in outcome.checks[3:6])
+    # The prepared statement was never made, and what follows is refused as before.
+    assert [c.result for c in outcome.checks[-3:]] == ["Failed"] * 3
+    assert outcome.checks[-2].code == Reason.CONFIG_INVALID
+    assert outcome.checks[-1].code == Reason.CONFIG_INVALID
+    assert order_count(pg) == before
+
+
+def test_query_check_calling_a_writing_function_is_refused_by_the_read_only_transaction(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    localpostgres.execute(
+        pg,
+        "create or replace function public.add_order() returns int language sql"
+        " as 'insert into public.orders values (97) returning id';"
+        "grant execute on function public.add_order() to app",
+        "orders",
+    )
+    before = order_count(pg)
+    outcome = run(verify(make_request(pg, checks=(query("select public.add_order()"),))))
+    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Failed", Reason.CONFIG_INVALID)
     assert "read-only transaction" in outcome.checks[0].message
-    # Several statements are refused outright.
-    assert [c.code for c in outcome.checks[1:]] == [Reason.PROVIDER_ERROR] * 2
-    assert all("multiple commands" in c.message for c in outcome.checks[1:])
     assert order_count(pg) == before
 
 
@@ -377,6 +436,134 @@ def test_query_check_cancelled_by_server_statement_timeout_is_timeout(
     outcome = run(verify(request))
     assert (outcome.result, outcome.code) == ("Unknown", Reason.TIMEOUT)
     assert outcome.retryable
+
+
+def sleeping_statements(server: localpostgres.PostgresServer, marker: str) -> int:
+    """How many statements containing ``marker`` the server is running for app."""
+    rows = localpostgres.execute(
+        server,
+        "select count(*) from pg_stat_activity where usename = 'app' and state = 'active'"
+        f" and query like '%{marker}%' and pid <> pg_backend_pid()",
+    )
+    return int(rows[0][0])
+
+
+def wait_until_no_statement(server: localpostgres.PostgresServer, marker: str) -> int:
+    """Polls until the server runs no statement containing ``marker``; returns how many
+    still run when the polls are used up."""
+    running = sleeping_statements(server, marker)
+    for _ in range(100):
+        if running == 0:
+            break
+        time.sleep(0.1)
+        running = sleeping_statements(server, marker)
+    return running
+
+
+@pytest.mark.parametrize(
+    ("server_limit", "caller_limit"),
+    [
+        pytest.param(2.0, 60.0, id="the-servers-statement-timeout"),
+        pytest.param(None, 2.0, id="a-cancel-when-the-callers-timeout-ends"),
+    ],
+)
+def test_query_check_outliving_its_timeout_is_timeout_and_stops_on_the_server(
+    pg: localpostgres.PostgresServer, server_limit: float | None, caller_limit: float
+) -> None:
+    marker = f"pg_sleep(30.{uuid.uuid4().int % 10**6})"
+    request = replace(
+        make_request(pg, checks=(query(f"select {marker}"),)), timeout_seconds=server_limit
+    )
+
+    async def scenario() -> tuple[VerifyOutcome, int]:
+        outcome, _ = await run_verification(
+            DRIVER, request, egress=OPEN_POLICY, timeout_seconds=caller_limit
+        )
+        return outcome, await asyncio.to_thread(wait_until_no_statement, pg, marker)
+
+    outcome, still_running = run(scenario())
+    assert outcome.code == Reason.TIMEOUT
+    assert still_running == 0
+
+
+def browse(server: localpostgres.PostgresServer, use: Callable[[SqlBrowser], Awaitable[T]]) -> T:
+    async def scenario() -> T:
+        async with DRIVER.browse_sql(make_request(server), OPEN_POLICY) as browser:
+            return await use(browser)
+
+    return run(scenario())
+
+
+def test_query_cuts_long_values_on_the_server_and_says_truncated(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    rows = browse(
+        pg,
+        lambda b: b.query(
+            "select repeat('x', 3000000) as big, repeat('é', 100000) as wide, 7 as small,"
+            " '{\"a\": 1}'::json as doc, decode(repeat('ab', 100000), 'hex') as raw",
+            10,
+        ),
+    )
+    assert rows.columns == ("big", "wide", "small", "doc", "raw")
+    assert rows.truncated
+    big, wide, small, doc, raw = rows.rows[0]
+    assert big == "x" * MAX_VALUE_BYTES
+    assert isinstance(wide, str) and MAX_VALUE_BYTES - 2 <= len(wide.encode()) <= MAX_VALUE_BYTES
+    assert set(wide) == {"é"}
+    # Values within the cap keep their type.
+    assert (small, doc) == (7, {"a": 1})
+    assert isinstance(raw, str) and len(raw.encode()) <= MAX_VALUE_BYTES
+
+
+def test_query_stops_reading_at_the_result_cap(pg: localpostgres.PostgresServer) -> None:
+    rows = browse(
+        pg, lambda b: b.query("select repeat('y', 60000) from generate_series(1, 1000)", 1000)
+    )
+    assert rows.truncated
+    assert 0 < len(rows.rows) < 1000
+    assert sum(len(str(row[0])) for row in rows.rows) <= MAX_RESULT_BYTES
+
+
+def test_query_within_the_caps_is_whole(pg: localpostgres.PostgresServer) -> None:
+    rows = browse(pg, lambda b: b.query("select id, 'a' as a, 'a' as a from orders order by id", 3))
+    assert rows.columns == ("id", "a", "a")
+    assert rows.rows[:3] == ((1, "a", "a"), (2, "a", "a"), (3, "a", "a"))
+
+
+def test_query_runs_only_queries(pg: localpostgres.PostgresServer) -> None:
+    before = order_count(pg)
+    for sql, message in (
+        ("commit; delete from orders", "only one statement"),
+        ("delete from orders returning id", "only a query may run here"),
+        ("set transaction read write", "no result set"),
+    ):
+        with pytest.raises(DriverError) as refused:
+            browse(pg, lambda b, sql=sql: b.query(sql, 10))
+        assert refused.value.code == Reason.CONFIG_INVALID
+        assert message in refused.value.message
+    assert order_count(pg) == before
+
+
+def test_sample_cuts_long_values(pg: localpostgres.PostgresServer) -> None:
+    localpostgres.execute(
+        pg,
+        "create table public.documents (body text);"
+        "insert into public.documents select repeat('z', 200000) from generate_series(1, 3);"
+        "grant select on public.documents to app",
+        "orders",
+    )
+    rows = browse(pg, lambda b: b.sample("public", "documents", 3))
+    assert rows.truncated
+    assert [row[0] for row in rows.rows] == ["z" * MAX_VALUE_BYTES] * 3
+
+
+def test_query_check_with_a_long_value_passes_and_says_it_was_cut(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    outcome = run(verify(make_request(pg, checks=(query("select repeat('x', 3000000)"),))))
+    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Succeeded", Reason.VERIFIED)
+    assert f"cut to {MAX_VALUE_BYTES} bytes" in outcome.checks[0].message
 
 
 def test_table_checks(pg: localpostgres.PostgresServer) -> None:

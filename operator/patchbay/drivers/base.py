@@ -20,10 +20,12 @@ import base64
 import datetime
 import decimal
 import ipaddress
+import json
 import math
 import os
 import ssl
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.api.limits import MAX_TIMEOUT_SECONDS
 from patchbay.reasons import NOT_RETRYABLE, Reason
 
 ResultKind = Literal["Succeeded", "Failed", "Unknown"]
@@ -83,6 +86,10 @@ class VerifyRequest:
     checks: Sequence[CheckSpec] = ()
     http: HttpRequestSpec | None = None
     tls: TlsMaterial | None = field(default=None, repr=False)
+    # Seconds the whole verification (or discovery session) may take. Drivers give the
+    # server the same limit, so that a statement the caller gave up on does not run on;
+    # None means the ceiling, MAX_TIMEOUT_SECONDS.
+    timeout_seconds: float | None = None
 
     def value(self, key: str) -> ConfigValue | None:
         """A variable's value, secret or not."""
@@ -270,6 +277,14 @@ JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, J
 MAX_SQL_LENGTH = 10_000
 MAX_ROWS = 10_000
 
+# What one query check or discovery query or sample may read, so that no result can exhaust
+# the memory of the operator or the CLI: a value keeps at most MAX_VALUE_BYTES (fewer in wide
+# rows, so that one row always fits MAX_RESULT_BYTES), and reading stops once the rows kept
+# reach MAX_RESULT_BYTES. Drivers cut long values on the server where the database allows
+# it, so that they never cross the network whole; each driver says what it bounds.
+MAX_VALUE_BYTES = 64 * 1024
+MAX_RESULT_BYTES = 1024 * 1024
+
 
 def json_value(value: object) -> JsonValue:
     """A database value as JSON: exact numbers and binary data become text, times ISO 8601."""
@@ -288,6 +303,88 @@ def json_value(value: object) -> JsonValue:
     if isinstance(value, decimal.Decimal | uuid.UUID):
         return str(value)
     return str(value)
+
+
+def value_cap(columns: int) -> int:
+    """Bytes each value of a row of ``columns`` values keeps: MAX_VALUE_BYTES, or fewer so
+    that the whole row fits MAX_RESULT_BYTES."""
+    return max(1, min(MAX_VALUE_BYTES, MAX_RESULT_BYTES // max(1, columns)))
+
+
+def capped_value(value: object, cap: int) -> tuple[JsonValue, bool]:
+    """``value`` as JSON with text or binary data cut to ``cap`` bytes, and whether it was cut.
+
+    Text is cut at a character boundary, so it may keep a few bytes fewer than ``cap``.
+    """
+    if isinstance(value, str):
+        data = value.encode()
+        if len(data) > cap:
+            return data[:cap].decode(errors="ignore"), True
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        if len(data) > cap:
+            return json_value(data[:cap]), True
+    return json_value(value), False
+
+
+def json_size(value: JsonValue) -> int:
+    """The bytes ``value`` takes in a result: text by its UTF-8 length, the rest as JSON."""
+    if isinstance(value, str):
+        return len(value.encode())
+    return len(json.dumps(value))
+
+
+class RowCollector:
+    """The rows of one result, offered one at a time as they are read, until ``max_rows``
+    rows or MAX_RESULT_BYTES are kept. ``truncated`` when rows were left out or a value cut."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows: list[tuple[JsonValue, ...]] = []
+        self.size = 0
+        self.truncated = False
+        self.values_cut = False
+
+    def offer(self, row: Sequence[JsonValue], cut: bool = False) -> bool:
+        """Keep ``row`` unless the result is full; False tells the caller to stop reading."""
+        size = sum(json_size(v) for v in row)
+        if len(self.rows) >= self.max_rows or self.size + size > MAX_RESULT_BYTES:
+            self.truncated = True
+            return False
+        self.rows.append(tuple(row))
+        self.size += size
+        if cut:
+            self.truncated = self.values_cut = True
+        return True
+
+    def result(self, columns: Sequence[str]) -> RowSet:
+        return RowSet(tuple(columns), tuple(self.rows), self.truncated)
+
+
+def passed_check(check_type: str, target: str, *, cut_to: int | None = None) -> CheckOutcome:
+    """A check that succeeded; ``cut_to`` says that the row it read had a value cut to so
+    many bytes."""
+    note = "" if cut_to is None else f"; a value of the result was cut to {cut_to} bytes"
+    return CheckOutcome(check_type, target, "Succeeded", Reason.VERIFIED, "ok" + note)
+
+
+class Deadline:
+    """When the caller's timeout runs out, for drivers to hand to the server.
+
+    Counted from the start of the verification or discovery session; the server gets what
+    remains, so that it stops a statement by itself when the caller stops waiting for it.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        limit = MAX_TIMEOUT_SECONDS if seconds is None else min(seconds, MAX_TIMEOUT_SECONDS)
+        self._end = time.monotonic() + max(limit, 0.0)
+
+    def remaining(self) -> float:
+        """Seconds left, at least a millisecond (a zero limit means none to most servers)."""
+        return max(self._end - time.monotonic(), 0.001)
+
+    def remaining_ms(self) -> int:
+        return math.ceil(self.remaining() * 1000)
 
 
 @dataclass(frozen=True)

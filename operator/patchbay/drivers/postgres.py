@@ -1,5 +1,15 @@
 """PostgreSQL driver: log in over the wire protocol (psycopg async), run read-only checks,
-and browse tables, columns and rows for the CLI (``SqlBrowsing``)."""
+and browse tables, columns and rows for the CLI (``SqlBrowsing``).
+
+SQL from a user (a query check, the CLI's ``query``) is never run as given. The server
+parses and describes it without running it; what runs is a SELECT over it as a subquery,
+which cuts every value to the read cap on the server (see ``_capped``). So only a query
+runs: ``commit``, ``set transaction read write``, ``prepare``, DDL and every other
+statement are refused before anything runs, and the query runs in a read-only
+transaction that is always rolled back. Each transaction gets a ``statement_timeout`` of
+what remains of the caller's timeout, and psycopg cancels a running statement on the
+server when the caller's timeout cancels the task.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +19,11 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, cast
 
 import psycopg
-from psycopg import sql
+from psycopg import generators, pq, sql
 from psycopg.abc import Query
 
 from patchbay.api.connector import CheckSpec
@@ -22,23 +32,28 @@ from patchbay.drivers.base import (
     NO_RESULT_SET,
     CheckOutcome,
     ColumnInfo,
+    Deadline,
     DriverError,
     Egress,
     JsonValue,
+    RowCollector,
     RowSet,
     SqlBrowser,
     TableInfo,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    capped_value,
     check_target,
     config_port,
     config_text,
     failed_check,
     json_value,
+    passed_check,
     resolve_address,
     sql_check_subject,
     summarize_checks,
+    value_cap,
 )
 from patchbay.reasons import Reason
 
@@ -47,6 +62,11 @@ Connection = psycopg.AsyncConnection[Any]
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # The runner's asyncio timeout is the real limit; this only keeps libpq from waiting forever.
 CONNECT_TIMEOUT_SECONDS = 300
+ONE_STATEMENT = "only one statement may run here, not several separated by semicolons"
+ONLY_QUERIES = (
+    "only a query may run here: SELECT, VALUES, TABLE or WITH ... SELECT "
+    "(statements that write, end transactions or change settings are refused)"
+)
 
 _BY_SQLSTATE: dict[str, Reason] = {
     "28P01": Reason.AUTHENTICATION_FAILED,  # invalid_password
@@ -159,9 +179,9 @@ def _generator(rows: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
 async def _fetch(
     conn: Connection, query: Query, max_rows: int, params: Mapping[str, Any] | None = None
 ) -> RowSet:
-    """At most max_rows rows of one statement, and whether there were more."""
-    # stream() uses the extended protocol, which refuses several statements in one
-    # string, so "select 1; commit; delete ..." cannot escape the read-only transaction.
+    """At most max_rows rows of one of the driver's own statements, and whether there were
+    more. User SQL goes through ``_fetch_capped``."""
+    # stream() uses the extended protocol, which refuses several statements in one string.
     # Rows arrive one by one: reading on to the end of a result of max_rows rows spares a
     # cancel request, and one row more means there are more, so stop there.
     rows: list[tuple[JsonValue, ...]] = []
@@ -171,47 +191,153 @@ async def _fetch(
         conn.cursor() as cur,
         contextlib.aclosing(_generator(cur.stream(query, params))) as stream,
     ):
-        try:
-            async for row in stream:
-                if len(rows) == max_rows:
-                    truncated = True
-                    break
-                rows.append(tuple(json_value(v) for v in row))
-        except psycopg.ProgrammingError as exc:
-            if exc.sqlstate:
-                raise
-            raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET) from None
+        async for row in stream:
+            if len(rows) == max_rows:
+                truncated = True
+                break
+            rows.append(tuple(json_value(v) for v in row))
         columns = tuple(column.name for column in cur.description or ())
     return RowSet(columns, tuple(rows), truncated)
 
 
-async def _query(conn: Connection, text: str) -> None:
-    await _fetch(conn, text.encode(), max_rows=1)
+# Lowers statement_timeout for the rest of the transaction to what remains of the caller's
+# timeout, unless the server's own setting (e.g. the role's) is shorter already.
+_LIMIT_TIME = (
+    "select pg_catalog.set_config('statement_timeout', %(ms)s::text, true)"
+    " from pg_catalog.pg_settings where name = 'statement_timeout'"
+    " and (setting::bigint = 0 or setting::bigint > %(ms)s)"
+)
 
 
-async def _table(conn: Connection, name: str) -> None:
+async def _limit_time(conn: Connection, deadline: Deadline) -> None:
+    """Start a transaction whose statements the server stops when the caller's time is up."""
+    await conn.execute(_LIMIT_TIME, {"ms": deadline.remaining_ms()})
+
+
+_SEVERAL_STATEMENTS = re.compile(r"multiple commands", re.IGNORECASE)
+
+
+def _raise_for(conn: Connection, results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
+    result = results[-1]
+    if result.status != pq.ExecStatus.FATAL_ERROR:
+        return result
+    error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    if _SEVERAL_STATEMENTS.search(error.diag.message_primary or ""):
+        raise DriverError(Reason.CONFIG_INVALID, ONE_STATEMENT)
+    raise error
+
+
+async def _columns_of(conn: Connection, statement: bytes) -> tuple[str, ...]:
+    """The column names of one statement, which the server parses and describes (Parse and
+    Describe messages) but does not run; a statement without columns is ConfigInvalid."""
+    pgconn = conn.pgconn
+    async with conn.lock:
+        # The unnamed prepared statement: the next Parse replaces it, nothing to clean up.
+        pgconn.send_prepare(b"", statement)
+        _raise_for(conn, await conn.wait(generators.execute(pgconn)))
+        pgconn.send_describe_prepared(b"")
+        described = _raise_for(conn, await conn.wait(generators.execute(pgconn)))
+    if not described.nfields:
+        raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+    encoding = conn.info.encoding
+    return tuple(
+        (described.fname(i) or b"").decode(encoding, "replace") for i in range(described.nfields)
+    )
+
+
+def _capped(statement: bytes, columns: int, cap: int) -> bytes:
+    """A query over ``statement`` (as a subquery) returning each of its values when its text
+    takes at most ``cap`` bytes, else NULL, and, last, an array of the values over the cap
+    cut to ``cap`` characters (at most four bytes each).
+
+    So no value longer than that crosses the network, and only a query can run: the SQL
+    cannot end the subquery and start another statement (the extended protocol takes one),
+    and what starts with "select ... from (" can only be a SELECT. OFFSET 0 keeps the
+    planner from computing the user's expressions once per reference.
+    """
+    names = [f"c{i}" for i in range(columns)]
+    kept = [f"case when octet_length(q.{n}::text) <= {cap} then q.{n} end" for n in names]
+    cut = [
+        f"case when octet_length(q.{n}::text) > {cap} then left(q.{n}::text, {cap}) end"
+        for n in names
+    ]
+    head = f"select {', '.join(kept)}, array[{', '.join(cut)}] from (select * from (\n"
+    tail = f"\n) as u offset 0) as q ({', '.join(names)})"
+    # A trailing semicolon is fine on its own but not inside the subquery.
+    body = statement.rstrip()
+    while body.endswith(b";"):
+        body = body[:-1].rstrip()
+    return head.encode() + body + tail.encode()
+
+
+async def _fetch_capped(
+    conn: Connection, statement: bytes, max_rows: int, deadline: Deadline
+) -> tuple[RowSet, int | None]:
+    """At most max_rows rows of user SQL within the read caps, and the per-value cap when a
+    value was cut (else None).
+
+    What is bounded: each value (cut on the server, so at most four bytes per character of
+    the cap arrive), each row (the per-value cap shrinks with the number of columns) and the
+    rows kept (reading stops at MAX_RESULT_BYTES). libpq receives a row whole, so one row is
+    what the client holds beyond the rows kept.
+    """
+    await _limit_time(conn, deadline)
+    columns = await _columns_of(conn, statement)
+    cap = value_cap(len(columns))
+    collector = RowCollector(max_rows)
+    started = refused = False
+    async with (
+        conn.cursor() as cur,
+        contextlib.aclosing(_generator(cur.stream(_capped(statement, len(columns), cap)))) as rows,
+    ):
+        try:
+            async for row in rows:
+                started = True
+                *values, cut_texts = row
+                kept: list[JsonValue] = []
+                cut = False
+                for value, cut_text in zip(values, cut_texts, strict=True):
+                    json, value_cut = capped_value(value if cut_text is None else cut_text, cap)
+                    kept.append(json)
+                    cut = cut or value_cut or cut_text is not None
+                if not collector.offer(kept, cut):
+                    break
+        except (psycopg.errors.SyntaxError, psycopg.errors.FeatureNotSupported):
+            if started:
+                raise
+            # The statement parsed on its own but is no query: INSERT ... RETURNING, SHOW,
+            # EXPLAIN, EXECUTE, FETCH, or WITH around a data-modifying statement.
+            refused = True
+    if refused:  # raised here, so that psycopg's exception does not ride along
+        raise DriverError(Reason.CONFIG_INVALID, ONLY_QUERIES)
+    return collector.result(columns), cap if collector.values_cut else None
+
+
+async def _table(conn: Connection, name: str, deadline: Deadline) -> None:
     schema, _, table = name.rpartition(".")
     # limit 0 still checks the SELECT privilege, but reads nothing.
     query = sql.SQL("select 1 from {} limit 0").format(sql.Identifier(schema or "public", table))
+    await _limit_time(conn, deadline)
     await conn.execute(query)
 
 
-async def _run_check(conn: Connection, check: CheckSpec) -> CheckOutcome:
+async def _run_check(conn: Connection, check: CheckSpec, deadline: Deadline) -> CheckOutcome:
     target = check_target(check)
     error: DriverError | None = None
+    cut_to: int | None = None
     try:
         subject = sql_check_subject(check, "postgres")
         if check.type == "query":
-            await _query(conn, subject)
+            _, cut_to = await _fetch_capped(conn, subject.encode(), 1, deadline)
         else:
-            await _table(conn, subject)
+            await _table(conn, subject, deadline)
     except psycopg.Error as exc:
         error = _classify(exc)
     except DriverError as exc:
         error = exc
     if error is None:
         await conn.rollback()
-        return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, "ok")
+        return passed_check(check.type, target, cut_to=cut_to)
     if conn.broken:  # nothing more can be checked over this connection
         raise error
     # Not in a finally: after a cancellation a rollback could wait on a hung server.
@@ -321,15 +447,30 @@ _COLUMNS = (
 class PostgresSqlBrowser:
     """SqlBrowser over one read-only connection; each call is its own transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, deadline: Deadline) -> None:
         self._conn = conn
+        self._deadline = deadline
 
-    async def _run(
+    async def _catalog(
         self, query: Query, max_rows: int, params: Mapping[str, Any] | None = None
     ) -> RowSet:
+        async def fetch() -> RowSet:
+            await _limit_time(self._conn, self._deadline)
+            return await _fetch(self._conn, query, max_rows, params)
+
+        return await self._run(fetch)
+
+    async def _capped(self, statement: bytes, max_rows: int) -> RowSet:
+        async def fetch() -> RowSet:
+            rows, _ = await _fetch_capped(self._conn, statement, max_rows, self._deadline)
+            return rows
+
+        return await self._run(fetch)
+
+    async def _run(self, fetch: Callable[[], Awaitable[RowSet]]) -> RowSet:
         error: DriverError | None = None
         try:
-            result = await _fetch(self._conn, query, max_rows, params)
+            result = await fetch()
         except psycopg.Error as exc:
             error = _classify(exc)
         except DriverError as exc:
@@ -342,21 +483,21 @@ class PostgresSqlBrowser:
         return result
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
-        found = await self._run(_TABLES, _EVERY_ROW, {"include_system": include_system})
+        found = await self._catalog(_TABLES, _EVERY_ROW, {"include_system": include_system})
         return [
             TableInfo(str(schema), str(name), _TABLE_KINDS[str(kind)])
             for schema, name, kind in found.rows
         ]
 
     async def _oid(self, schema: str, table: str) -> int:
-        found = await self._run(_TABLE_OID, 1, {"schema": schema, "table": table})
+        found = await self._catalog(_TABLE_OID, 1, {"schema": schema, "table": table})
         if not found.rows:
             raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
         return int(cast("int", found.rows[0][0]))
 
     async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         oid = await self._oid(schema, table)
-        found = await self._run(_COLUMNS, MAX_ROWS, {"oid": oid})
+        found = await self._catalog(_COLUMNS, MAX_ROWS, {"oid": oid})
         return [
             ColumnInfo(str(name), str(type_), bool(nullable), bool(primary_key))
             for name, type_, nullable, primary_key in found.rows
@@ -367,20 +508,21 @@ class PostgresSqlBrowser:
         query = sql.SQL("select * from {} limit {}").format(
             sql.Identifier(schema, table), sql.Literal(rows + 1)
         )
-        return await self._run(query, rows)
+        return await self._capped(query.as_bytes(self._conn), rows)
 
     async def query(self, statement: str, max_rows: int) -> RowSet:
-        return await self._run(statement.encode(), max_rows)
+        return await self._capped(statement.encode(), max_rows)
 
 
 class PostgresDriver:
     name = "postgres"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        deadline = Deadline(request.timeout_seconds)
         error: DriverError | None = None
         async with _logged_in(request, egress) as (conn, latency_ms):
             try:
-                checks = [await _run_check(conn, check) for check in request.checks]
+                checks = [await _run_check(conn, check, deadline) for check in request.checks]
                 version = _server_version(conn)
             except psycopg.Error as exc:
                 error = _classify(exc)
@@ -390,5 +532,6 @@ class PostgresDriver:
 
     @contextlib.asynccontextmanager
     async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:
+        deadline = Deadline(request.timeout_seconds)
         async with _logged_in(request, egress) as (conn, _):
-            yield PostgresSqlBrowser(conn)
+            yield PostgresSqlBrowser(conn, deadline)

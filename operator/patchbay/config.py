@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 from patchbay.api.common import DURATION_PATTERN
 from patchbay.api.connector import ConnectorSpec, VariableSpec
+from patchbay.api.patterns import PatternError, fullmatch
 
 ConfigValue = str | int | bool
 
@@ -83,12 +84,20 @@ def check_value(variable: VariableSpec, value: object) -> ConfigValue:
                 raise ConfigInvalidError(key, "must be an http or https URL with a host")
         elif variable.type == "duration" and not re.fullmatch(DURATION_PATTERN, value):
             raise ConfigInvalidError(key, f"must be a duration such as 30s or 5m, not {value!r}")
-        if variable.pattern is not None and not re.fullmatch(variable.pattern, value):
+        if variable.pattern is not None and not _matches(variable, variable.pattern, value):
             raise ConfigInvalidError(key, f"does not match the pattern {variable.pattern!r}")
     if variable.enum is not None and checked not in variable.enum:
         allowed = ", ".join(str(v) for v in variable.enum)
         raise ConfigInvalidError(key, f"must be one of {allowed}")
     return checked
+
+
+def _matches(variable: VariableSpec, pattern: str, value: str) -> bool:
+    """Linear-time match (RE2); a pattern the connector should never have had is reported."""
+    try:
+        return fullmatch(pattern, value)
+    except PatternError as exc:
+        raise ConfigInvalidError(variable.key, f"has a pattern that {exc}") from None
 
 
 def resolve_config(connector: ConnectorSpec, config: Mapping[str, object]) -> ResolvedConfig:

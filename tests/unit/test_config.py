@@ -251,3 +251,27 @@ def test_url_placeholder_value_is_quoted_so_it_cannot_change_the_url_shape() -> 
     )
     resolved = resolve_config(connector, {"tenant": "a/b?c"})
     assert resolved.values["tokenUrl"] == "https://login.example.com/a%2Fb%3Fc/token"
+
+
+def test_catastrophic_pattern_against_a_long_value_still_gives_an_answer() -> None:
+    # (a+)+b backtracks exponentially in Python's re; RE2 answers in linear time.
+    variable = _variable(pattern="(a+)+b")
+
+    with pytest.raises(ConfigInvalidError, match="does not match the pattern"):
+        check_value(variable, "a" * 4096)
+    assert check_value(variable, "a" * 4095 + "b") == "a" * 4095 + "b"
+
+
+def test_pattern_the_connector_should_not_have_had_is_reported_naming_the_variable() -> None:
+    # an object built without validation, e.g. one stored before patterns were checked
+    variable = VariableSpec.model_construct(key="shop", pattern=r"(\w)\1")
+
+    with pytest.raises(ConfigInvalidError, match="variable 'shop': has a pattern that") as caught:
+        resolve_config(_connector().model_copy(update={"variables": [variable]}), {"shop": "aa"})
+
+    assert caught.value.variable == "shop"
+
+
+def test_value_with_a_lone_surrogate_does_not_match_a_pattern() -> None:
+    with pytest.raises(ConfigInvalidError, match="does not match the pattern"):
+        check_value(_variable(pattern=".+"), "a\udcff")

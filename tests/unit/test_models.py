@@ -10,6 +10,10 @@ from pydantic import ValidationError
 
 from patchbay.api import ClusterConnector, Connection, Connector
 from patchbay.api.connector import VariableSpec, connector_from_body
+from patchbay.api.patterns import MAX_PATTERN_LENGTH
+from patchbay.drivers.base import Driver
+from patchbay.reasons import Reason
+from patchbay.reconciler import judge_connector
 
 
 def _documents(directory: Path) -> list[dict[str, object]]:
@@ -59,3 +63,46 @@ def test_connector_body_is_parsed_as_its_kind() -> None:
     body = {"kind": "ClusterConnector", "spec": {"driver": "postgres"}}
     assert isinstance(connector_from_body(body), ClusterConnector)
     assert isinstance(connector_from_body({**body, "kind": "Connector"}), Connector)
+
+
+def _connector(**spec: object) -> dict[str, object]:
+    return {"driver": "http", **spec}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        (r"(\w)\1", "invalid escape sequence"),
+        ("(?=x)x", "invalid perl operator"),
+        ("(unclosed", "missing \\)"),
+        ("a{2000}", "invalid repetition size"),
+    ],
+    ids=["backreference", "lookahead", "unbalanced", "huge-repetition"],
+)
+def test_pattern_re2_cannot_compile_is_rejected_naming_the_variable(
+    pattern: str, problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=rf"variable shop: pattern .*{problem}"):
+        VariableSpec.model_validate({"key": "shop", "pattern": pattern})
+
+
+def test_pattern_longer_than_the_cap_is_rejected() -> None:
+    with pytest.raises(ValidationError, match=r"pattern\n.*at most 1024 characters"):
+        VariableSpec.model_validate({"key": "shop", "pattern": "a" * (MAX_PATTERN_LENGTH + 1)})
+
+
+def test_catastrophic_python_pattern_is_accepted_since_re2_runs_it_in_linear_time() -> None:
+    variable = VariableSpec.model_validate({"key": "shop", "pattern": "(a+)+b"})
+    assert variable.pattern == "(a+)+b"
+
+
+def test_connector_with_an_invalid_pattern_is_reported_as_connector_invalid() -> None:
+    body = {"spec": _connector(variables=[{"key": "shop", "pattern": "(?<=x)y"}])}
+    drivers: dict[str, Driver] = {}
+
+    state, spec = judge_connector(("ClusterConnector", "", "shop"), body, drivers)
+
+    assert spec is None
+    assert state.status == "False"
+    assert state.reason == Reason.CONNECTOR_INVALID
+    assert "variable shop: pattern" in state.message

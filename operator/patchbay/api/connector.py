@@ -15,6 +15,7 @@ from patchbay.api.common import (
     cel,
     validation_rules,
 )
+from patchbay.api.patterns import MAX_PATTERN_LENGTH, PatternError, compile_pattern
 
 DriverName = Literal["postgres", "mysql", "sqlserver", "s3", "sftp", "http"]
 AuthType = Literal[
@@ -188,8 +189,9 @@ class VariableSpec(ApiModel):
     )
     pattern: str | None = Field(
         default=None,
-        max_length=1024,
-        description="Regular expression a string value must match in full.",
+        max_length=MAX_PATTERN_LENGTH,
+        description="Regular expression (RE2 syntax, matched in linear time: no "
+        "backreferences or lookaround) a string value must match in full.",
     )
     minimum: int | None = Field(default=None, description="Smallest allowed integer value.")
     maximum: int | None = Field(default=None, description="Largest allowed integer value.")
@@ -206,6 +208,15 @@ class VariableSpec(ApiModel):
             )
         if self.locked and self.default is None:
             raise ValueError(f"variable {self.key}: a locked variable needs a default")
+        return self
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> VariableSpec:
+        if self.pattern is not None:
+            try:
+                compile_pattern(self.pattern)
+            except PatternError as exc:
+                raise ValueError(f"variable {self.key}: pattern {exc}") from None
         return self
 
 

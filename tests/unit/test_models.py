@@ -8,8 +8,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from patchbay.api import ClusterConnector, Connection, Connector
-from patchbay.api.connector import VariableSpec, connector_from_body
+from patchbay.api import ClusterConnector, Connection, Connector, ConnectorSpec
+from patchbay.api.common import STORED
+from patchbay.api.connector import MAX_RATE_LIMIT_REQUESTS, VariableSpec, connector_from_body
+from patchbay.api.limits import MAX_TIMEOUT, MIN_INTERVAL, MIN_RATE_LIMIT_PERIOD
 from patchbay.api.patterns import MAX_PATTERN_LENGTH
 from patchbay.drivers.base import Driver
 from patchbay.reasons import Reason
@@ -65,8 +67,85 @@ def test_connector_body_is_parsed_as_its_kind() -> None:
     assert isinstance(connector_from_body({**body, "kind": "Connector"}), Connector)
 
 
+def _connection(verification: dict[str, object]) -> dict[str, object]:
+    return {"spec": {"connectorRef": {"name": "pg"}, "verification": verification}}
+
+
 def _connector(**spec: object) -> dict[str, object]:
     return {"driver": "http", **spec}
+
+
+@pytest.mark.parametrize("interval", ["0s", "1ms", "59s", "59.999s"])
+def test_connection_interval_below_the_minimum_is_rejected_naming_the_field(
+    interval: str,
+) -> None:
+    with pytest.raises(
+        ValidationError, match=rf"verification\.interval\n.*at least {MIN_INTERVAL}"
+    ):
+        Connection.model_validate(_connection({"interval": interval}))
+
+
+@pytest.mark.parametrize("interval", [MIN_INTERVAL, "60s", "1m0.5s", "15m", "24h"])
+def test_interval_at_or_above_the_minimum_is_accepted(interval: str) -> None:
+    connection = Connection.model_validate(_connection({"interval": interval}))
+    connector = ConnectorSpec.model_validate(_connector(verification={"interval": interval}))
+
+    assert connection.spec.verification.interval == interval
+    assert connector.verification.interval == interval
+
+
+def test_connector_interval_below_the_minimum_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match=r"verification\.interval\n.*at least 1m"):
+        ConnectorSpec.model_validate(_connector(verification={"interval": "30s"}))
+
+
+@pytest.mark.parametrize("timeout", ["0s", "0ms", "2m1s", "121s", "1h"])
+def test_timeout_of_zero_or_above_the_maximum_is_rejected_naming_the_field(timeout: str) -> None:
+    with pytest.raises(ValidationError, match=rf"verification\.timeout\n.*at most {MAX_TIMEOUT}"):
+        Connection.model_validate(_connection({"timeout": timeout}))
+    with pytest.raises(ValidationError, match=rf"verification\.timeout\n.*at most {MAX_TIMEOUT}"):
+        ConnectorSpec.model_validate(_connector(verification={"timeout": timeout}))
+
+
+@pytest.mark.parametrize("timeout", ["1ms", "10s", MAX_TIMEOUT, "120s"])
+def test_timeout_up_to_the_maximum_is_accepted(timeout: str) -> None:
+    connection = Connection.model_validate(_connection({"timeout": timeout}))
+    assert connection.spec.verification.timeout == timeout
+
+
+@pytest.mark.parametrize("per", ["0s", "100ms", "999ms"])
+def test_rate_limit_period_below_the_minimum_is_rejected_naming_the_field(per: str) -> None:
+    with pytest.raises(
+        ValidationError, match=rf"rateLimit\.per\n.*at least {MIN_RATE_LIMIT_PERIOD}"
+    ):
+        ConnectorSpec.model_validate(_connector(rateLimit={"requests": 5, "per": per}))
+
+
+@pytest.mark.parametrize("requests", [0, -1, MAX_RATE_LIMIT_REQUESTS + 1])
+def test_rate_limit_requests_outside_their_bounds_are_rejected(requests: int) -> None:
+    with pytest.raises(ValidationError, match=r"rateLimit\.requests"):
+        ConnectorSpec.model_validate(_connector(rateLimit={"requests": requests, "per": "1s"}))
+
+
+def test_rate_limit_at_its_bounds_is_accepted() -> None:
+    spec = ConnectorSpec.model_validate(
+        _connector(rateLimit={"requests": MAX_RATE_LIMIT_REQUESTS, "per": MIN_RATE_LIMIT_PERIOD})
+    )
+    assert spec.rate_limit is not None
+    assert spec.rate_limit.requests == MAX_RATE_LIMIT_REQUESTS
+
+
+def test_object_stored_before_the_bounds_still_parses_with_the_stored_context() -> None:
+    body = _connector(
+        verification={"interval": "1ms", "timeout": "10h"}, rateLimit={"requests": 1, "per": "0s"}
+    )
+
+    spec = ConnectorSpec.model_validate(body, context=STORED)
+
+    assert spec.verification.interval == "1ms"
+    assert spec.verification.timeout == "10h"
+    with pytest.raises(ValidationError):
+        ConnectorSpec.model_validate(body)
 
 
 @pytest.mark.parametrize(

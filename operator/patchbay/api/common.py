@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
+
+from patchbay.api.limits import (
+    MAX_TIMEOUT,
+    MAX_TIMEOUT_SECONDS,
+    MIN_INTERVAL,
+    MIN_INTERVAL_SECONDS,
+    MIN_RATE_LIMIT_PERIOD,
+    MIN_RATE_LIMIT_PERIOD_SECONDS,
+)
 
 GROUP = "patchbay.dev"
 VERSION = "v1alpha1"
@@ -15,14 +33,28 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Go-style durations limited to the units that make sense for network checks.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
+DURATION_MAX_LENGTH = 32
+
 Duration = Annotated[
     str,
     Field(
         pattern=DURATION_PATTERN,
-        max_length=32,
+        max_length=DURATION_MAX_LENGTH,
         examples=["10s", "15m", "1h30m"],
     ),
 ]
+
+_DURATION_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a duration that matches DURATION_PATTERN, e.g. '1h30m' or '500ms'."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _DURATION_UNIT_SECONDS[u] for n, u in parts)
+
 
 # A config value may be a string, an integer or a boolean. A structural CRD
 # schema cannot express a union of scalar types (and CEL cannot see untyped
@@ -45,6 +77,66 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any
 def validation_rules(*rules: dict[str, Any]) -> ConfigDict:
     """Model config that attaches CEL rules to the model's schema in the CRD."""
     return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+
+
+def _duration_rule(rule: str, message: str) -> Any:
+    """A Go-style duration field whose bound is a CEL rule on the field itself, so the API
+    server's error names the field. CEL's duration() parses the same syntax; the guard
+    keeps a value the pattern already refuses from a second, confusing error."""
+    guarded = f"!self.matches(r'{DURATION_PATTERN}') || ({rule})"
+    return Field(
+        pattern=DURATION_PATTERN,
+        max_length=DURATION_MAX_LENGTH,
+        examples=["10s", "15m", "1h30m"],
+        json_schema_extra={"x-kubernetes-validations": [cel(guarded, message)]},
+    )
+
+
+STORED: dict[str, Any] = {"stored": True}
+"""Validation context for an object the API server already stored: it may predate a
+bound, so the bounds on durations are left to the caller to clamp (patchbay.schedule)."""
+
+
+def _duration_check(within: Callable[[float], bool], message: str) -> AfterValidator:
+    """The same bound in the model, so the webhook, the CLI and the reconciler agree;
+    validation with the STORED context skips it."""
+
+    def check(value: str, info: ValidationInfo) -> str:
+        stored = isinstance(info.context, dict) and info.context.get("stored") is True
+        if not stored and not within(duration_seconds(value)):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+_AT_LEAST_INTERVAL = f"must be at least {MIN_INTERVAL}"
+_AT_LEAST_PERIOD = f"must be at least {MIN_RATE_LIMIT_PERIOD}"
+_WITHIN_TIMEOUT = f"must be more than 0s and at most {MAX_TIMEOUT}"
+
+# A re-verification period: a shorter one turns verification into a request storm.
+Interval = Annotated[
+    str,
+    _duration_rule(f"duration(self) >= duration('{MIN_INTERVAL}')", _AT_LEAST_INTERVAL),
+    _duration_check(lambda seconds: seconds >= MIN_INTERVAL_SECONDS, _AT_LEAST_INTERVAL),
+]
+
+# The period of a rate limit: a bucket refilled faster is no limit at all.
+RateLimitPeriod = Annotated[
+    str,
+    _duration_rule(f"duration(self) >= duration('{MIN_RATE_LIMIT_PERIOD}')", _AT_LEAST_PERIOD),
+    _duration_check(lambda seconds: seconds >= MIN_RATE_LIMIT_PERIOD_SECONDS, _AT_LEAST_PERIOD),
+]
+
+# How long one verification may hold a concurrency slot.
+Timeout = Annotated[
+    str,
+    _duration_rule(
+        f"duration(self) > duration('0s') && duration(self) <= duration('{MAX_TIMEOUT}')",
+        _WITHIN_TIMEOUT,
+    ),
+    _duration_check(lambda seconds: 0 < seconds <= MAX_TIMEOUT_SECONDS, _WITHIN_TIMEOUT),
+]
 
 
 class ApiModel(BaseModel):

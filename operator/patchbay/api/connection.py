@@ -11,10 +11,11 @@ from patchbay.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     ApiModel,
     Condition,
-    Duration,
+    Interval,
     LocalObjectReference,
     ScalarValue,
     SecretKeySelector,
+    Timeout,
     cel,
     validation_rules,
 )
@@ -112,8 +113,9 @@ class ConnectionVerificationSpec(ApiModel):
         "inputs change; Manual once at creation, then only on request (annotation "
         "patchbay.dev/verify-requested-at).",
     )
-    interval: Duration | None = Field(
-        default=None, description="Re-verification period; defaults to the connector's."
+    interval: Interval | None = Field(
+        default=None,
+        description="Re-verification period, at least 1m; defaults to the connector's.",
     )
     schedule: str | None = Field(
         default=None,
@@ -121,8 +123,9 @@ class ConnectionVerificationSpec(ApiModel):
         pattern=CRON_PATTERN,
         description="Cron schedule (5 fields or @hourly-style), instead of interval.",
     )
-    timeout: Duration | None = Field(
-        default=None, description="Time limit for one verification; defaults to the connector's."
+    timeout: Timeout | None = Field(
+        default=None,
+        description="Time limit for one verification, at most 2m; defaults to the connector's.",
     )
     checks: list[CheckSpec] = Field(
         default_factory=list,

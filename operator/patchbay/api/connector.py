@@ -10,8 +10,10 @@ from patchbay.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
     ApiModel,
     Condition,
-    Duration,
+    Interval,
+    RateLimitPeriod,
     ScalarValue,
+    Timeout,
     cel,
     validation_rules,
 )
@@ -283,8 +285,12 @@ class CheckSpec(ApiModel):
 class ConnectorVerificationSpec(ApiModel):
     """Defaults for verifying Connections of this connector."""
 
-    timeout: Duration = Field(default="10s", description="Time limit for one verification.")
-    interval: Duration = Field(default="1h", description="Default re-verification period.")
+    timeout: Timeout = Field(
+        default="10s", description="Time limit for one verification, at most 2m."
+    )
+    interval: Interval = Field(
+        default="1h", description="Default re-verification period, at least 1m."
+    )
     checks: list[CheckSpec] = Field(
         default_factory=list,
         max_length=32,
@@ -296,11 +302,19 @@ class ConnectorVerificationSpec(ApiModel):
     )
 
 
+# A bucket this large allows a burst no external system would welcome.
+MAX_RATE_LIMIT_REQUESTS = 10_000
+
+
 class RateLimitSpec(ApiModel):
     """A budget for all calls patchbay makes to this system."""
 
-    requests: int = Field(ge=1, le=1_000_000, description="Calls allowed per period.")
-    per: Duration = Field(description="Length of the period, e.g. 1m.")
+    requests: int = Field(
+        ge=1,
+        le=MAX_RATE_LIMIT_REQUESTS,
+        description="Calls allowed per period; also the largest burst.",
+    )
+    per: RateLimitPeriod = Field(description="Length of the period, at least 1s, e.g. 1m.")
 
 
 class ConnectorSpec(ApiModel):

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from patchbay.api import ClusterConnector, Connection, Connector, ConnectorSpec
-from patchbay.api.common import STORED
+from patchbay.api.common import MAX_VALUE_LENGTH, STORED
 from patchbay.api.connector import MAX_RATE_LIMIT_REQUESTS, VariableSpec, connector_from_body
 from patchbay.api.limits import MAX_TIMEOUT, MIN_INTERVAL, MIN_RATE_LIMIT_PERIOD
 from patchbay.api.patterns import MAX_PATTERN_LENGTH
@@ -146,6 +146,31 @@ def test_object_stored_before_the_bounds_still_parses_with_the_stored_context() 
     assert spec.verification.timeout == "10h"
     with pytest.raises(ValidationError):
         ConnectorSpec.model_validate(body)
+
+
+def test_config_value_longer_than_the_cap_is_rejected_naming_the_key() -> None:
+    def body(host: str) -> dict[str, object]:
+        return {"spec": {"connectorRef": {"name": "pg"}, "config": {"host": host}}}
+
+    longest = "h" * MAX_VALUE_LENGTH
+    assert Connection.model_validate(body(longest)).spec.config["host"] == longest
+    with pytest.raises(ValidationError, match=rf"spec\.config\.host\n.*at most {MAX_VALUE_LENGTH}"):
+        Connection.model_validate(body(longest + "h"))
+
+
+@pytest.mark.parametrize("value", [{"name": "db"}, 1.5, None])
+def test_config_value_that_is_not_a_string_integer_or_boolean_is_rejected(value: object) -> None:
+    body = {"spec": {"connectorRef": {"name": "pg"}, "config": {"host": value}}}
+    with pytest.raises(ValidationError, match=r"spec\.config\.host"):
+        Connection.model_validate(body)
+
+
+def test_enum_entry_and_default_longer_than_the_cap_are_rejected() -> None:
+    long = "x" * (MAX_VALUE_LENGTH + 1)
+    with pytest.raises(ValidationError, match=r"enum\.1\n"):
+        VariableSpec.model_validate({"key": "mode", "enum": ["short", long]})
+    with pytest.raises(ValidationError, match=r"default\n"):
+        VariableSpec.model_validate({"key": "mode", "default": long})
 
 
 @pytest.mark.parametrize(

@@ -56,13 +56,39 @@ def duration_seconds(text: str) -> float:
     return sum(float(n) * _DURATION_UNIT_SECONDS[u] for n, u in parts)
 
 
+# Longest string a config value, a variable default or an enum entry may hold.
+MAX_VALUE_LENGTH = 4096
+
+
+def _short_enough(value: str | int | bool) -> str | int | bool:
+    if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
+        raise ValueError(f"must be at most {MAX_VALUE_LENGTH} characters")
+    return value
+
+
 # A config value may be a string, an integer or a boolean. A structural CRD
-# schema cannot express a union of scalar types (and CEL cannot see untyped
-# content), so the API server keeps any value and the reconciler reports a
-# list or map as ConfigInvalid, naming the variable.
+# schema cannot express a union of scalar types, and CEL cannot see untyped
+# content (a rule on it does not compile). So the value stays untyped, and
+# value validations that apply only to one JSON type refuse the rest: every
+# object has fewer than one or more than zero properties, every list fewer
+# than one or more than zero items, and a number with a fraction is no
+# multiple of 1. Strings, integers and booleans pass them all; null is pruned.
+# The API server's error names the key (spec.config.<key>). Objects stored
+# before these rules are still reported by the reconciler as ConfigInvalid.
 ScalarValue = Annotated[
     str | int | bool,
-    WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True}),
+    AfterValidator(_short_enough),
+    WithJsonSchema(
+        {
+            "x-kubernetes-preserve-unknown-fields": True,
+            "maxLength": MAX_VALUE_LENGTH,
+            "minProperties": 1,
+            "maxProperties": 0,
+            "minItems": 1,
+            "maxItems": 0,
+            "multipleOf": 1,
+        }
+    ),
 ]
 
 

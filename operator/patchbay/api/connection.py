@@ -140,7 +140,8 @@ class ConnectionSpec(ApiModel):
     connector_ref: ConnectorReference = Field(description="The connector this instantiates.")
     config: dict[str, ScalarValue] = Field(
         default_factory=dict,
-        description="Values of non-secret variables, by variable key.",
+        description="Values of non-secret variables, by variable key: each a string (at most "
+        "4096 characters), an integer or a boolean.",
         json_schema_extra={"maxProperties": 128},
     )
     credentials: CredentialsSpec | None = Field(

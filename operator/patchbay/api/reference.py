@@ -47,8 +47,10 @@ def _constraints(node: JsonSchema) -> str:
     for key, word in (("minimum", "≥"), ("maximum", "≤")):
         if key in node:
             parts.append(f"{word} {node[key]}")
+    scalar = node.get("x-kubernetes-preserve-unknown-fields") and "type" not in node
     for key, word in (("maxLength", "at most {} characters"), ("maxItems", "at most {} items")):
-        if key in node:
+        # a scalar's list bounds only refuse lists (see ScalarValue)
+        if key in node and not (scalar and key == "maxItems"):
             parts.append(word.format(node[key]))
     return "; ".join(parts)
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from pymysql.constants import CLIENT
@@ -18,12 +21,24 @@ from pymysql.constants import CLIENT
 import localmariadb
 from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
-from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
+from patchbay.drivers.base import (
+    MAX_RESULT_BYTES,
+    MAX_VALUE_BYTES,
+    NO_RESULT_SET,
+    DriverError,
+    SqlBrowser,
+    TlsMaterial,
+    VerifyOutcome,
+    VerifyRequest,
+    json_value,
+)
 from patchbay.drivers.mysql import MysqlDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
+from patchbay.verification import run_verification
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import (
+    OPEN_POLICY,
     DriverCalls,
     assert_error_keeps_no_secret,
     outcome_texts,
@@ -33,6 +48,7 @@ from tests.integration.driver_calls import (
 )
 from tests.integration.fake_tcp import FakeTcpServer
 
+T = TypeVar("T")
 DRIVER = MysqlDriver()
 CALLS = DriverCalls(DRIVER)
 verify = CALLS.verify
@@ -403,7 +419,9 @@ def test_query_checks_pass(mdb: localmariadb.MariadbServer) -> None:
         query("select id from orders where false"),  # no rows is still a success
         query("select '100%'"),  # no placeholder processing
         query("select id from orders limit 3"),  # a LIMIT of its own
-        query("show tables"),
+        query("select table_name from information_schema.tables"),
+        query("with recent as (select id from orders) select * from recent"),
+        query("select 1;"),
     )
     outcome = run(verify(make_request(mdb, checks=checks)))
     assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
@@ -437,25 +455,51 @@ def test_query_check_cannot_write(mdb: localmariadb.MariadbServer) -> None:
         query("insert into orders values (99)"),
         query("update orders set id = 0"),
         query("delete from orders"),
+        query("delete from orders returning id"),
         query("create table extra (id int)"),
         query("drop table secrets"),
+        query("select * from orders for update"),
     )
+    # Each is refused before it runs: a session made read-write, then DDL whose implicit
+    # commit would end the read-only transaction, then a write.
     escapes = (
-        query("select 1; delete from orders"),  # a second statement is refused outright
-        query("commit"),  # ends only its own transaction
         query("set session transaction read write"),
+        query("commit"),
+        query("create table extra_two (id int)"),
         query("insert into orders values (100)"),
+        query("select 1; delete from orders"),
+        query("commit; delete from orders; start transaction"),
+        query("show tables"),
     )
     outcome = run(verify(make_request(mdb, checks=writes + escapes)))
-    assert [c.code for c in outcome.checks[: len(writes)]] == [Reason.CONFIG_INVALID] * len(writes)
-    assert all("READ ONLY transaction" in c.message for c in outcome.checks[: len(writes)])
-    assert [c.code for c in outcome.checks[len(writes) :]] == [
-        Reason.PROVIDER_ERROR,
-        Reason.CONFIG_INVALID,
-        Reason.CONFIG_INVALID,
-        Reason.CONFIG_INVALID,
-    ]
+    assert [(c.result, c.code) for c in outcome.checks] == [("Failed", Reason.CONFIG_INVALID)] * (
+        len(writes) + len(escapes)
+    )
+    # The server refuses some at once, when preparing them; none runs.
+    assert all(
+        "READ ONLY transaction" in c.message or NO_RESULT_SET in c.message
+        for c in outcome.checks[: len(writes) + 4]
+    )
+    messages = [c.message for c in outcome.checks[len(writes) :]]
+    assert all(m.startswith("only one statement may run here") for m in messages[4:6])
+    assert messages[6].startswith("only a query may run here")
     assert (order_count(mdb), table_names(mdb)) == before
+
+
+def test_query_check_calling_a_writing_function_is_refused_by_the_read_only_transaction(
+    mdb: localmariadb.MariadbServer,
+) -> None:
+    localmariadb.execute(
+        mdb,
+        "create function orders.add_order() returns int modifies sql data"
+        " begin insert into orders.orders values (97); return 97; end",
+    )
+    localmariadb.execute(mdb, "grant execute on function orders.add_order to app")
+    before = order_count(mdb)
+    outcome = run(verify(make_request(mdb, checks=(query("select add_order()"),))))
+    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Failed", Reason.CONFIG_INVALID)
+    assert "READ ONLY transaction" in outcome.checks[0].message
+    assert order_count(mdb) == before
 
 
 def test_query_check_without_a_result_set_is_config_invalid(
@@ -473,6 +517,134 @@ def test_query_check_stopped_by_the_servers_statement_limit_is_timeout(
     outcome = run(verify(make_request(mdb, username="slow", checks=(heavy,))))
     assert (outcome.result, outcome.code) == ("Unknown", Reason.TIMEOUT)
     assert outcome.retryable
+
+
+def running_statements(server: localmariadb.MariadbServer, marker: str) -> int:
+    """How many statements containing ``marker`` the server is running for app."""
+    rows = localmariadb.execute(
+        server,
+        "select count(*) from information_schema.processlist where user = 'app'"
+        f" and command = 'Query' and info like '%{marker}%' and id <> connection_id()",
+    )
+    return int(str(rows[0][0]))
+
+
+def wait_until_no_statement(server: localmariadb.MariadbServer, marker: str) -> int:
+    """Polls until the server runs no statement containing ``marker``; returns how many
+    still run when the polls are used up."""
+    running = running_statements(server, marker)
+    for _ in range(100):
+        if running == 0:
+            break
+        time.sleep(0.1)
+        running = running_statements(server, marker)
+    return running
+
+
+@pytest.mark.parametrize(
+    ("server_limit", "caller_limit"),
+    [
+        pytest.param(2.0, 60.0, id="the-servers-statement-time-limit"),
+        pytest.param(None, 2.0, id="kill-query-when-the-callers-timeout-ends"),
+    ],
+)
+def test_query_check_outliving_its_timeout_is_timeout_and_stops_on_the_server(
+    mdb: localmariadb.MariadbServer, server_limit: float | None, caller_limit: float
+) -> None:
+    # BENCHMARK, unlike SLEEP, runs on after the client has gone, until it is killed.
+    marker = uuid.uuid4().hex
+    busy = f"select benchmark(10000000000, md5('{marker}'))"
+    request = replace(make_request(mdb, checks=(query(busy),)), timeout_seconds=server_limit)
+
+    async def scenario() -> tuple[VerifyOutcome, int]:
+        outcome, _ = await run_verification(
+            DRIVER, request, egress=OPEN_POLICY, timeout_seconds=caller_limit
+        )
+        return outcome, await asyncio.to_thread(wait_until_no_statement, mdb, marker)
+
+    outcome, still_running = run(scenario())
+    assert outcome.code == Reason.TIMEOUT
+    assert still_running == 0
+
+
+def browse(server: localmariadb.MariadbServer, use: Callable[[SqlBrowser], Awaitable[T]]) -> T:
+    async def scenario() -> T:
+        async with DRIVER.browse_sql(make_request(server), OPEN_POLICY) as browser:
+            return await use(browser)
+
+    return run(scenario())
+
+
+def test_query_cuts_long_values_on_the_server_and_says_truncated(
+    mdb: localmariadb.MariadbServer,
+) -> None:
+    rows = browse(
+        mdb,
+        lambda b: b.query(
+            "select repeat('x', 3000000) as big, repeat('é', 100000) as wide, 7 as small,"
+            " unhex(repeat('ab', 100000)) as raw",
+            10,
+        ),
+    )
+    assert rows.columns == ("big", "wide", "small", "raw")
+    assert rows.truncated
+    big, wide, small, raw = rows.rows[0]
+    assert big == "x" * MAX_VALUE_BYTES
+    assert isinstance(wide, str) and MAX_VALUE_BYTES - 2 <= len(wide.encode()) <= MAX_VALUE_BYTES
+    assert set(wide) == {"é"}
+    assert small == 7  # values within the cap keep their type
+    assert raw == json_value(b"\xab" * MAX_VALUE_BYTES)
+
+
+def test_query_stops_reading_at_the_result_cap(mdb: localmariadb.MariadbServer) -> None:
+    rows = browse(
+        mdb,
+        lambda b: b.query("select repeat('y', 60000) from information_schema.columns", 1000),
+    )
+    assert rows.truncated
+    assert 0 < len(rows.rows) < 1000
+    assert sum(len(str(row[0])) for row in rows.rows) <= MAX_RESULT_BYTES
+
+
+def test_query_within_the_caps_is_whole(mdb: localmariadb.MariadbServer) -> None:
+    rows = browse(
+        mdb, lambda b: b.query("select id, 'a' as a, 'a' as a from orders order by id", 3)
+    )
+    assert rows.columns == ("id", "a", "a")
+    assert rows.rows[:3] == ((1, "a", "a"), (2, "a", "a"), (3, "a", "a"))
+
+
+def test_query_runs_only_queries(mdb: localmariadb.MariadbServer) -> None:
+    before = order_count(mdb), table_names(mdb)
+    for sql, message in (
+        ("commit; delete from orders", "only one statement"),
+        ("set session transaction read write", "no result set"),
+        ("show tables", "only a query may run here"),
+    ):
+        with pytest.raises(DriverError) as refused:
+            browse(mdb, lambda b, sql=sql: b.query(sql, 10))
+        assert refused.value.code == Reason.CONFIG_INVALID
+        assert message in refused.value.message
+    assert (order_count(mdb), table_names(mdb)) == before
+
+
+def test_sample_cuts_long_values(mdb: localmariadb.MariadbServer) -> None:
+    for statement in (
+        "create table orders.documents (body longtext)",
+        "insert into orders.documents select repeat('z', 200000) from orders.orders",
+    ):
+        localmariadb.execute(mdb, statement)
+    rows = browse(mdb, lambda b: b.sample("orders", "documents", 3))
+    assert rows.truncated
+    assert [row[0] for row in rows.rows] == ["z" * MAX_VALUE_BYTES] * 3
+
+
+def test_query_check_with_a_long_value_passes_and_says_it_was_cut(
+    mdb: localmariadb.MariadbServer,
+) -> None:
+    outcome = run(verify(make_request(mdb, checks=(query("select repeat('x', 3000000)"),))))
+    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Succeeded", Reason.VERIFIED)
+    assert f"cut to {MAX_VALUE_BYTES} bytes" in outcome.checks[0].message
 
 
 def test_table_checks(mdb: localmariadb.MariadbServer) -> None:

@@ -6,22 +6,37 @@ aiomysql's connection is used through a small subclass that
 - never sends a password in clear text over an unencrypted connection, and
 - turns off multi-statement queries, so "select 1; commit; delete ..." cannot
   run past a check's read-only transaction.
+
+SQL from a user (a query check, the CLI's ``query``) is never run as given. The server
+prepares it (COM_STMT_PREPARE), which parses it and says its columns without running it;
+what runs is a SELECT over it as a common table expression, which cuts every value to the
+read cap on the server (see ``_capped``). So only a query runs: ``commit``, ``set session
+transaction read write``, DDL (whose implicit commit would end the read-only transaction)
+and every other statement are refused before anything runs, and the query runs in a
+``START TRANSACTION READ ONLY`` that is always rolled back, in a session that is read-only
+too. Every statement gets the server's statement time limit (MariaDB's
+``max_statement_time``, MySQL's ``max_execution_time``) of what remains of the caller's
+timeout, and when the caller's timeout cancels a check, a second login kills the running
+statement (``KILL QUERY``), since the server would not notice the closed connection before
+the statement ends. Queries need MySQL 8.0 or MariaDB 10.2 (common table expressions).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import ssl
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiomysql
 import pymysql
-from pymysql.constants import CLIENT, CR
+from pymysql.constants import CLIENT, COMMAND, CR
+from pymysql.protocol import FieldDescriptorPacket
 
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
@@ -29,24 +44,29 @@ from patchbay.drivers.base import (
     NO_RESULT_SET,
     CheckOutcome,
     ColumnInfo,
+    Deadline,
     DriverError,
     Egress,
     JsonValue,
+    RowCollector,
     RowSet,
     SqlBrowser,
     TableInfo,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    capped_value,
     check_target,
     config_port,
     config_text,
     failed_check,
     json_value,
     load_tls_material,
+    passed_check,
     resolve_address,
     sql_check_subject,
     summarize_checks,
+    value_cap,
 )
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
@@ -56,6 +76,15 @@ SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"
 DEFAULT_PORT = 3306
 # A SELECT without a LIMIT of its own returns at most this many rows to a query check.
 QUERY_ROW_LIMIT = 1
+# How long the second login that kills a statement after a cancellation may take.
+KILL_TIMEOUT_SECONDS = 5.0
+ONE_STATEMENT = "only one statement may run here, not several separated by semicolons"
+ONLY_QUERIES = (
+    "only a query may run here: SELECT or WITH ... SELECT "
+    "(statements that write, end transactions or change settings are refused)"
+)
+_SYNTAX_ERROR = 1064  # ER_PARSE_ERROR
+_UNKNOWN_VARIABLE = 1193  # ER_UNKNOWN_SYSTEM_VARIABLE
 
 _BY_ERRNO: dict[int, Reason] = {
     1045: Reason.AUTHENTICATION_FAILED,  # ER_ACCESS_DENIED_ERROR: wrong user or password
@@ -257,15 +286,14 @@ def _quote(identifier: str) -> str:
 async def _fetch(
     conn: _Connection, statement: str, max_rows: int, args: Sequence[object] | None
 ) -> RowSet:
-    """At most max_rows rows of one statement, and whether there were more."""
+    """At most max_rows rows of one of the driver's own statements, and whether there were
+    more. User SQL goes through ``_fetch_capped``."""
     # Unbuffered: rows are read one by one, and one row more than max_rows means there are
     # more. sql_select_limit makes the server stop there for a SELECT without a LIMIT of
     # its own; closing the cursor reads (and drops) whatever a larger LIMIT still sends.
     cursor = await conn.cursor(aiomysql.SSCursor)
     await cursor.execute(statement, args)  # without arguments, "%" in the SQL is left alone
-    if cursor.description is None:
-        raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
-    columns = tuple(str(column[0]) for column in cursor.description)
+    columns = tuple(str(column[0]) for column in cursor.description or ())
     rows: list[tuple[JsonValue, ...]] = []
     truncated = False
     while (row := await cursor.fetchone()) is not None:
@@ -278,8 +306,147 @@ async def _fetch(
     return RowSet(columns, tuple(rows), truncated)
 
 
-async def _query(conn: _Connection, text: str) -> None:
-    await _fetch(conn, text, QUERY_ROW_LIMIT, None)
+_NEAR = re.compile(r"near '(.+)' at line \d+", re.DOTALL)
+
+
+def _stops_at_a_semicolon(statement: str, exc: pymysql.err.MySQLError) -> bool:
+    """Whether the server's syntax error is at a statement after a semicolon: with
+    multi-statements off, its parser stops there."""
+    near = _NEAR.search(str(exc.args[1])) if exc.args[0] == _SYNTAX_ERROR else None
+    if near is None:
+        return False
+    rest = near.group(1)
+    start = statement.find(rest)
+    while start != -1:
+        if statement[:start].rstrip().endswith(";"):
+            return True
+        start = statement.find(rest, start + 1)
+    return False
+
+
+async def _columns_of(conn: _Connection, statement: str) -> tuple[str, ...]:
+    """The column names of one statement, which the server prepares (parses and describes)
+    but does not run; a statement without columns is ConfigInvalid.
+
+    aiomysql has no prepared statements, so this speaks the two commands itself.
+    """
+    await conn._execute_command(COMMAND.COM_STMT_PREPARE, statement)
+    try:
+        prepared = await conn._read_packet()  # an error packet raises the server's error
+    except pymysql.err.ProgrammingError as exc:
+        if not _stops_at_a_semicolon(statement, exc):
+            raise
+        message = f"{ONE_STATEMENT} (the server says: {exc.args[1]})"
+    else:
+        message = ""
+    if message:  # raised here, so that the library's exception does not ride along
+        raise DriverError(Reason.CONFIG_INVALID, message)
+    statement_id, columns, parameters = struct.unpack_from("<IHH", prepared.get_all_data(), 1)
+    # Parameter then column definitions, each list ended by an EOF packet.
+    for _ in range(parameters):
+        await conn._read_packet()
+    if parameters:
+        await conn._read_packet()
+    names = [str((await conn._read_packet(FieldDescriptorPacket)).name) for _ in range(columns)]
+    if columns:
+        await conn._read_packet()
+    await conn._execute_command(COMMAND.COM_STMT_CLOSE, struct.pack("<I", statement_id))
+    if not columns:
+        raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+    if parameters:
+        raise DriverError(Reason.CONFIG_INVALID, "placeholders (?) are not supported here")
+    return tuple(names)
+
+
+def _capped(statement: str, columns: int, cap: int) -> str:
+    """A query over ``statement`` (as a common table expression) returning each of its
+    values when it takes at most ``cap`` bytes, else NULL, and then each value over the cap
+    cut to ``cap`` characters (at most four bytes each), else NULL.
+
+    So no value longer than that crosses the network, and only a query can run: the
+    statement cannot end the expression and start another statement (multi-statements are
+    off), and a query follows the expression, so nothing but a query parses.
+    """
+    names = [f"c{i}" for i in range(columns)]
+    kept = [f"CASE WHEN OCTET_LENGTH({n}) <= {cap} THEN {n} END" for n in names]
+    cut = [f"CASE WHEN OCTET_LENGTH({n}) > {cap} THEN LEFT({n}, {cap}) END" for n in names]
+    body = statement.rstrip()
+    while body.endswith(";"):  # fine on its own, but not inside the expression
+        body = body[:-1].rstrip()
+    return f"WITH q ({', '.join(names)}) AS (\n{body}\n) SELECT {', '.join(kept + cut)} FROM q"
+
+
+async def _fetch_capped(
+    conn: _Connection, statement: str, max_rows: int
+) -> tuple[RowSet, int | None]:
+    """At most max_rows rows of user SQL within the read caps, and the per-value cap when a
+    value was cut (else None).
+
+    What is bounded: each value (cut on the server, so at most four bytes per character of
+    the cap arrive), each row (the per-value cap shrinks with the number of columns) and the
+    rows kept (reading stops at MAX_RESULT_BYTES). aiomysql receives a row whole, so one row
+    is what the client holds beyond the rows kept.
+    """
+    columns = await _columns_of(conn, statement)
+    cap = value_cap(len(columns))
+    collector = RowCollector(max_rows)
+    cursor = await conn.cursor(aiomysql.SSCursor)
+    try:
+        await cursor.execute(_capped(statement, len(columns), cap))
+    except pymysql.err.ProgrammingError as exc:
+        if exc.args[0] != _SYNTAX_ERROR:
+            raise
+        # The statement prepared on its own but is no query: SHOW, EXPLAIN, CALL, or a
+        # data-changing statement with RETURNING.
+        refused = True
+    else:
+        refused = False
+    if refused:  # raised here, so that the library's exception does not ride along
+        raise DriverError(Reason.CONFIG_INVALID, ONLY_QUERIES)
+    while (row := await cursor.fetchone()) is not None:
+        kept: list[JsonValue] = []
+        cut = False
+        for value, cut_value in zip(row[: len(columns)], row[len(columns) :], strict=True):
+            json, value_cut = capped_value(value if cut_value is None else cut_value, cap)
+            kept.append(json)
+            cut = cut or value_cut or cut_value is not None
+        if not collector.offer(kept, cut):
+            break
+    # Not in a finally: after a cancellation, reading the rest could wait on a hung server.
+    await cursor.close()
+    return collector.result(columns), cap if collector.values_cut else None
+
+
+class _Session:
+    """What a check or discovery call needs besides the connection: the server's kind and
+    the time left."""
+
+    def __init__(self, conn: _Connection, deadline: Deadline) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self.mariadb = "mariadb" in conn.get_server_info().lower()
+
+    async def begin(self, row_limit: int) -> None:
+        """A read-only transaction whose statements the server stops when the caller's time
+        is up, unless the account's own limit is shorter."""
+        conn = self.conn
+        # Again before each check, whatever a check before it did to the session.
+        await conn.query("SET SESSION TRANSACTION READ ONLY")
+        if self.mariadb:  # seconds, to the microsecond
+            variable, limit = "max_statement_time", f"{self.deadline.remaining():.3f}"
+        else:  # milliseconds, for SELECT statements (all that runs from a user)
+            variable, limit = "max_execution_time", str(self.deadline.remaining_ms())
+        try:
+            await conn.query(
+                f"SET SESSION {variable} = IF(@@{variable} = 0, {limit},"
+                f" LEAST(@@{variable}, {limit}))"
+            )
+        except pymysql.err.MySQLError as exc:
+            if exc.args[0] != _UNKNOWN_VARIABLE:  # a server too old to have the limit
+                raise
+        await conn.query(f"SET SESSION sql_select_limit = {row_limit}")
+        # One transaction per check: a check that ends it ends only its own.
+        await conn.query("START TRANSACTION READ ONLY")
 
 
 async def _table(conn: _Connection, name: str) -> None:
@@ -289,15 +456,16 @@ async def _table(conn: _Connection, name: str) -> None:
     await conn.query(f"SELECT 1 FROM {qualified} LIMIT 0")
 
 
-async def _run_check(conn: _Connection, check: CheckSpec) -> CheckOutcome:
+async def _run_check(session: _Session, check: CheckSpec) -> CheckOutcome:
+    conn = session.conn
     target = check_target(check)
     error: DriverError | None = None
+    cut_to: int | None = None
     try:
         subject = sql_check_subject(check, "mysql")
-        # One transaction per check: a check that ends it ends only its own.
-        await conn.query("START TRANSACTION READ ONLY")
+        await session.begin(QUERY_ROW_LIMIT)
         if check.type == "query":
-            await _query(conn, subject)
+            _, cut_to = await _fetch_capped(conn, subject, QUERY_ROW_LIMIT)
         else:
             await _table(conn, subject)
     except pymysql.err.MySQLError as exc:
@@ -309,16 +477,24 @@ async def _run_check(conn: _Connection, check: CheckSpec) -> CheckOutcome:
     await _execute(conn, "ROLLBACK")
     if error is not None:
         return failed_check(check.type, target, error)
-    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, "ok")
+    return passed_check(check.type, target, cut_to=cut_to)
 
 
-async def _run_checks(conn: _Connection, checks: tuple[CheckSpec, ...]) -> list[CheckOutcome]:
-    if not checks:
-        return []
-    # Also read-only: a transaction that a stored procedure starts after committing ours.
-    await _execute(conn, "SET SESSION TRANSACTION READ ONLY")
-    await _execute(conn, f"SET SESSION sql_select_limit = {QUERY_ROW_LIMIT}")
-    return [await _run_check(conn, check) for check in checks]
+async def _kill_running_statement(open_second: Callable[[], _Connection], thread_id: int) -> None:
+    """Log in again and kill what the connection ``thread_id`` runs; best effort, bounded.
+
+    The server notices a closed connection only when the statement ends or sends rows.
+    """
+    second = open_second()
+    try:
+        async with asyncio.timeout(KILL_TIMEOUT_SECONDS):
+            await second._connect()
+            await second.query(f"KILL QUERY {int(thread_id)}")
+            await second.ensure_closed()
+    except Exception:
+        pass  # nothing more can be done: the caller has given up already
+    finally:
+        second.close()
 
 
 _VERSION_NUMBER = re.compile(r"(?:5\.5\.5-)?(\d+(?:\.\d+)*)")
@@ -348,26 +524,35 @@ async def _logged_in(
     if sslmode != "DISABLED":
         server_name = (request.tls.server_name if request.tls else None) or host.strip("[]")
         context = await run_cpu(_ssl_context, sslmode, request.tls, server_name)
-    conn = _Connection(
-        require_tls=sslmode not in ("DISABLED", "PREFERRED"),
-        host=str(address),
-        port=port,
-        user=username,
-        # aiomysql sends the password encoded as latin-1; MySQL's own clients send
-        # UTF-8, which this spelling makes aiomysql send too.
-        password=password.encode().decode("latin-1"),
-        db=database,
-        ssl=context,
-        charset="utf8mb4",
-        autocommit=None,  # the server's default: one statement less
-        local_infile=False,  # the server may not read the operator's files
-        program_name="patchbay",
-    )
+
+    def connection() -> _Connection:
+        return _Connection(
+            require_tls=sslmode not in ("DISABLED", "PREFERRED"),
+            host=str(address),
+            port=port,
+            user=username,
+            # aiomysql sends the password encoded as latin-1; MySQL's own clients send
+            # UTF-8, which this spelling makes aiomysql send too.
+            password=password.encode().decode("latin-1"),
+            db=database,
+            ssl=context,
+            charset="utf8mb4",
+            autocommit=None,  # the server's default: one statement less
+            local_infile=False,  # the server may not read the operator's files
+            program_name="patchbay",
+        )
+
+    conn = connection()
     try:
         started = time.monotonic()
         await _log_in(conn, f"cannot log in to {host} port {port}: ")
         latency_ms = round((time.monotonic() - started) * 1000)
-        yield conn, latency_ms
+        try:
+            yield conn, latency_ms
+        except asyncio.CancelledError:
+            conn.close()
+            await _kill_running_statement(connection, conn.thread_id())
+            raise
         await conn.ensure_closed()  # says goodbye, so the server logs no aborted connection
     finally:
         conn.close()  # only closes the socket: safe after a cancellation; idempotent
@@ -399,37 +584,49 @@ _EVERY_ROW = 2**62  # catalog listings are never cut short
 class MysqlSqlBrowser:
     """SqlBrowser over one connection; each call is its own read-only transaction."""
 
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
+    def __init__(self, session: _Session) -> None:
+        self._session = session
 
-    async def _run(
+    async def _catalog(
         self, statement: str, max_rows: int, args: Sequence[object] | None = None
     ) -> RowSet:
+        conn = self._session.conn
+        return await self._run(lambda: _fetch(conn, statement, max_rows, args), max_rows)
+
+    async def _capped(self, statement: str, max_rows: int) -> RowSet:
+        async def fetch() -> RowSet:
+            rows, _ = await _fetch_capped(self._session.conn, statement, max_rows)
+            return rows
+
+        return await self._run(fetch, max_rows)
+
+    async def _run(self, fetch: Callable[[], Awaitable[RowSet]], max_rows: int) -> RowSet:
+        conn = self._session.conn
         error: DriverError | None = None
         try:
-            await self._conn.query(f"SET SESSION sql_select_limit = {max_rows + 1}")
-            await self._conn.query("START TRANSACTION READ ONLY")
-            result = await _fetch(self._conn, statement, max_rows, args)
+            # One row more than max_rows tells whether there are more.
+            await self._session.begin(max_rows + 1)
+            result = await fetch()
         except pymysql.err.MySQLError as exc:
             error = _classify(exc)
         except DriverError as exc:
             error = exc
-        if error is not None and self._conn.closed:
+        if error is not None and conn.closed:
             raise error
-        await _execute(self._conn, "ROLLBACK")
+        await _execute(conn, "ROLLBACK")
         if error is not None:
             raise error
         return result
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
-        found = await self._run(_TABLES, _EVERY_ROW, (include_system,))
+        found = await self._catalog(_TABLES, _EVERY_ROW, (include_system,))
         return [
             TableInfo(str(schema), str(name), _TABLE_KINDS.get(str(kind), str(kind).lower()))
             for schema, name, kind in found.rows
         ]
 
     async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
-        found = await self._run(_COLUMNS, MAX_ROWS, (schema, table))
+        found = await self._catalog(_COLUMNS, MAX_ROWS, (schema, table))
         if not found.rows:  # a table has at least one column
             raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
         return [
@@ -439,24 +636,25 @@ class MysqlSqlBrowser:
 
     async def sample(self, schema: str, table: str, rows: int) -> RowSet:
         statement = f"SELECT * FROM {_quote(schema)}.{_quote(table)} LIMIT {rows + 1}"
-        return await self._run(statement, rows)
+        return await self._capped(statement, rows)
 
     async def query(self, sql: str, max_rows: int) -> RowSet:
-        return await self._run(sql, max_rows)
+        return await self._capped(sql, max_rows)
 
 
 class MysqlDriver:
     name = "mysql"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        deadline = Deadline(request.timeout_seconds)
         async with _logged_in(request, egress) as (conn, latency_ms):
-            checks = await _run_checks(conn, tuple(request.checks))
+            session = _Session(conn, deadline)
+            checks = [await _run_check(session, check) for check in request.checks]
             version = server_version(conn.get_server_info())
         return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager
     async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:
+        deadline = Deadline(request.timeout_seconds)
         async with _logged_in(request, egress) as (conn, _):
-            # Also read-only: a transaction that a stored procedure starts after ending ours.
-            await _execute(conn, "SET SESSION TRANSACTION READ ONLY")
-            yield MysqlSqlBrowser(conn)
+            yield MysqlSqlBrowser(_Session(conn, deadline))

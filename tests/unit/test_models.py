@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from patchbay.api import ClusterConnector, Connection, Connector, ConnectorSpec
-from patchbay.api.common import MAX_VALUE_LENGTH, STORED
+from patchbay.api.common import ADMISSION, MAX_VALUE_LENGTH
 from patchbay.api.connector import MAX_RATE_LIMIT_REQUESTS, VariableSpec, connector_from_body
 from patchbay.api.limits import MAX_TIMEOUT, MIN_INTERVAL, MIN_RATE_LIMIT_PERIOD
 from patchbay.api.patterns import MAX_PATTERN_LENGTH
@@ -67,85 +67,97 @@ def test_connector_body_is_parsed_as_its_kind() -> None:
     assert isinstance(connector_from_body({**body, "kind": "Connector"}), Connector)
 
 
-def _connection(verification: dict[str, object]) -> dict[str, object]:
-    return {"spec": {"connectorRef": {"name": "pg"}, "verification": verification}}
+def _connection(verification: dict[str, object]) -> Connection:
+    body = {"spec": {"connectorRef": {"name": "pg"}, "verification": verification}}
+    return Connection.model_validate(body, context=ADMISSION)
 
 
 def _connector(**spec: object) -> dict[str, object]:
     return {"driver": "http", **spec}
 
 
+def _admitted_connector(**spec: object) -> ConnectorSpec:
+    return ConnectorSpec.model_validate(_connector(**spec), context=ADMISSION)
+
+
 @pytest.mark.parametrize("interval", ["0s", "1ms", "59s", "59.999s"])
-def test_connection_interval_below_the_minimum_is_rejected_naming_the_field(
+def test_connection_interval_below_the_minimum_is_refused_naming_the_field(
     interval: str,
 ) -> None:
     with pytest.raises(
         ValidationError, match=rf"verification\.interval\n.*at least {MIN_INTERVAL}"
     ):
-        Connection.model_validate(_connection({"interval": interval}))
+        _connection({"interval": interval})
 
 
 @pytest.mark.parametrize("interval", [MIN_INTERVAL, "60s", "1m0.5s", "15m", "24h"])
-def test_interval_at_or_above_the_minimum_is_accepted(interval: str) -> None:
-    connection = Connection.model_validate(_connection({"interval": interval}))
-    connector = ConnectorSpec.model_validate(_connector(verification={"interval": interval}))
+def test_interval_at_or_above_the_minimum_is_admitted(interval: str) -> None:
+    connection = _connection({"interval": interval})
+    connector = _admitted_connector(verification={"interval": interval})
 
     assert connection.spec.verification.interval == interval
     assert connector.verification.interval == interval
 
 
-def test_connector_interval_below_the_minimum_is_rejected_naming_the_field() -> None:
+def test_connector_interval_below_the_minimum_is_refused_naming_the_field() -> None:
     with pytest.raises(ValidationError, match=r"verification\.interval\n.*at least 1m"):
-        ConnectorSpec.model_validate(_connector(verification={"interval": "30s"}))
+        _admitted_connector(verification={"interval": "30s"})
 
 
 @pytest.mark.parametrize("timeout", ["0s", "0ms", "2m1s", "121s", "1h"])
-def test_timeout_of_zero_or_above_the_maximum_is_rejected_naming_the_field(timeout: str) -> None:
+def test_timeout_of_zero_or_above_the_maximum_is_refused_naming_the_field(timeout: str) -> None:
     with pytest.raises(ValidationError, match=rf"verification\.timeout\n.*at most {MAX_TIMEOUT}"):
-        Connection.model_validate(_connection({"timeout": timeout}))
+        _connection({"timeout": timeout})
     with pytest.raises(ValidationError, match=rf"verification\.timeout\n.*at most {MAX_TIMEOUT}"):
-        ConnectorSpec.model_validate(_connector(verification={"timeout": timeout}))
+        _admitted_connector(verification={"timeout": timeout})
 
 
 @pytest.mark.parametrize("timeout", ["1ms", "10s", MAX_TIMEOUT, "120s"])
-def test_timeout_up_to_the_maximum_is_accepted(timeout: str) -> None:
-    connection = Connection.model_validate(_connection({"timeout": timeout}))
-    assert connection.spec.verification.timeout == timeout
+def test_timeout_up_to_the_maximum_is_admitted(timeout: str) -> None:
+    assert _connection({"timeout": timeout}).spec.verification.timeout == timeout
 
 
 @pytest.mark.parametrize("per", ["0s", "100ms", "999ms"])
-def test_rate_limit_period_below_the_minimum_is_rejected_naming_the_field(per: str) -> None:
+def test_rate_limit_period_below_the_minimum_is_refused_naming_the_field(per: str) -> None:
     with pytest.raises(
         ValidationError, match=rf"rateLimit\.per\n.*at least {MIN_RATE_LIMIT_PERIOD}"
     ):
-        ConnectorSpec.model_validate(_connector(rateLimit={"requests": 5, "per": per}))
+        _admitted_connector(rateLimit={"requests": 5, "per": per})
 
 
 @pytest.mark.parametrize("requests", [0, -1, MAX_RATE_LIMIT_REQUESTS + 1])
-def test_rate_limit_requests_outside_their_bounds_are_rejected(requests: int) -> None:
+def test_rate_limit_requests_outside_their_bounds_are_refused(requests: int) -> None:
     with pytest.raises(ValidationError, match=r"rateLimit\.requests"):
-        ConnectorSpec.model_validate(_connector(rateLimit={"requests": requests, "per": "1s"}))
+        _admitted_connector(rateLimit={"requests": requests, "per": "1s"})
 
 
-def test_rate_limit_at_its_bounds_is_accepted() -> None:
-    spec = ConnectorSpec.model_validate(
-        _connector(rateLimit={"requests": MAX_RATE_LIMIT_REQUESTS, "per": MIN_RATE_LIMIT_PERIOD})
+def test_rate_limit_at_its_bounds_is_admitted() -> None:
+    spec = _admitted_connector(
+        rateLimit={"requests": MAX_RATE_LIMIT_REQUESTS, "per": MIN_RATE_LIMIT_PERIOD}
     )
     assert spec.rate_limit is not None
     assert spec.rate_limit.requests == MAX_RATE_LIMIT_REQUESTS
 
 
-def test_object_stored_before_the_bounds_still_parses_with_the_stored_context() -> None:
+def test_object_stored_before_the_bounds_parses_so_the_operator_can_clamp_it() -> None:
     body = _connector(
-        verification={"interval": "1ms", "timeout": "10h"}, rateLimit={"requests": 1, "per": "0s"}
+        verification={"interval": "1ms", "timeout": "10h"},
+        rateLimit={"requests": 50_000, "per": "0s"},
     )
 
-    spec = ConnectorSpec.model_validate(body, context=STORED)
+    spec = ConnectorSpec.model_validate(body)
 
     assert spec.verification.interval == "1ms"
     assert spec.verification.timeout == "10h"
+    assert spec.rate_limit is not None
+    assert spec.rate_limit.requests == 50_000
     with pytest.raises(ValidationError):
-        ConnectorSpec.model_validate(body)
+        ConnectorSpec.model_validate(body, context=ADMISSION)
+
+
+def test_rate_limit_without_a_request_is_refused_even_when_stored() -> None:
+    with pytest.raises(ValidationError, match=r"rateLimit\.requests"):
+        ConnectorSpec.model_validate(_connector(rateLimit={"requests": 0, "per": "1m"}))
 
 
 def test_config_value_longer_than_the_cap_is_rejected_naming_the_key() -> None:

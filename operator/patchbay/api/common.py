@@ -118,18 +118,19 @@ def _duration_rule(rule: str, message: str) -> Any:
     )
 
 
-STORED: dict[str, Any] = {"stored": True}
-"""Validation context for an object the API server already stored: it may predate a
-bound, so the bounds on durations are left to the caller to clamp (patchbay.schedule)."""
+ADMISSION: dict[str, Any] = {"admission": True}
+"""Validation context for a manifest on its way in (a webhook, a CLI check): the bounds on
+durations are enforced, as the CRD enforces them. Without it a stored object parses even
+when it predates a bound, and the operator clamps the value and says so
+(patchbay.schedule.bounds), instead of giving up on every Connection it serves."""
 
 
-def _duration_check(within: Callable[[float], bool], message: str) -> AfterValidator:
-    """The same bound in the model, so the webhook, the CLI and the reconciler agree;
-    validation with the STORED context skips it."""
+def admission_check(within: Callable[[Any], bool], message: str) -> AfterValidator:
+    """A bound the CRD enforces, enforced by the model under the ADMISSION context."""
 
-    def check(value: str, info: ValidationInfo) -> str:
-        stored = isinstance(info.context, dict) and info.context.get("stored") is True
-        if not stored and not within(duration_seconds(value)):
+    def check(value: Any, info: ValidationInfo) -> Any:
+        admission = isinstance(info.context, dict) and info.context.get("admission") is True
+        if admission and not within(value):
             raise ValueError(message)
         return value
 
@@ -144,14 +145,18 @@ _WITHIN_TIMEOUT = f"must be more than 0s and at most {MAX_TIMEOUT}"
 Interval = Annotated[
     str,
     _duration_rule(f"duration(self) >= duration('{MIN_INTERVAL}')", _AT_LEAST_INTERVAL),
-    _duration_check(lambda seconds: seconds >= MIN_INTERVAL_SECONDS, _AT_LEAST_INTERVAL),
+    admission_check(
+        lambda text: duration_seconds(text) >= MIN_INTERVAL_SECONDS, _AT_LEAST_INTERVAL
+    ),
 ]
 
 # The period of a rate limit: a bucket refilled faster is no limit at all.
 RateLimitPeriod = Annotated[
     str,
     _duration_rule(f"duration(self) >= duration('{MIN_RATE_LIMIT_PERIOD}')", _AT_LEAST_PERIOD),
-    _duration_check(lambda seconds: seconds >= MIN_RATE_LIMIT_PERIOD_SECONDS, _AT_LEAST_PERIOD),
+    admission_check(
+        lambda text: duration_seconds(text) >= MIN_RATE_LIMIT_PERIOD_SECONDS, _AT_LEAST_PERIOD
+    ),
 ]
 
 # How long one verification may hold a concurrency slot.
@@ -161,7 +166,9 @@ Timeout = Annotated[
         f"duration(self) > duration('0s') && duration(self) <= duration('{MAX_TIMEOUT}')",
         _WITHIN_TIMEOUT,
     ),
-    _duration_check(lambda seconds: 0 < seconds <= MAX_TIMEOUT_SECONDS, _WITHIN_TIMEOUT),
+    admission_check(
+        lambda text: 0 < duration_seconds(text) <= MAX_TIMEOUT_SECONDS, _WITHIN_TIMEOUT
+    ),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -14,6 +14,7 @@ from patchbay.api.common import (
     RateLimitPeriod,
     ScalarValue,
     Timeout,
+    admission_check,
     cel,
     validation_rules,
 )
@@ -302,17 +303,24 @@ class ConnectorVerificationSpec(ApiModel):
     )
 
 
-# A bucket this large allows a burst no external system would welcome.
+# A bucket this large allows a burst no external system would welcome. The CRD
+# refused only more than 1000000 before; such stored objects keep their budget.
 MAX_RATE_LIMIT_REQUESTS = 10_000
 
 
 class RateLimitSpec(ApiModel):
     """A budget for all calls patchbay makes to this system."""
 
-    requests: int = Field(
+    requests: Annotated[
+        int,
+        admission_check(
+            lambda n: n <= MAX_RATE_LIMIT_REQUESTS,
+            f"must be at most {MAX_RATE_LIMIT_REQUESTS}",
+        ),
+    ] = Field(
         ge=1,
-        le=MAX_RATE_LIMIT_REQUESTS,
         description="Calls allowed per period; also the largest burst.",
+        json_schema_extra={"maximum": MAX_RATE_LIMIT_REQUESTS},
     )
     per: RateLimitPeriod = Field(description="Length of the period, at least 1s, e.g. 1m.")
 

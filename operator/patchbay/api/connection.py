@@ -164,7 +164,7 @@ class ConnectionSpec(ApiModel):
 class VerificationError(ApiModel):
     """A classified failure."""
 
-    code: str = Field(description="Reason code, e.g. AuthenticationFailed.")
+    code: str = Field(max_length=64, description="Reason code, e.g. AuthenticationFailed.")
     message: str = Field(default="", max_length=4096, description="What went wrong.")
     retryable: bool = Field(
         default=True, description="Whether retrying without a change can succeed."
@@ -174,7 +174,9 @@ class VerificationError(ApiModel):
 class VerificationDetails(ApiModel):
     """Safe facts learned while verifying."""
 
-    server_version: str | None = Field(default=None, description="Version the server reports.")
+    server_version: str | None = Field(
+        default=None, max_length=256, description="Version the server reports."
+    )
     latency_ms: int | None = Field(default=None, ge=0, description="Round trip of the login.")
 
 
@@ -182,9 +184,11 @@ class CheckResult(ApiModel):
     """Outcome of one capability check."""
 
     type: CheckType = Field(description="Kind of check.")
-    target: str = Field(default="", description="What was checked (query, table, path, URL).")
+    target: str = Field(
+        default="", max_length=1024, description="What was checked (query, table, path, URL)."
+    )
     result: VerificationResult = Field(description="Succeeded, Failed or Unknown.")
-    code: str = Field(description="Reason code.")
+    code: str = Field(max_length=64, description="Reason code.")
     message: str = Field(default="", max_length=4096, description="Details.")
 
 
@@ -198,6 +202,7 @@ class VerificationStatus(ApiModel):
     consecutive_failures: int = Field(default=0, ge=0, description="Failures since a success.")
     inputs_hash: str | None = Field(
         default=None,
+        max_length=128,
         description="Hash of resolved config, connector generation and Secret resourceVersions.",
     )
     result: VerificationResult | None = Field(default=None, description="Outcome.")
@@ -205,9 +210,12 @@ class VerificationStatus(ApiModel):
         default=None, description="Set when result is not Succeeded."
     )
     details: VerificationDetails | None = Field(default=None, description="Safe server facts.")
-    checks: list[CheckResult] = Field(default_factory=list, description="Per-check outcomes.")
+    checks: list[CheckResult] = Field(
+        default_factory=list, max_length=64, description="Per-check outcomes."
+    )
     requested_at: str | None = Field(
         default=None,
+        max_length=256,
         description="The patchbay.dev/verify-requested-at annotation this result answers.",
     )
 

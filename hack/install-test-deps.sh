@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs; a no-op when all are present.
+# The packages are those of hack/testprograms.py, the one list of the programs the
+# test helpers run and the package that ships each.
 set -euo pipefail
 
-PACKAGES=(
-  postgresql # server binaries for tests/integration/test_driver_postgres.py
-  openssh-server # sshd for tests/integration/test_driver_sftp.py
-  mariadb-server-core # mariadbd and mariadb-install-db for tests/integration/test_driver_mysql.py
-)
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+mapfile -t PACKAGES < <("${PYTHON:-python3}" "$here/testprograms.py" packages)
+if [ "${#PACKAGES[@]}" -eq 0 ]; then
+  echo "hack/testprograms.py listed no packages" >&2
+  exit 1
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localserver import free_port
 from testpki import CertificateAuthority, pem_key, subject_alternative_names
+from testprograms import find_program
 
 HACK_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HACK_DIR.parent
@@ -75,7 +76,7 @@ def find_binaries() -> Path:
         return path
     # stderr is inherited so a (slow) first build shows its progress.
     out = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=True
+        [find_program("bash"), str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=True
     ).stdout
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if not lines:

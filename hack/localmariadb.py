@@ -33,8 +33,8 @@ from localserver import (
     tail,
     write_private,
 )
+from testprograms import find_program
 
-INSTALL_HINT = "run hack/install-test-deps.sh to install the mariadb-server-core package"
 START_TIMEOUT = 60
 STOP_TIMEOUT = 30
 # Small enough for a shared test machine.
@@ -48,7 +48,7 @@ _SERVER_OPTIONS = (
 
 
 class MariadbError(RuntimeError):
-    """The server could not be found, initialized or started."""
+    """The server could not be initialized or started."""
 
 
 @dataclass(frozen=True)
@@ -110,20 +110,17 @@ class MariadbServer:
             shutil.rmtree(self.private_dir, ignore_errors=True)
 
 
-def _binary(name: str) -> str:
-    # mariadbd lives in /usr/sbin, which is not on an ordinary user's PATH.
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if found is None:
-        raise MariadbError(f"{name} not found: {INSTALL_HINT}")
-    return found
-
-
 def _user_options() -> list[str]:
     return [f"--user={SERVER_USER}"] if running_as_root() else []
 
 
 def _initialize(server: MariadbServer) -> None:
     """Create the system tables and the administrator account (mariadbd --bootstrap)."""
+    install_db = find_program("mariadb-install-db")
+    # It runs these from fixed places and fails obscurely without them; my_print_defaults
+    # comes from another package (mariadb-client-core).
+    for helper in ("my_print_defaults", "resolveip", "mariadbd"):
+        find_program(helper)
     bootstrap = server.base / "bootstrap.sql"
     # Bootstrap mode skips the grant tables until FLUSH PRIVILEGES; one statement a line.
     write_private(
@@ -136,7 +133,7 @@ def _initialize(server: MariadbServer) -> None:
     try:
         init = subprocess.run(
             [
-                _binary("mariadb-install-db"),
+                install_db,
                 "--no-defaults",
                 f"--datadir={server.datadir}",
                 *_user_options(),
@@ -205,7 +202,7 @@ def start_mariadb(workdir: Path, tls: ServerTls | None = None) -> MariadbServer:
         _initialize(server)
         server.process = subprocess.Popen(
             [
-                _binary("mariadbd"),
+                find_program("mariadbd"),
                 "--no-defaults",
                 *_user_options(),
                 f"--datadir={server.datadir}",

@@ -24,14 +24,13 @@ from typing import Any
 import psycopg
 
 from localserver import SERVER_USER, free_port, server_base_dir, tail, write_private
+from testprograms import find_program
 
-POSTGRES_LIB = Path("/usr/lib/postgresql")
-INSTALL_HINT = "run hack/install-test-deps.sh to install the postgresql package"
 START_TIMEOUT = 60
 
 
 class PostgresError(RuntimeError):
-    """The server could not be found, initialized or started."""
+    """The server could not be initialized or started."""
 
 
 @dataclass
@@ -59,25 +58,24 @@ class PostgresServer:
 
 
 def find_bin_dir() -> Path:
-    """The bin directory of the newest installed PostgreSQL version."""
-    versions = sorted(
-        (p for p in POSTGRES_LIB.glob("*") if p.name.isdigit() and (p / "bin/initdb").exists()),
-        key=lambda p: int(p.name),
-    )
-    if not versions:
-        raise PostgresError(f"no PostgreSQL server binaries under {POSTGRES_LIB}: {INSTALL_HINT}")
-    return versions[-1] / "bin"
+    """The bin directory of the newest installed PostgreSQL version, with all its tools."""
+    bin_dir = Path(find_program("initdb")).parent
+    for tool in ("pg_ctl", "postgres"):
+        find_program(tool, within=bin_dir)
+    return bin_dir
 
 
 def _run(bin_dir: Path, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool, as SERVER_USER when we are root."""
     prefix: list[str] = []
     if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            raise PostgresError("running as root needs runuser (util-linux) to drop privileges")
-        prefix = ["runuser", "-u", SERVER_USER, "--"]
+        # initdb and postgres refuse to run as root.
+        prefix = [find_program("runuser"), "-u", SERVER_USER, "--"]
     return subprocess.run(
-        [*prefix, str(bin_dir / tool), *args], capture_output=True, text=True, check=False
+        [*prefix, find_program(tool, within=bin_dir), *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 

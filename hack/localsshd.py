@@ -33,9 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from localserver import free_port, stop_process
+from testprograms import find_program
 
-SSHD = Path("/usr/sbin/sshd")
-INSTALL_HINT = "run hack/install-test-deps.sh to install the openssh-server package"
 # sshd refuses to start without its privilege separation directory.
 PRIVSEP_DIR = Path("/run/sshd")
 USER_PREFIX = "pbsftp"
@@ -44,7 +43,7 @@ STOP_TIMEOUT = 10
 
 
 class SshdError(RuntimeError):
-    """The server could not be found, configured or started."""
+    """The server could not be configured or started."""
 
 
 @dataclass
@@ -117,8 +116,9 @@ def _write(path: Path, text: str, mode: int) -> None:
 def _run(*args: str, stdin: str | None = None) -> None:
     # useradd and userdel fail while another process holds the passwd lock, and
     # userdel while a session of the user is still winding down: try again.
+    argv = [find_program(args[0]), *args[1:]]
     for attempt in range(25):
-        result = subprocess.run(args, input=stdin, capture_output=True, text=True, check=False)
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
         if result.returncode == 0:
             return
         if not any(word in result.stderr for word in ("lock", "currently used")) or attempt == 24:
@@ -196,8 +196,9 @@ def _wait_for_banner(server: SshServer) -> None:
 
 def start_sshd() -> SshServer:
     """Start sshd on a free loopback port; returns once it answers."""
-    if not SSHD.exists():
-        raise SshdError(f"{SSHD} not found: {INSTALL_HINT}")
+    sshd = find_program("sshd")
+    # sshd refuses a user whose login shell does not exist.
+    shell = find_program("nologin")
     if os.geteuid() != 0:
         raise SshdError("starting sshd with a test user needs root")
     _remove_abandoned_users()
@@ -219,7 +220,7 @@ def start_sshd() -> SshServer:
         home = server.home
         _run(
             "useradd", "--no-create-home", "--home-dir", str(home),
-            "--shell", "/usr/sbin/nologin", "--comment", "patchbay sftp test", server.username,
+            "--shell", shell, "--comment", "patchbay sftp test", server.username,
         )  # fmt: skip
         _run("chpasswd", stdin=f"{server.username}:{server.password}\n")
         entry = pwd.getpwnam(server.username)
@@ -230,7 +231,7 @@ def start_sshd() -> SshServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         server.process = subprocess.Popen(
-            [str(SSHD), "-D", "-f", str(directory / "sshd_config"), "-E", str(server.log_path)],
+            [sshd, "-D", "-f", str(directory / "sshd_config"), "-E", str(server.log_path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -3,24 +3,35 @@
 No SQL Server can be installed here (it is in neither Debian nor PyPI), so these tests
 cover what needs none: unreachable and silent servers, peers that do not speak TDS, a
 fake server's answer to the driver's first (PRELOGIN) message, the egress policy and
-secrets. docs/connectors.md says what a test against a real server needs.
+secrets; and, against a fake that keeps SQL Server's side of TDS (tds_fake), what the
+driver sends for checks: which SQL reaches the server, the limits it sets, and the
+attention it sends when time is up. docs/connectors.md says what a test against a real
+server needs.
 Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 import threading
 import uuid
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
 
 from localserver import free_port
-from patchbay.drivers.base import DriverError, TlsMaterial, VerifyOutcome, VerifyRequest
-from patchbay.drivers.sqlserver import SqlServerDriver
+from patchbay.drivers.base import (
+    MAX_VALUE_BYTES,
+    DriverError,
+    TlsMaterial,
+    VerifyOutcome,
+    VerifyRequest,
+)
+from patchbay.drivers.sqlserver import TEXT_SIZE, SqlServerDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from patchbay.verification import run_verification
@@ -30,9 +41,11 @@ from tests.integration.driver_calls import (
     DriverCalls,
     assert_error_keeps_no_secret,
     outcome_texts,
+    query,
     run,
 )
 from tests.integration.fake_tcp import FakeTcpServer
+from tests.integration.tds_fake import Column, FakeSqlServer, ResultSet
 
 DRIVER = SqlServerDriver()
 CALLS = DriverCalls(DRIVER)
@@ -240,3 +253,114 @@ def test_loopback_socket_family_follows_the_address() -> None:
             pytest.skip("no IPv6 loopback here")
     error = verify_error(make_request(host="::1", port=free_port()))
     assert error.code == Reason.HOST_UNREACHABLE
+
+
+# --- checks, against a fake that keeps SQL Server's side of TDS ---------------------------
+
+ONE_ROW = ResultSet((Column("one", "int"),), ((1,),))
+
+
+async def _checked(
+    server: FakeSqlServer, *sql: str, caller_limit: float = 10, server_limit: float | None = None
+) -> VerifyOutcome:
+    async with server.serve():
+        request = replace(
+            make_request(port=server.port),
+            checks=tuple(query(s) for s in sql),
+            timeout_seconds=server_limit,
+        )
+        outcome, _ = await run_verification(
+            DRIVER, request, egress=OPEN_POLICY, timeout_seconds=caller_limit
+        )
+        return outcome
+
+
+def test_query_check_runs_in_a_transaction_rolled_back_with_limits_set() -> None:
+    server = FakeSqlServer(results={"select 1 as one": ONE_ROW})
+    outcome = run(_checked(server, "select 1 as one"))
+    assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
+    setup, check, tran_count, cleanup = server.batches[-4:]
+    assert re.fullmatch(
+        rf"SET ROWCOUNT 1; SET TEXTSIZE {TEXT_SIZE}; SET LOCK_TIMEOUT \d+; BEGIN TRANSACTION",
+        setup,
+    )
+    assert (check, tran_count) == ("select 1 as one", "SELECT @@TRANCOUNT")
+    assert cleanup.startswith("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
+
+
+def test_query_check_that_could_write_never_reaches_the_server() -> None:
+    writes = (
+        "COMMIT; DELETE FROM orders; BEGIN TRAN",
+        "COMMIT DELETE FROM orders BEGIN TRAN",  # T-SQL needs no semicolons
+        "select 1 /* a /* nested */ comment */ delete from orders",
+        "with gone as (select * from orders) delete from gone",
+        "select * into orders_copy from orders",
+        "select 1; exec('delete from orders')",
+        "select * from openquery(other, 'delete from orders')",
+        "select next value for order_numbers",
+        "select 1 waitfor delay '00:01'",
+        "select 1\u3000delete from orders",  # a separator to SQL Server, not to Python
+        "select 'unterminated",
+        "delete from orders",
+    )
+    server = FakeSqlServer(results={"select 1 as one": ONE_ROW})
+    outcome = run(_checked(server, *writes, "select 1 as one"))
+    assert [(c.result, c.code) for c in outcome.checks] == [
+        ("Failed", Reason.CONFIG_INVALID)
+    ] * len(writes) + [("Succeeded", Reason.VERIFIED)]
+    kinds = [
+        next(
+            kind
+            for kind in ("only one statement", "only a query", "unterminated")
+            if kind in check.message
+        )
+        for check in outcome.checks[: len(writes)]
+    ]
+    one, only, bad = "only one statement", "only a query", "unterminated"
+    expected = [one, only, only, only, only, one, only, only, only, bad, bad, only]
+    assert kinds == expected
+    # What reached the server: the driver's own batches and the one query, no write.
+    sent = "\n".join(server.batches).upper()
+    assert "DELETE" not in sent and "INTO" not in sent and "COMMIT" not in sent
+    assert "select 1 as one" in server.batches
+
+
+def test_query_check_keeps_strings_comments_and_quoted_names_apart_from_its_words() -> None:
+    sql = (
+        'select \'delete; commit\' as [drop; table], "it""s" -- ; delete\n'
+        "from orders /* insert */ with (nolock);"
+    )
+    server = FakeSqlServer(results={sql: ONE_ROW})
+    outcome = run(_checked(server, sql))
+    assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
+    assert sql in server.batches
+
+
+def test_query_check_reading_a_long_value_has_it_cut_on_the_server_and_says_so() -> None:
+    long_text = ResultSet((Column("body", "nvarchar(max)"),), (("x" * 1_000_000,),))
+    server = FakeSqlServer(results={"select body from documents": long_text})
+    outcome = run(_checked(server, "select body from documents"))
+    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Succeeded", Reason.VERIFIED)
+    assert f"cut to {MAX_VALUE_BYTES} bytes" in outcome.checks[0].message
+    # The server sent no more than TEXTSIZE allowed (and the fake keeps to it as SQL Server).
+    assert server.largest_reply < TEXT_SIZE + 1024
+
+
+def test_query_check_outliving_the_time_left_is_cancelled_on_the_server_as_timeout() -> None:
+    server = FakeSqlServer(stalled={"select count(*) from everything"})
+    outcome = run(_checked(server, "select count(*) from everything", server_limit=1.0))
+    assert outcome.code == Reason.TIMEOUT
+    assert server.attentions >= 1
+
+
+def test_query_check_cut_off_by_the_callers_timeout_hangs_up_on_the_server() -> None:
+    server = FakeSqlServer(stalled={"select count(*) from everything"})
+
+    async def scenario() -> VerifyOutcome:
+        outcome = await _checked(server, "select count(*) from everything", caller_limit=1.0)
+        await asyncio.wait_for(server.closed.wait(), 10)
+        return outcome
+
+    outcome = run(scenario())
+    assert outcome.code == Reason.TIMEOUT
+    assert server.closed.is_set()

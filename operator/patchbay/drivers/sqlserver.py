@@ -5,18 +5,33 @@ socket itself, to the address the egress policy approved, and hands it to python
 which would otherwise resolve the host name on its own; the host name is kept for TLS.
 A thread cannot be cancelled: when the caller's timeout cancels the verification, the
 socket is shut down, which makes any read or write the thread is blocked in fail at
-once, so the thread ends. The socket's own timeout is only a backstop.
+once, so the thread ends, and the server, which always listens for a cancellation
+(attention) on the connection, ends the session and its running batch.
 
-SQL Server has no read-only transaction. Each check runs inside a transaction that is
-always rolled back, at most one row per statement (SET ROWCOUNT 1); a check whose SQL
-commits or rolls back that transaction itself is reported ConfigInvalid, but what it
-committed stays committed. Give the login read permissions only.
+SQL Server has no server-side statement timeout: its clients send an attention when
+they stop waiting. So before each check the socket's timeout is set to what remains of
+the caller's timeout; when it runs out, python-tds sends the attention, the server stops
+the batch, and the check ends as Timeout. Lock waits end there too (SET LOCK_TIMEOUT).
+
+SQL Server has no read-only transaction either, so the SQL of a query check is judged
+before it is sent (``refusal``): one SELECT or WITH ... SELECT statement, without words
+that write, end or begin transactions, run other code or reach other servers. On top of
+that, each check runs inside a transaction that is always rolled back, and
+@@TRANCOUNT afterwards shows whether the check ended it. Give the login read
+permissions only all the same: a CLR function with external access, say, is beyond
+what a driver can judge.
+
+A check reads at most one row per statement (SET ROWCOUNT 1); the server cuts
+varchar(max), nvarchar(max), varbinary(max), text and image values (SET TEXTSIZE) and
+the driver cuts every value to the read cap, saying so in the check's message. Other
+values are at most 8,000 bytes each; python-tds holds one row whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import socket
@@ -34,23 +49,28 @@ from pytds.tds_socket import _TdsSocket
 
 from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
+    MAX_VALUE_BYTES,
     NO_RESULT_SET,
     CheckOutcome,
+    Deadline,
     DriverError,
     Egress,
     IPAddress,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
+    capped_value,
     check_target,
     config_port,
     config_text,
     failed_check,
     load_tls_material,
+    passed_check,
     resolve_address,
     secret_text,
     sql_check_subject,
     summarize_checks,
+    value_cap,
 )
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
@@ -63,6 +83,11 @@ ENCRYPT_MODES = ("yes", "no")
 SOCKET_TIMEOUT_SECONDS = 120.0
 # TDS carries these as at most 128 UTF-16 characters.
 NAME_MAX = 128
+# Bytes of a large-object value the server sends (SET TEXTSIZE); the driver then cuts every
+# value to the read cap. Larger than the cap, so that a cut shows.
+TEXT_SIZE = 4 * MAX_VALUE_BYTES
+ONE_STATEMENT = "only one statement may run here, not several separated by semicolons"
+ONLY_QUERIES = "only a query may run here: SELECT or WITH ... SELECT"
 
 _BY_NUMBER: dict[int, Reason] = {
     18456: Reason.AUTHENTICATION_FAILED,  # login failed: wrong user or password
@@ -260,9 +285,166 @@ def _quote(identifier: str) -> str:
     return "[" + identifier.replace("]", "]]") + "]"
 
 
-def _check(cursor: pytds.Cursor, check: CheckSpec) -> None:
+# Words that start statements other than queries, write (INTO makes SELECT ... INTO create a
+# table), begin or end transactions, run other code or reach other servers. Most are
+# reserved words, which T-SQL never takes for an unquoted name; a column named after one of
+# the others must be quoted ([get]). END is missing on purpose: CASE ... END is a query's,
+# and the BEGIN it would close is forbidden.
+_FORBIDDEN = frozenset(
+    {
+        "ADD",
+        "ALTER",
+        "BACKUP",
+        "BEGIN",
+        "BREAK",
+        "BULK",
+        "CHECKPOINT",
+        "CLOSE",
+        "COMMIT",
+        "CONTINUE",
+        "CREATE",
+        "DBCC",
+        "DEALLOCATE",
+        "DECLARE",
+        "DELETE",
+        "DENY",
+        "DISABLE",
+        "DROP",
+        "ENABLE",
+        "EXEC",
+        "EXECUTE",
+        "GET",
+        "GOTO",
+        "GRANT",
+        "IF",
+        "INSERT",
+        "INTO",
+        "KILL",
+        "LINENO",
+        "MERGE",
+        "MOVE",
+        "OPEN",
+        "OPENDATASOURCE",
+        "OPENQUERY",
+        "OPENROWSET",
+        "PRINT",
+        "RAISERROR",
+        "READTEXT",
+        "RECEIVE",
+        "RECONFIGURE",
+        "RESTORE",
+        "RETURN",
+        "REVERT",
+        "REVOKE",
+        "ROLLBACK",
+        "SAVE",
+        "SEND",
+        "SET",
+        "SETUSER",
+        "SHUTDOWN",
+        "THROW",
+        "TRAN",
+        "TRANSACTION",
+        "TRUNCATE",
+        "UPDATE",
+        "UPDATETEXT",
+        "USE",
+        "WAITFOR",
+        "WHILE",
+        "WRITETEXT",
+    }
+)
+_WORD = re.compile(r"[A-Za-z0-9_@#$]+")
+_QUOTES = {"'": "'", '"': '"', "[": "]"}
+
+
+class _Unreadable(Exception):
+    """The batch has an unterminated comment, string or name, or a character outside
+    ASCII in its code."""
+
+
+def _tokens(sql: str) -> Iterator[str]:
+    """The words (upper case) and other characters of a T-SQL batch, outside comments
+    (``--``, nested ``/* */``), strings and quoted names, each of which is one token ``'``.
+
+    Only ASCII is taken outside strings, comments and quoted names: a character that SQL
+    Server reads as a separator and this as part of a word could hide a word.
+    """
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in " \t\r\n":
+            i += 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while depth:
+                opens, closes = sql.find("/*", i), sql.find("*/", i)
+                if closes < 0:
+                    raise _Unreadable
+                if 0 <= opens < closes:
+                    depth, i = depth + 1, opens + 2
+                else:
+                    depth, i = depth - 1, closes + 2
+        elif c in _QUOTES:
+            close, i = _QUOTES[c], i + 1
+            while True:  # a doubled closing character stands for itself
+                end = sql.find(close, i)
+                if end < 0:
+                    raise _Unreadable
+                if not sql.startswith(close * 2, end):
+                    i = end + 1
+                    break
+                i = end + 2
+            yield "'"
+        elif not c.isascii() or not c.isprintable():
+            raise _Unreadable
+        elif match := _WORD.match(sql, i):
+            yield match.group().upper()
+            i = match.end()
+        else:
+            yield c
+            i += 1
+
+
+def refusal(sql: str) -> str | None:
+    """Why a query check's SQL may not be sent to SQL Server, or None when it may."""
+    try:
+        tokens = list(_tokens(sql))
+    except _Unreadable:
+        return (
+            "the SQL has an unterminated comment, string or quoted name, or characters "
+            "outside ASCII outside strings and quoted names ([name])"
+        )
+    while tokens and tokens[-1] == ";":
+        tokens.pop()
+    if ";" in tokens:
+        return ONE_STATEMENT
+    first = next((t for t in tokens if t != "("), None)
+    forbidden = sorted({t for t in tokens if t in _FORBIDDEN})
+    if first not in ("SELECT", "WITH") or forbidden:
+        found = f" (found {', '.join(forbidden)})" if forbidden else ""
+        return f"{ONLY_QUERIES}, which writes nothing and leaves transactions alone{found}"
+    if any(a == "NEXT" and b == "VALUE" for a, b in itertools.pairwise(tokens)):
+        return f"{ONLY_QUERIES}; NEXT VALUE FOR takes a number from a sequence for good"
+    if "{" in tokens:
+        return f"{ONLY_QUERIES}; no ODBC escapes ({{...}})"
+    return None
+
+
+def _check(cursor: pytds.Cursor, check: CheckSpec, deadline: Deadline) -> int | None:
+    """Run one check in the open transaction; the per-value cap when a value was cut."""
     subject = sql_check_subject(check, "sqlserver")
-    cursor.execute("SET ROWCOUNT 1; BEGIN TRANSACTION")
+    why = refusal(subject) if check.type == "query" else None
+    if why is not None:
+        raise DriverError(Reason.CONFIG_INVALID, why)
+    cursor.execute(
+        f"SET ROWCOUNT 1; SET TEXTSIZE {TEXT_SIZE}; SET LOCK_TIMEOUT {deadline.remaining_ms()};"
+        " BEGIN TRANSACTION"
+    )
+    cut_to: int | None = None
     if check.type == "table":
         schema, _, table = subject.rpartition(".")
         qualified = f"{_quote(schema)}.{_quote(table)}" if schema else _quote(table)
@@ -272,6 +454,10 @@ def _check(cursor: pytds.Cursor, check: CheckSpec) -> None:
         cursor.execute(subject)
         if cursor.description is None:
             raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+        cap = value_cap(len(cursor.description))
+        row = cursor.fetchone()
+        if row is not None and any(capped_value(value, cap)[1] for value in row):
+            cut_to = cap
     while cursor.nextset():  # read the rest, at most a row per statement
         pass
     cursor.execute("SELECT @@TRANCOUNT")
@@ -282,19 +468,25 @@ def _check(cursor: pytds.Cursor, check: CheckSpec) -> None:
             "the check SQL ended or nested the check's transaction; "
             "checks must not commit, roll back or begin transactions",
         )
+    return cut_to
 
 
-def _run_check(conn: pytds.Connection, check: CheckSpec) -> CheckOutcome:
+def _run_check(
+    conn: pytds.Connection, sock: socket.socket, check: CheckSpec, deadline: Deadline
+) -> CheckOutcome:
     """One check in its own transaction, always rolled back.
 
     A server error leaves the connection usable; any other failure (the connection is
-    gone or garbled) propagates and ends the verification.
+    gone or garbled, or the time is up) propagates and ends the verification.
     """
     target = check_target(check)
     error: DriverError | None = None
+    cut_to: int | None = None
+    # When the time is up python-tds stops waiting and sends the server an attention.
+    sock.settimeout(deadline.remaining())
     with conn.cursor() as cursor:
         try:
-            _check(cursor, check)
+            cut_to = _check(cursor, check, deadline)
         except DriverError as exc:
             error = exc
         except tds_base.DatabaseError as exc:
@@ -302,7 +494,7 @@ def _run_check(conn: pytds.Connection, check: CheckSpec) -> CheckOutcome:
         cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION; SET ROWCOUNT 0")
     if error is not None:
         return failed_check(check.type, target, error)
-    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, "ok")
+    return passed_check(check.type, target, cut_to=cut_to)
 
 
 def server_version(product_version: int) -> str:
@@ -312,7 +504,11 @@ def server_version(product_version: int) -> str:
 
 
 def _verify(
-    sock: socket.socket, address: IPAddress, login: _Login, request: VerifyRequest
+    sock: socket.socket,
+    address: IPAddress,
+    login: _Login,
+    request: VerifyRequest,
+    deadline: Deadline,
 ) -> VerifyOutcome:
     """The whole verification; runs in a thread."""
     started = time.monotonic()
@@ -320,7 +516,7 @@ def _verify(
     latency_ms = round((time.monotonic() - started) * 1000)
     error: DriverError | None = None
     try:
-        checks = [_run_check(conn, check) for check in request.checks]
+        checks = [_run_check(conn, sock, check, deadline) for check in request.checks]
         version = server_version(conn.product_version)
     except Exception as exc:  # the connection failed under a check: _classify sorts it
         error = _classify(exc)
@@ -345,6 +541,7 @@ class SqlServerDriver:
     name = "sqlserver"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        deadline = Deadline(request.timeout_seconds)
         login = _login(request)
         if login.encrypt and login.ca_pem:
             # The same PEM check, and message, as every other driver's, before connecting.
@@ -354,4 +551,4 @@ class SqlServerDriver:
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(SOCKET_TIMEOUT_SECONDS)
-            return await _in_thread(sock, lambda: _verify(sock, address, login, request))
+            return await _in_thread(sock, lambda: _verify(sock, address, login, request, deadline))

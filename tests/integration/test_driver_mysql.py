@@ -26,6 +26,7 @@ from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
     DriverError,
+    RowSet,
     SqlBrowser,
     TlsMaterial,
     VerifyOutcome,
@@ -614,6 +615,10 @@ def test_query_within_the_caps_is_whole(mdb: localmariadb.MariadbServer) -> None
     assert rows.rows[:3] == ((1, "a", "a"), (2, "a", "a"), (3, "a", "a"))
 
 
+def querying(sql: str) -> Callable[[SqlBrowser], Awaitable[RowSet]]:
+    return lambda browser: browser.query(sql, 10)
+
+
 def test_query_runs_only_queries(mdb: localmariadb.MariadbServer) -> None:
     before = order_count(mdb), table_names(mdb)
     for sql, message in (
@@ -622,7 +627,7 @@ def test_query_runs_only_queries(mdb: localmariadb.MariadbServer) -> None:
         ("show tables", "only a query may run here"),
     ):
         with pytest.raises(DriverError) as refused:
-            browse(mdb, lambda b, sql=sql: b.query(sql, 10))
+            browse(mdb, querying(sql))
         assert refused.value.code == Reason.CONFIG_INVALID
         assert message in refused.value.message
     assert (order_count(mdb), table_names(mdb)) == before

@@ -24,6 +24,7 @@ from patchbay.drivers.base import (
     MAX_RESULT_BYTES,
     MAX_VALUE_BYTES,
     DriverError,
+    RowSet,
     SqlBrowser,
     TlsMaterial,
     VerifyOutcome,
@@ -531,6 +532,10 @@ def test_query_within_the_caps_is_whole(pg: localpostgres.PostgresServer) -> Non
     assert rows.rows[:3] == ((1, "a", "a"), (2, "a", "a"), (3, "a", "a"))
 
 
+def querying(sql: str) -> Callable[[SqlBrowser], Awaitable[RowSet]]:
+    return lambda browser: browser.query(sql, 10)
+
+
 def test_query_runs_only_queries(pg: localpostgres.PostgresServer) -> None:
     before = order_count(pg)
     for sql, message in (
@@ -539,7 +544,7 @@ def test_query_runs_only_queries(pg: localpostgres.PostgresServer) -> None:
         ("set transaction read write", "no result set"),
     ):
         with pytest.raises(DriverError) as refused:
-            browse(pg, lambda b, sql=sql: b.query(sql, 10))
+            browse(pg, querying(sql))
         assert refused.value.code == Reason.CONFIG_INVALID
         assert message in refused.value.message
     assert order_count(pg) == before

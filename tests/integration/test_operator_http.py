@@ -552,7 +552,7 @@ def test_log_at_info_shows_the_verification_and_not_handler_bookkeeping(
     ]
     assert any(m.startswith(f"verified {namespace}/logged: Succeeded") for m in messages)
     assert any(m.startswith(f"{namespace}/logged is now Ready: Verified") for m in messages)
-    assert "succeeded." not in operator.logs()
+    assert "Handler 'connection_event' succeeded" not in operator.logs()
 
 
 def test_connector_rate_limit_caps_calls_to_the_system(

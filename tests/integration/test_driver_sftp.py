@@ -6,9 +6,11 @@ Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import pwd
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,12 +19,13 @@ from typing import Any
 
 import asyncssh
 import pytest
+from asyncssh.asn1 import der_decode, der_encode
 
 import localsshd
 from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec
 from patchbay.drivers.base import DriverError, VerifyOutcome, VerifyRequest
-from patchbay.drivers.sftp import SftpDriver
+from patchbay.drivers.sftp import MAX_BCRYPT_ROUNDS, MAX_PBKDF2_ITERATIONS, SftpDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
 from patchbay.verification import run_verification
@@ -183,6 +186,125 @@ def test_key_that_cannot_be_loaded_is_config_invalid(sshd: localsshd.SshServer) 
     for message, secrets in cases.items():
         error = verify_error(make_request(sshd, auth="sshKey", secrets=secrets))
         assert (error.code, error.message) == (Reason.CONFIG_INVALID, message)
+
+
+def _pem_parts(pem: str) -> tuple[str, bytes, str]:
+    lines = pem.strip().splitlines()
+    return lines[0], base64.b64decode("".join(lines[1:-1])), lines[-1]
+
+
+def _pem(begin: str, data: bytes, end: str) -> str:
+    return f"{begin}\n{base64.encodebytes(data).decode()}{end}\n"
+
+
+def with_bcrypt_rounds(pem: str, rounds: int) -> str:
+    """An encrypted OpenSSH key whose KDF options name another round count, nothing else changed."""
+    begin, data, end = _pem_parts(pem)
+    offset = len(b"openssh-key-v1\0")
+    for _ in range(2):  # cipher name, KDF name
+        offset += 4 + int.from_bytes(data[offset : offset + 4], "big")
+    offset += 4  # the length of the KDF options, then salt and rounds
+    offset += 4 + int.from_bytes(data[offset : offset + 4], "big")
+    patched = data[:offset] + rounds.to_bytes(4, "big") + data[offset + 4 :]
+    return _pem(begin, patched, end)
+
+
+def with_pbkdf2_iterations(pem: str, iterations: int) -> str:
+    """An encrypted PKCS#8 key whose PBKDF2 parameters name another iteration count."""
+    begin, data, end = _pem_parts(pem)
+    info: Any = der_decode(data)
+    (scheme, ((kdf, (salt, _, *rest)), cipher)), encrypted = info
+    patched = der_encode(((scheme, ((kdf, (salt, iterations, *rest)), cipher)), encrypted))
+    return _pem(begin, patched, end)
+
+
+def assert_key_refused(
+    sshd: localsshd.SshServer, private_key: str, passphrase: str, message: str
+) -> None:
+    ends = connection_ends(sshd)
+    error = verify_error(
+        make_request(
+            sshd, auth="sshKey", secrets={"privateKey": private_key, "passphrase": passphrase}
+        )
+    )
+    assert (error.code, error.message) == (Reason.CONFIG_INVALID, message)
+    assert_error_keeps_no_secret(error, passphrase)
+    assert_error_keeps_no_secret(error, private_key.splitlines()[1])
+    assert connection_ends(sshd) == ends  # refused before connecting
+
+
+@pytest.mark.parametrize("rounds", [MAX_BCRYPT_ROUNDS + 1, 2**32 - 1])
+def test_openssh_key_asking_for_too_many_kdf_rounds_is_config_invalid(
+    sshd: localsshd.SshServer, rounds: int
+) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    sshd.authorize_key(key.export_public_key().decode())
+    encrypted = key.export_private_key(
+        "openssh", passphrase="open sesame", rounds=16, ignore_few_rounds=True
+    ).decode()
+    assert_key_refused(
+        sshd,
+        with_bcrypt_rounds(encrypted, rounds),
+        "open sesame",
+        f"privateKey asks for {rounds} bcrypt KDF rounds, more than the {MAX_BCRYPT_ROUNDS} "
+        "accepted: re-encrypt it with ssh-keygen -p -a 16",
+    )
+
+
+def test_openssh_key_written_by_ssh_keygen_with_its_default_rounds_logs_in(
+    sshd: localsshd.SshServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "id_ed25519"
+    keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "open sesame", "-f", str(path)]
+    subprocess.run(keygen, check=True, capture_output=True)
+    sshd.authorize_key(path.with_suffix(".pub").read_text())
+    request = make_request(
+        sshd,
+        auth="sshKey",
+        secrets={"privateKey": path.read_text(), "passphrase": "open sesame"},
+    )
+    assert verify(request).code == Reason.VERIFIED
+
+
+def test_encrypted_pkcs8_key_logs_in_with_its_passphrase(sshd: localsshd.SshServer) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    sshd.authorize_key(key.export_public_key().decode())
+    encrypted = key.export_private_key("pkcs8-pem", passphrase="open sesame").decode()
+    request = make_request(
+        sshd, auth="sshKey", secrets={"privateKey": encrypted, "passphrase": "open sesame"}
+    )
+    assert verify(request).code == Reason.VERIFIED
+
+
+def test_pkcs8_key_asking_for_too_many_pbkdf2_iterations_is_config_invalid(
+    sshd: localsshd.SshServer,
+) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    encrypted = key.export_private_key("pkcs8-pem", passphrase="open sesame").decode()
+    iterations = 2**31 - 1
+    assert_key_refused(
+        sshd,
+        with_pbkdf2_iterations(encrypted, iterations),
+        "open sesame",
+        f"privateKey asks for {iterations} PBKDF2 iterations, more than the "
+        f"{MAX_PBKDF2_ITERATIONS} accepted: re-encrypt it with ssh-keygen -p",
+    )
+
+
+def test_pkcs8_key_in_a_legacy_encryption_scheme_is_config_invalid(
+    sshd: localsshd.SshServer,
+) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    encrypted = key.export_private_key(
+        "pkcs8-pem", passphrase="open sesame", pbe_version=1, cipher_name="des-cbc", hash_name="md5"
+    ).decode()
+    assert_key_refused(
+        sshd,
+        encrypted,
+        "open sesame",
+        "privateKey is encrypted with a legacy PKCS#8 scheme the sftp driver does not "
+        "decrypt: convert it to the OpenSSH format with ssh-keygen -p",
+    )
 
 
 def test_wrong_password_is_authentication_failed_after_exactly_one_attempt(

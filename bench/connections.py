@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rotations < 0:
         parser.error("--rotations must not be negative")
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started ignoring it
     try:
         return run(args)
     except KeyboardInterrupt:

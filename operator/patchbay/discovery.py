@@ -157,14 +157,16 @@ async def resolve_target(
         credentials = resolve_credentials(spec, config.secret_variables, secrets)
     except CredentialsError as exc:
         raise CommandError(f"{exc.reason}: {exc.message}") from None
+    timeout = verification_timeout(spec, connector)
     request = VerifyRequest(
         config=config.values,
         secrets=credentials.values,
         auth=connector.auth,
         http=connector.verification.http,
         tls=credentials.tls,
+        timeout_seconds=timeout,
     )
-    return Target(namespace, name, driver, request, verification_timeout(spec, connector))
+    return Target(namespace, name, driver, request, timeout)
 
 
 async def _within_limits(

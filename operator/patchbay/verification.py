@@ -46,9 +46,12 @@ def build_verify_request(
     connection: ConnectionSpec,
     config: ResolvedConfig,
     credentials: ResolvedCredentials,
+    timeout_seconds: float,
 ) -> VerifyRequest:
-    """What the driver is asked: the connector's checks run before the Connection's own."""
+    """What the driver is asked: the connector's checks run before the Connection's own,
+    and the servers that can are told the time limit too."""
     return VerifyRequest(
+        timeout_seconds=timeout_seconds,
         config=config.values,
         secrets=credentials.values,
         auth=connector.auth,

@@ -90,12 +90,10 @@ async def _verify(contract: Contract, case: Case) -> tuple[VerifyOutcome, Vendor
         credentials = resolve_credentials(
             connection, config.secret_variables, {SECRET_NAME: case.secrets}
         )
-        request = build_verify_request(spec, connection, config, credentials)
+        timeout = parse_duration(spec.verification.timeout)
+        request = build_verify_request(spec, connection, config, credentials, timeout)
         outcome, _ = await run_verification(
-            available_drivers()[spec.driver],
-            request,
-            egress=LOOPBACK_ONLY,
-            timeout_seconds=parse_duration(spec.verification.timeout),
+            available_drivers()[spec.driver], request, egress=LOOPBACK_ONLY, timeout_seconds=timeout
         )
     return outcome, server
 

@@ -225,6 +225,7 @@ def run_operator(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(
             settings=settings,
+            namespaces=args.namespace or None,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
             webhook=kopf.WebhookServer(
                 addr=args.webhook_host,

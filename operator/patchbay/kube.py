@@ -12,7 +12,7 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,12 @@ from kubernetes import config as k8s_config
 from patchbay import __version__
 
 FIELD_MANAGER = "patchbay"
+# Accept headers that make the API server send metadata only (names, resourceVersions,
+# labels), never a Secret's data: what controller-runtime's metadata informers ask for.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+# An object is at most ~1.5 MiB in etcd; a watch line longer than this is not one.
+MAX_WATCH_LINE = 4 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
@@ -85,8 +91,10 @@ class KubeClient:
             headers={"User-Agent": f"{FIELD_MANAGER}/{__version__}"},
         )
 
-    def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(
+        self, content_type: str | None, accept: str = "application/json"
+    ) -> dict[str, str]:
+        headers = {"Accept": accept}
         # The loaders store a bearer token under "BearerToken" (service account, kubeconfig
         # token); auth_settings() turns whatever they stored into the header to send.
         for setting in self._configuration.auth_settings().values():
@@ -104,6 +112,7 @@ class KubeClient:
         *,
         content_type: str | None = None,
         params: dict[str, str] | None = None,
+        accept: str = "application/json",
     ) -> dict[str, Any] | None:
         """The decoded answer; None for 404 on GET. Raises KubeApiError otherwise."""
         data = None if body is None else json.dumps(body)
@@ -114,7 +123,7 @@ class KubeClient:
             self._server + path,
             data=data,
             params=params,
-            headers=self._headers(content_type),
+            headers=self._headers(content_type, accept),
         ) as response:
             payload = await response.json(content_type=None) if response.content_length != 0 else {}
             if response.status == 404 and method == "GET":
@@ -147,6 +156,40 @@ class KubeClient:
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         return await self.request("POST", path, body)
 
+    async def watch(
+        self, path: str, params: dict[str, str], *, accept: str, timeout_seconds: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request, decoded, until the server ends it."""
+        async with self._session.get(
+            self._server + path,
+            params={**params, "watch": "true", "timeoutSeconds": str(timeout_seconds)},
+            headers=self._headers(None, accept),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=30, sock_read=timeout_seconds + 30
+            ),
+        ) as response:
+            if response.status >= 400:
+                payload = await response.json(content_type=None)
+                payload = payload if isinstance(payload, dict) else {}
+                raise KubeApiError(
+                    response.status,
+                    str(payload.get("reason", response.reason)),
+                    str(payload.get("message", "")),
+                )
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                if b"\n" not in chunk:
+                    if len(buffer) > MAX_WATCH_LINE:
+                        raise KubeApiError(500, "WatchLineTooLong", "a watch event is too long")
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+
     async def close(self) -> None:
         await self._session.close()
 
@@ -164,6 +207,11 @@ def connector_path(kind: str, namespace: str | None, name: str) -> str:
 
 def secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/secrets/{name}"
+
+
+def secrets_path(namespace: str | None) -> str:
+    """Every Secret of one namespace, or of the cluster."""
+    return f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
 
 
 def events_path(namespace: str) -> str:

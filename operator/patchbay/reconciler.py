@@ -1,26 +1,28 @@
 """Reconciliation of Connections and Connectors, independent of kopf.
 
-The kopf handlers in ``patchbay.controller`` feed watch events in; this module
-keeps a small in-memory view (latest Connection bodies, connector bodies, the
-resourceVersions of referenced Secrets — never their contents), decides when
-each Connection is verified, runs the verification and writes its status in
-one patch.
+The kopf handlers in ``patchbay.controller`` feed watch events in. Each event
+updates a compact record of its object (the spec and status as compact JSON,
+a few typed fields; never the watched body, never a Secret's data) and puts
+the object's key on one work queue. Workers take keys off the queue, one
+worker per key at a time, and run one reconcile step: decide whether the
+Connection needs a verification now, verify it, write its status in one
+patch, and say when to look at it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
 
 from patchbay import kube
@@ -28,7 +30,8 @@ from patchbay.api.common import API_VERSION
 from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import ConnectorSpec
 from patchbay.binding import binding_name, build_binding_secret
-from patchbay.config import ConfigInvalidError, resolve_config
+from patchbay.config import ConfigInvalidError, ResolvedConfig, resolve_config
+from patchbay.controller.queue import WorkQueue
 from patchbay.credentials import (
     CredentialsError,
     credential_sources,
@@ -40,8 +43,9 @@ from patchbay.egress import EgressPolicy
 from patchbay.inputs import inputs_hash
 from patchbay.logs import object_fields
 from patchbay.metrics import Metrics
+from patchbay.ratelimit import TokenBucket
 from patchbay.reasons import NOT_RETRYABLE, Reason
-from patchbay.schedule import Cadence, bounds, next_attempt
+from patchbay.schedule import Bounds, Cadence, bounds, next_attempt
 from patchbay.status import (
     ConditionState,
     Findings,
@@ -59,8 +63,8 @@ VERIFY_REQUESTED_ANNOTATION = "patchbay.dev/verify-requested-at"
 
 Key = tuple[str, str]  # namespace, name
 ConnectorKey = tuple[str, str, str]  # kind, namespace ("" for cluster scope), name
-# after the API server failed a request while a Connection was being evaluated or
-# verified: the first retry, doubled on each further failure up to the cap
+# after the API server failed a request while a Connection was reconciled: the first
+# retry, doubled on each further failure up to the cap
 API_RETRY_SECONDS = 10.0
 API_RETRY_CAP_SECONDS = 300.0
 # what a condition says when the API server refused the status that explained it
@@ -68,10 +72,16 @@ STATUS_REFUSED_MESSAGE = (
     "the API server refused this Connection's full status; the reason stands, "
     "the operator's log has the details"
 )
+# Verifications to one host:port at once. A host that accepts and never answers
+# holds its verifications until their timeout; capped per destination, it cannot
+# hold the workers that every other system's Connections need.
+PER_DESTINATION = 8
+# config variables that name where a driver connects
+_DESTINATION_VARIABLES = ("host", "baseUrl", "endpoint", "url")
 
 
 def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    return datetime.now(UTC)
 
 
 def _timestamp(moment: datetime | None) -> str | None:
@@ -98,15 +108,21 @@ def _refused(exc: kube.KubeApiError) -> bool:
     return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
 
-def _generation(body: Mapping[str, Any]) -> object:
-    return body.get("metadata", {}).get("generation")
-
-
 def _validation_message(exc: ValidationError) -> str:
     """pydantic's errors without the offending input, which may be a credential."""
     first = exc.errors(include_input=False, include_url=False)[0]
     location = ".".join(str(part) for part in first["loc"])
     return f"{location}: {first['msg']}"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def connector_key(namespace: str, spec: Mapping[str, Any]) -> ConnectorKey:
+    ref = spec.get("connectorRef") or {}
+    kind = ref.get("kind", "ClusterConnector")
+    return (kind, "" if kind == "ClusterConnector" else namespace, ref.get("name", ""))
 
 
 def judge_connector(
@@ -138,27 +154,76 @@ def verification_timeout(spec: ConnectionSpec, connector: ConnectorSpec) -> floa
     return bounds(spec, connector).timeout_seconds
 
 
-@dataclass
-class ConnectionState:
-    """What the operator remembers about one Connection between events."""
+def destination(driver: str, config: ResolvedConfig) -> str:
+    """host:port a verification connects to, as far as the config says."""
+    for variable in _DESTINATION_VARIABLES:
+        value = config.values.get(variable)
+        if isinstance(value, str) and value:
+            if "://" in value:
+                return f"{driver}:{urlsplit(value).netloc.lower()}"
+            return f"{driver}:{value.lower()}:{config.values.get('port', '')}"
+    return driver
 
+
+def _resource_version_older(new: str | None, known: str | None) -> bool:
+    """An event older than what is known. resourceVersions are opaque by contract but
+    etcd's are increasing integers; anything else is taken as newer."""
+    if new is None or known is None or not new.isdigit() or not known.isdigit():
+        return False
+    return int(new) < int(known)
+
+
+@dataclass(slots=True)
+class Tracked:
+    """What the operator keeps of one Connection: compact JSON of its spec and status,
+    the metadata decisions need, and what it decided. Never the watched body."""
+
+    uid: str
+    created: str
+    generation: int | None
+    resource_version: str | None
+    labels: tuple[tuple[str, str], ...]
+    requested: str | None
+    spec_json: str
+    status_json: str
+    loaded: bool = False  # handled_* taken from the stored status once
     handled_hash: str | None = None
     handled_request: str | None = None
     binding_digest: str | None = None
-    secrets: list[str] = field(default_factory=list)
+    secrets: tuple[str, ...] = ()
     connector: ConnectorKey | None = None
     findings: Findings | None = None
-    timer: asyncio.Task[None] | None = None
-    running: bool = False
-    dirty: bool = False
-    api_failures: int = 0  # API server errors in a row, for the retry backoff
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = json.loads(self.spec_json)
+        return spec
+
+    @property
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = json.loads(self.status_json)
+        return status
+
+
+def _ours(labels: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        sorted((k, v) for k, v in (labels or {}).items() if k in (CONNECTOR_LABEL, DRIVER_LABEL))
+    )
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
     default_timeout_seconds: float = 10.0
-    max_concurrent_verifications: int = 64
+    max_concurrent_verifications: int = 256
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+
+
+@dataclass
+class _Gate:
+    """Verifications in flight to one destination, and the keys waiting for a turn."""
+
+    in_flight: int = 0
+    waiting: list[Key] = field(default_factory=list)
 
 
 class Reconciler:
@@ -173,77 +238,106 @@ class Reconciler:
         self.drivers = dict(drivers)
         self.settings = settings or OperatorSettings()
         self.metrics = metrics or Metrics()
-        self.connections: dict[Key, dict[str, Any]] = {}
-        self.states: dict[Key, ConnectionState] = defaultdict(ConnectionState)
+        self.tracked: dict[Key, Tracked] = {}
         self.connectors: dict[ConnectorKey, dict[str, Any] | None] = {}
+        self.by_connector: dict[ConnectorKey, set[Key]] = defaultdict(set)
         self.secret_versions: dict[Key, str | None] = {}
         self.secret_readers: dict[Key, set[Key]] = defaultdict(set)
-        # with the (requests, period) they were made for: another edit of the
-        # connector keeps the spent budget, or a re-verification wave would be free
-        self.limiters: dict[ConnectorKey, tuple[tuple[int, float], AsyncLimiter]] = {}
-        self._slots = asyncio.Semaphore(self.settings.max_concurrent_verifications)
+        # (namespace, connector) -> {name: creationTimestamp} of Connections claiming default
+        self.default_claims: dict[tuple[str, ConnectorKey], dict[str, str]] = defaultdict(dict)
+        self.buckets: dict[ConnectorKey, TokenBucket] = {}
+        self._gates: dict[str, _Gate] = defaultdict(_Gate)
+        self._queue: WorkQueue[Key] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._recount: set[ConnectorKey] = set()
-        self._recount_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
 
     # ----- events ------------------------------------------------------------------
 
-    async def connection_changed(self, body: dict[str, Any]) -> None:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        self.connections[key] = body
-        await self._evaluate_or_retry(key, body)
-
-    async def _evaluate_or_retry(self, key: Key, body: dict[str, Any]) -> None:
-        try:
-            await self._ensure_labels(key, body)
-            await self.evaluate(key)
-        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
-            # kopf does not retry event handlers: without this the Connection would wait
-            # for its next watch event
-            delay = self._api_retry_delay(key)
-            logger.warning(
-                "could not evaluate %s/%s (%s); trying again in %.0fs",
-                *key,
-                _api_problem(exc),
-                delay,
-                extra=object_fields(*key),
+    @property
+    def queue(self) -> WorkQueue[Key]:
+        """The work queue and its workers, started with the first event."""
+        if self._queue is None:
+            self._queue = WorkQueue(
+                base_delay=API_RETRY_SECONDS, max_delay=API_RETRY_CAP_SECONDS, rng=self._rng
             )
-            self._start(self._retry_evaluation(key, delay))
-        else:
-            if key in self.states:
-                self.states[key].api_failures = 0
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._work(self._queue))
+                for _ in range(self.settings.max_concurrent_verifications)
+            ]
+        return self._queue
 
-    async def _retry_evaluation(self, key: Key, delay: float) -> None:
-        await asyncio.sleep(delay)
-        body = self.connections.get(key)
-        if body is not None:
-            await self._evaluate_or_retry(key, body)
-
-    def _api_retry_delay(self, key: Key) -> float:
-        """Backoff after API server errors: a failing request is never repeated on a
-        fixed timer."""
-        state = self.states[key]
-        state.api_failures += 1
-        ceiling = min(
-            API_RETRY_CAP_SECONDS, API_RETRY_SECONDS * 2.0 ** min(state.api_failures - 1, 10)
+    async def connection_changed(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        known = self.tracked.get(key)
+        version = meta.get("resourceVersion")
+        if (
+            known is not None
+            and known.uid == meta.get("uid")
+            and _resource_version_older(version, known.resource_version)
+        ):
+            return  # an event from before our own last write
+        spec = body.get("spec") or {}
+        observed = (
+            _ours(meta.get("labels")),
+            (meta.get("annotations") or {}).get(VERIFY_REQUESTED_ANNOTATION),
+            _compact(spec),
+            _compact(body.get("status") or {}),
         )
-        return ceiling * self._rng.uniform(0.5, 1.0)
+        if known is not None and known.uid == meta.get("uid"):
+            unchanged = observed == (
+                known.labels,
+                known.requested,
+                known.spec_json,
+                known.status_json,
+            )
+            # Updated in place: a verification running now updates the same record.
+            known.labels, known.requested, known.spec_json, known.status_json = observed
+            known.generation, known.resource_version = meta.get("generation"), version
+            if unchanged:
+                return  # our own status write coming back: the decision state has it
+            record = known
+        else:
+            if known is not None:
+                self._forget(key, known)  # replaced under the same name
+            record = self.tracked[key] = Tracked(
+                uid=meta.get("uid", ""),
+                created=meta.get("creationTimestamp", ""),
+                generation=meta.get("generation"),
+                resource_version=version,
+                labels=observed[0],
+                requested=observed[1],
+                spec_json=observed[2],
+                status_json=observed[3],
+            )
+        self._claim_default(key, record, spec)
+        self.queue.add(key)
 
     async def connection_deleted(self, namespace: str, name: str) -> None:
         key = (namespace, name)
-        self.connections.pop(key, None)
-        state = self.states.pop(key, None)
+        record = self.tracked.pop(key, None)
+        if self._queue is not None:
+            self._queue.discard(key)
         self.metrics.forget_connection(namespace, name)
-        if state is not None:
-            if state.timer is not None:
-                state.timer.cancel()
-            if state.connector is not None:
-                self._count_later(state.connector)
-            for secret in state.secrets:
-                self.secret_readers[(namespace, secret)].discard(key)
+        if record is not None:
+            self._forget(key, record)
         # the binding Secret is owned by the Connection: the garbage collector removes it
-        await self._refresh_defaults(namespace)
+
+    def _forget(self, key: Key, record: Tracked) -> None:
+        if record.connector is not None:
+            self.by_connector[record.connector].discard(key)
+            self._count_later(record.connector)
+        for secret in record.secrets:
+            readers = self.secret_readers.get((key[0], secret))
+            if readers is not None:
+                readers.discard(key)
+                if not readers:
+                    del self.secret_readers[(key[0], secret)]
+                    self.secret_versions.pop((key[0], secret), None)
+        self._release_default(key)
 
     async def connector_changed(
         self, kind: str, body: dict[str, Any] | None, name: str, namespace: str | None
@@ -251,73 +345,90 @@ class Reconciler:
         ckey: ConnectorKey = (kind, namespace or "", name)
         before = self.connectors.get(ckey)
         self.connectors[ckey] = body
-        if before is not None and body is not None and _generation(before) == _generation(body):
+        if (
+            before is not None
+            and body is not None
+            and before.get("metadata", {}).get("generation")
+            == body.get("metadata", {}).get("generation")
+        ):
             # A status-only change, usually our own write: nothing to re-verify, and the
             # count of Connections is kept current by the batched writes of _count_later.
             return
         if body is not None:
             await self._write_connector_status(ckey, body)
-        if body is None:
-            self.limiters.pop(ckey, None)
-        for key, state in list(self.states.items()):
-            if state.connector == ckey:
-                await self.evaluate(key)
+        else:
+            self.buckets.pop(ckey, None)
+        for key in list(self.by_connector.get(ckey, ())):
+            self.queue.add(key)
 
     async def secret_changed(self, namespace: str, name: str, resource_version: str | None) -> None:
-        """Only the resourceVersion is kept; the contents are read when verifying."""
+        """Only the resourceVersion is kept, of Secrets a Connection reads."""
         skey = (namespace, name)
         readers = self.secret_readers.get(skey)
-        if not readers:
-            return
-        if self.secret_versions.get(skey) == resource_version:
+        if not readers or self.secret_versions.get(skey) == resource_version:
             return
         self.secret_versions[skey] = resource_version
         for key in list(readers):
-            await self.evaluate(key)
+            self.queue.add(key)
+
+    async def secrets_relisted(self, namespace: str | None, seen: set[Key]) -> None:
+        """After a fresh list of Secrets: the read ones it no longer has are gone."""
+        for skey, version in list(self.secret_versions.items()):
+            if version is not None and skey not in seen and namespace in (None, skey[0]):
+                await self.secret_changed(*skey, None)
 
     async def close(self) -> None:
-        """Stop every timer and pending write, before the API client goes away."""
-        tasks = list(self._tasks)
+        """Stop the workers, timers and pending writes, before the API client goes away."""
+        if self._queue is not None:
+            self._queue.close()
+        tasks = [*self._workers, *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _start(self, work: Any) -> asyncio.Task[None]:
         """A background task of this reconciler, cancelled by close()."""
-        task = asyncio.get_running_loop().create_task(work)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _count_later(self, ckey: ConnectorKey) -> None:
-        """Connector status counts its Connections; batched so a burst costs one write."""
-        self._recount.add(ckey)
-        if self._recount_task is None or self._recount_task.done():
-            self._recount_task = self._start(self._flush_counts())
+    # ----- the workers -------------------------------------------------------------
 
-    async def _flush_counts(self) -> None:
-        await asyncio.sleep(1.0)
-        pending, self._recount = self._recount, set()
-        for ckey in pending:
-            body = self.connectors.get(ckey)
-            if body is not None:
-                try:
-                    await self._write_connector_status(ckey, body)
-                except kube.KubeApiError as exc:
-                    logger.warning(
-                        "could not update status of %s %s: %s",
-                        ckey[0],
-                        ckey[2],
-                        exc,
-                        extra=object_fields(ckey[1], ckey[2]),
-                    )
+    async def _work(self, queue: WorkQueue[Key]) -> None:
+        while True:
+            key = await queue.get()
+            try:
+                delay = await self.reconcile(key)
+            except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
+                # kopf does not retry event handlers: the queue does, with backoff, so a
+                # failing request is never repeated on a fixed timer
+                delay = queue.add_rate_limited(key)
+                logger.warning(
+                    "could not reconcile %s/%s (%s); trying again in %.0fs",
+                    *key,
+                    _api_problem(exc),
+                    delay,
+                    extra=object_fields(*key),
+                )
+            except Exception as exc:
+                delay = queue.add_rate_limited(key)
+                # the type only: a traceback's message could carry a credential
+                logger.error(
+                    "reconciling %s/%s crashed with %s; trying again in %.0fs",
+                    *key,
+                    type(exc).__name__,
+                    delay,
+                    extra=object_fields(*key),
+                )
+            else:
+                queue.forget(key)
+                if delay is not None and key in self.tracked:
+                    queue.add_after(key, delay)
+            finally:
+                queue.done(key)
 
     # ----- deciding ----------------------------------------------------------------
-
-    def _connector_key(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorKey:
-        ref = spec.get("connectorRef", {})
-        kind = ref.get("kind", "ClusterConnector")
-        return (kind, "" if kind == "ClusterConnector" else namespace, ref.get("name", ""))
 
     async def connector_spec(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorSpec | None:
         """The connector a Connection spec refers to, if it exists and is usable."""
@@ -332,37 +443,52 @@ class Reconciler:
             )
         return self.connectors[ckey]
 
+    async def _resolve_connector(
+        self, namespace: str, spec: Mapping[str, Any]
+    ) -> tuple[ConditionState, ConnectorSpec | None]:
+        ckey = connector_key(namespace, spec)
+        return judge_connector(ckey, await self._connector(ckey), self.drivers)
+
     async def _secret_version(self, namespace: str, name: str) -> str | None:
         skey = (namespace, name)
         if skey not in self.secret_versions:
-            secret = await self.client.get(kube.secret_path(namespace, name))
+            secret = await self.client.request(
+                "GET", kube.secret_path(namespace, name), accept=kube.METADATA
+            )
             self.secret_versions[skey] = secret["metadata"]["resourceVersion"] if secret else None
         return self.secret_versions[skey]
 
-    def _track_secrets(self, key: Key, names: list[str]) -> None:
-        state = self.states[key]
-        for old in set(state.secrets) - set(names):
-            self.secret_readers[(key[0], old)].discard(key)
-        for new in names:
+    def _track(self, key: Key, record: Tracked, ckey: ConnectorKey, names: Iterable[str]) -> None:
+        if record.connector != ckey:
+            if record.connector is not None:
+                self.by_connector[record.connector].discard(key)
+                self._count_later(record.connector)
+            self.by_connector[ckey].add(key)
+            self._count_later(ckey)
+            record.connector = ckey
+        wanted = tuple(sorted(set(names)))
+        for old in set(record.secrets) - set(wanted):
+            readers = self.secret_readers.get((key[0], old))
+            if readers is not None:
+                readers.discard(key)
+                if not readers:
+                    del self.secret_readers[(key[0], old)]
+                    self.secret_versions.pop((key[0], old), None)
+        for new in wanted:
             self.secret_readers[(key[0], new)].add(key)
-        state.secrets = names
+        record.secrets = wanted
 
-    async def _current_hash(self, key: Key, body: dict[str, Any]) -> str:
-        spec = body.get("spec", {})
-        ckey = self._connector_key(key[0], spec)
-        if self.states[key].connector != ckey:
-            for changed in (self.states[key].connector, ckey):
-                if changed is not None:
-                    self._count_later(changed)
-            self.states[key].connector = ckey
+    async def _current_hash(self, key: Key, record: Tracked, spec: Mapping[str, Any]) -> str:
+        ckey = connector_key(key[0], spec)
         connector = await self._connector(ckey)
         names = self._secret_names(spec, connector)
-        self._track_secrets(key, names)
+        self._track(key, record, ckey, names)
         versions = {n: await self._secret_version(key[0], n) for n in names}
         meta = (connector or {}).get("metadata", {})
         return inputs_hash(spec, meta.get("uid"), meta.get("generation"), versions)
 
-    def _secret_names(self, spec: Mapping[str, Any], connector: dict[str, Any] | None) -> list[str]:
+    @staticmethod
+    def _secret_names(spec: Mapping[str, Any], connector: dict[str, Any] | None) -> list[str]:
         try:
             parsed = ConnectionSpec.model_validate(spec)
             variables = (
@@ -374,75 +500,63 @@ class Reconciler:
         except (ValidationError, ConfigInvalidError, KeyError):
             return []
 
-    async def evaluate(self, key: Key) -> None:
-        """Decide whether this Connection needs a verification now, later, or not at all."""
-        body = self.connections.get(key)
-        if body is None:
-            return
-        state = self.states[key]
-        if state.running:
-            state.dirty = True  # looked at again when the running verification ends
-            return
-        status = body.get("status") or {}
+    async def reconcile(self, key: Key) -> float | None:
+        """One step for one Connection; seconds until it should be looked at again."""
+        record = self.tracked.get(key)
+        if record is None:
+            return None
+        spec = record.spec
+        status = record.status
         verification = status.get("verification") or {}
-        if state.handled_hash is None:
-            state.handled_hash = verification.get("inputsHash")
-            state.handled_request = verification.get("requestedAt")
-        if body.get("spec", {}).get("suspend"):
-            self._cancel_timer(state)
+        if not record.loaded:
+            record.handled_hash = verification.get("inputsHash")
+            record.handled_request = verification.get("requestedAt")
+            record.loaded = True
+        await self._ensure_labels(key, record, spec)
+        if spec.get("suspend"):
             if status.get("phase") != "Suspended":
-                await self._write_suspended(key, body)
-            return
-        current = await self._current_hash(key, body)
-        if state.running:
-            # a verification started while the hash was computed; judge again after it
-            state.dirty = True
-            return
-        requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
+                await self._write_suspended(key, record)
+            return None
+        current = await self._current_hash(key, record, spec)
         resumed = status.get("phase") == "Suspended"
-        changed = current != state.handled_hash or resumed
-        if (body["spec"].get("verification") or {}).get("mode") == "Manual":
+        changed = current != record.handled_hash or resumed
+        if (spec.get("verification") or {}).get("mode") == "Manual":
             changed = not verification  # once at creation, then only on request
-        if changed or requested != state.handled_request:
+        if changed or record.requested != record.handled_request:
             logger.info(
                 "verifying %s/%s now: %s",
                 *key,
                 "verification requested"
-                if requested != state.handled_request
-                else f"inputs changed ({state.handled_hash} -> {current})",
+                if record.requested != record.handled_request
+                else f"inputs changed ({record.handled_hash} -> {current})",
                 extra=object_fields(*key),
             )
-            self._schedule(key, 0.0)
-            return
+            return await self.verify(key, record, current)
         next_time = _parse_time(verification.get("nextTime"))
-        # an existing timer was set from a fresher result than this (possibly stale) body
-        if next_time is not None and state.timer is None:
-            self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
-        elif next_time is None:
-            await self._watch_staleness(key, body)
+        if next_time is not None:
+            wait = (next_time - _now()).total_seconds()
+            return wait if wait > 0 else await self.verify(key, record, current)
+        return await self._watch_staleness(key, record, spec, status)
 
-    async def _watch_staleness(self, key: Key, body: dict[str, Any]) -> None:
+    async def _watch_staleness(
+        self, key: Key, record: Tracked, spec: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> float | None:
         """Without a next regular verification, a success ages into reason Stale."""
-        status = body.get("status") or {}
         last_success = _parse_time((status.get("verification") or {}).get("lastSuccessTime"))
-        ready: dict[str, Any] = next(
+        ready: Mapping[str, Any] = next(
             (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
         )
         if last_success is None or ready.get("reason") != Reason.VERIFIED:
-            return
-        connector = await self._connector(self._connector_key(key[0], body["spec"]))
+            return None
+        connector = await self._connector(connector_key(key[0], spec))
         try:
-            spec = ConnectionSpec.model_validate(body["spec"])
+            connection_spec = ConnectionSpec.model_validate(spec)
             connector_spec = ConnectorSpec.model_validate((connector or {}).get("spec", {}))
         except ValidationError:
-            return
-        stale_at = bounds(spec, connector_spec).cadence.stale_at(last_success)
+            return None
+        stale_at = bounds(connection_spec, connector_spec).cadence.stale_at(last_success)
         if _now() < stale_at:
-            self._cancel_timer(self.states[key])
-            self.states[key].timer = self._start(
-                self._evaluate_later(key, (stale_at - _now()).total_seconds())
-            )
-            return
+            return (stale_at - _now()).total_seconds()
         stale = ConditionState(
             "Unknown", Reason.STALE, "the last success is older than twice the interval"
         )
@@ -456,83 +570,20 @@ class Reconciler:
                 ),
                 ("Ready", stale),
             ],
-            body["metadata"].get("generation"),
+            record.generation,
             _now(),
         )
-        await self._patch_status(key, {"phase": "Pending", "conditions": conditions})
-        await self._after_status_write(key, body, status, "Pending", conditions)
-
-    async def _evaluate_later(self, key: Key, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if key in self.states:
-            self.states[key].timer = None
-            await self.evaluate(key)
-
-    def _cancel_timer(self, state: ConnectionState) -> None:
-        if state.timer is not None and not state.timer.done():
-            state.timer.cancel()
-        state.timer = None
-
-    def _schedule(self, key: Key, delay: float) -> None:
-        if key not in self.connections:
-            return  # deleted while it was being verified: nothing to come back to
-        state = self.states[key]
-        self._cancel_timer(state)
-        state.timer = self._start(self._verify_later(key, delay))
-
-    async def _verify_later(self, key: Key, delay: float) -> None:
-        await asyncio.sleep(delay)
-        state = self.states.get(key)
-        if state is None:
-            return
-        state.timer = None
-        if state.running:  # never two verifications of one Connection at once
-            state.dirty = True
-            return
-        state.running = True
-        try:
-            await self.verify(key)
-            state.api_failures = 0
-        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
-            delay = self._api_retry_delay(key)
-            # status and reason only: the API server's message may quote what was sent
-            logger.error(
-                "verification of %s/%s stopped: %s; trying again in %.0fs",
-                *key,
-                _api_problem(exc),
-                delay,
-                extra=object_fields(*key),
-            )
-            self._schedule(key, delay)
-        except Exception as exc:
-            delay = self._api_retry_delay(key)
-            # the type only: a traceback's message could carry a credential
-            logger.error(
-                "verification of %s/%s crashed with %s; trying again in %.0fs",
-                *key,
-                type(exc).__name__,
-                delay,
-                extra=object_fields(*key),
-            )
-            self._schedule(key, delay)
-        finally:
-            state.running = False
-        if state.dirty:
-            state.dirty = False
-            await self.evaluate(key)
+        await self._patch_status(key, record, {"phase": "Pending", "conditions": conditions})
+        await self._after_status_write(key, record, status, "Pending", conditions)
+        return None
 
     # ----- verifying ---------------------------------------------------------------
 
-    async def verify(self, key: Key) -> None:
+    async def verify(self, key: Key, record: Tracked, handled_hash: str) -> float | None:
         """Resolve, validate, verify, project the binding and write status once."""
-        body = self.connections.get(key)
-        if body is None:
-            return
         namespace = key[0]
-        state = self.states[key]
-        spec_body = body.get("spec", {})
-        handled_hash = await self._current_hash(key, body)
-        requested = body["metadata"].get("annotations", {}).get(VERIFY_REQUESTED_ANNOTATION)
+        spec_body = record.spec
+        requested = record.requested
         started = _now()
         connector_state, connector_spec = await self._resolve_connector(namespace, spec_body)
         outcome: VerifyOutcome | None = None
@@ -542,84 +593,77 @@ class Reconciler:
         binding: str | None = None
         duration_ms: int | None = None
         cadence = Cadence("Periodic", 3600.0)
-        if connector_spec is not None:
-            try:
-                spec = ConnectionSpec.model_validate(spec_body)
-                limits = bounds(spec, connector_spec)
-                cadence = limits.cadence
-                config = resolve_config(connector_spec, spec.config)
-                secrets = await self._read_secrets(namespace, state.secrets)
+        gate: str | None = None
+        try:
+            if connector_spec is not None:
                 try:
-                    creds = resolve_credentials(spec, config.secret_variables, secrets)
-                    secret_fields = creds.configured
-                    credentials_state = ConditionState(
-                        "True", Reason.VERIFIED, "all referenced Secrets and keys found"
-                    )
-                except CredentialsError as exc:
-                    credentials_state = ConditionState("False", exc.reason, exc.message)
-                    secret_fields = {v.key: False for v in config.secret_variables}
-                    creds = None
-                if creds is not None:
-                    binding = await self._project_binding(
-                        key, body, connector_spec.driver, config.values, creds.values
-                    )
-                    request = build_verify_request(connector_spec, spec, config, creds)
-                    limiter = self._limiter(state.connector, limits.rate_limit)
-                    if limiter is not None and not limiter.has_capacity():
-                        self.metrics.rate_limited.inc()
-                        await self._write_status(
-                            key,
-                            body,
-                            Findings(
-                                suspended=False,
-                                connector=connector_state,
-                                credentials=credentials_state,
-                                verified=ConditionState(
-                                    "Unknown",
-                                    Reason.RATE_LIMITED,
-                                    "waiting for the connector's rate limit",
-                                ),
-                            ),
-                            {},
+                    spec = ConnectionSpec.model_validate(spec_body)
+                    limits = bounds(spec, connector_spec)
+                    cadence = limits.cadence
+                    config = resolve_config(connector_spec, spec.config)
+                    target = destination(connector_spec.driver, config)
+                    if not self._enter(target, key):
+                        return None  # comes back when a verification to that host ends
+                    gate = target
+                    secrets = await self._read_secrets(namespace, record.secrets)
+                    try:
+                        creds = resolve_credentials(spec, config.secret_variables, secrets)
+                        secret_fields = creds.configured
+                        credentials_state = ConditionState(
+                            "True", Reason.VERIFIED, "all referenced Secrets and keys found"
                         )
-                    outcome, elapsed = await run_verification(
-                        self.drivers[connector_spec.driver],
-                        request,
-                        egress=self.settings.egress,
-                        timeout_seconds=limits.timeout_seconds,
-                        limiter=self._budget(limiter),
-                    )
-                    duration_ms = int(elapsed * 1000)
+                    except CredentialsError as exc:
+                        credentials_state = ConditionState("False", exc.reason, exc.message)
+                        secret_fields = {v.key: False for v in config.secret_variables}
+                        creds = None
+                    if creds is not None:
+                        binding = await self._project_binding(
+                            key, record, connector_spec.driver, config.values, creds.values
+                        )
+                        wait = self._take_budget(record.connector, limits)
+                        if wait > 0:
+                            await self._write_rate_limited(
+                                key, record, connector_state, credentials_state
+                            )
+                            return wait
+                        outcome, elapsed = await run_verification(
+                            self.drivers[connector_spec.driver],
+                            build_verify_request(
+                                connector_spec, spec, config, creds, limits.timeout_seconds
+                            ),
+                            egress=self.settings.egress,
+                            timeout_seconds=limits.timeout_seconds,
+                        )
+                        duration_ms = int(elapsed * 1000)
+                        verified_state = _verified_state(outcome, limits)
+                except ValidationError as exc:
                     verified_state = ConditionState(
-                        "True"
-                        if outcome.result == "Succeeded"
-                        else "Unknown"
-                        if outcome.result == "Unknown"
-                        else "False",
-                        outcome.code,
-                        "; ".join(m for m in (outcome.message, *limits.notes) if m),
+                        "False", Reason.CONFIG_INVALID, _validation_message(exc)
                     )
-            except ValidationError as exc:
-                verified_state = ConditionState(
-                    "False", Reason.CONFIG_INVALID, _validation_message(exc)
-                )
-            except ConfigInvalidError as exc:
-                verified_state = ConditionState("False", Reason.CONFIG_INVALID, str(exc))
-            if verified_state is not None and credentials_state is None:
-                credentials_state = ConditionState(
-                    "Unknown", Reason.PENDING, "not resolved: the config is invalid"
-                )
+                except ConfigInvalidError as exc:
+                    verified_state = ConditionState("False", Reason.CONFIG_INVALID, str(exc))
+                if verified_state is not None and credentials_state is None:
+                    credentials_state = ConditionState(
+                        "Unknown", Reason.PENDING, "not resolved: the config is invalid"
+                    )
+        finally:
+            if gate is not None:
+                self._leave(gate)
         findings = Findings(
             suspended=False,
             connector=connector_state,
             credentials=credentials_state,
             verified=verified_state,
-            default_conflict=self._default_conflict(key),
+            default_conflict=self._default_conflict(key, record),
         )
-        state.findings = findings
+        record.findings = findings
         finished = _now()
-        previous = (body.get("status") or {}).get("verification") or {}
-        failures = self._failures(previous, outcome, verified_state)
+        previous = record.status.get("verification") or {}
+        failures = (
+            0
+            if outcome is not None and outcome.result == "Succeeded"
+            else int(previous.get("consecutiveFailures") or 0) + 1
+        )
         code = (
             verified_state.reason
             if verified_state
@@ -641,26 +685,24 @@ class Reconciler:
             retry_after=outcome.retry_after if outcome else None,
             rng=self._rng,
         )
+        succeeded = outcome is not None and outcome.result == "Succeeded"
+        result = outcome.result if outcome else "Unknown" if verified_state is None else "Failed"
         verification = {
             "lastAttemptTime": _timestamp(started),
             "lastSuccessTime": _timestamp(finished)
-            if outcome is not None and outcome.result == "Succeeded"
+            if succeeded
             else previous.get("lastSuccessTime"),
             "nextTime": _timestamp(next_time),
             "durationMs": duration_ms,
             "consecutiveFailures": failures,
             "inputsHash": handled_hash,
             "requestedAt": requested,
-            "result": outcome.result
-            if outcome
-            else "Unknown"
-            if verified_state is None
-            else "Failed",
+            "result": result,
             "error": None
-            if outcome is not None and outcome.result == "Succeeded"
+            if succeeded
             else {
                 "code": str(code),
-                "message": self._message(verified_state, credentials_state, connector_state),
+                "message": _first_problem(verified_state, credentials_state, connector_state),
                 "retryable": retryable,
             },
             "details": {"serverVersion": outcome.server_version, "latencyMs": outcome.latency_ms}
@@ -679,13 +721,13 @@ class Reconciler:
         }
         self.metrics.observe_verification(
             connector_spec.driver if outcome is not None and connector_spec else None,
-            verification["result"],
+            result,
             str(code),
             duration_ms / 1000 if duration_ms is not None else None,
         )
         await self._write_status(
             key,
-            body,
+            record,
             findings,
             {
                 "verification": verification,
@@ -696,61 +738,84 @@ class Reconciler:
                 "binding": {"name": binding} if binding else None,
             },
         )
-        state.handled_hash = handled_hash
-        state.handled_request = requested
+        record.handled_hash = handled_hash
+        record.handled_request = requested
         logger.info(
             "verified %s/%s: %s, %s, in %s ms; next at %s",
             *key,
-            verification["result"],
+            result,
             code,
             duration_ms,
             verification["nextTime"] or "a change or request",
             extra=object_fields(*key),
         )
         if next_time is not None:
-            self._schedule(key, max(0.0, (next_time - _now()).total_seconds()))
+            return max(0.0, (next_time - _now()).total_seconds())
+        return None
 
-    @staticmethod
-    def _message(*states: ConditionState | None) -> str:
-        for s in states:
-            if s is not None and s.status != "True":
-                return s.message
-        return ""
+    def _enter(self, target: str, key: Key) -> bool:
+        gate = self._gates[target]
+        if gate.in_flight >= PER_DESTINATION:
+            gate.waiting.append(key)
+            return False
+        gate.in_flight += 1
+        return True
 
-    @staticmethod
-    def _failures(
-        previous: Mapping[str, Any], outcome: VerifyOutcome | None, verified: ConditionState | None
-    ) -> int:
-        if outcome is not None and outcome.result == "Succeeded":
-            return 0
-        return int(previous.get("consecutiveFailures") or 0) + 1
+    def _leave(self, target: str) -> None:
+        gate = self._gates[target]
+        gate.in_flight -= 1
+        while gate.waiting:
+            waiting = gate.waiting.pop(0)
+            if waiting in self.tracked:
+                self.queue.add(waiting)
+                break
+        if gate.in_flight == 0 and not gate.waiting:
+            del self._gates[target]
 
-    async def _resolve_connector(
-        self, namespace: str, spec: Mapping[str, Any]
-    ) -> tuple[ConditionState, ConnectorSpec | None]:
-        ckey = self._connector_key(namespace, spec)
-        return judge_connector(ckey, await self._connector(ckey), self.drivers)
+    def _take_budget(self, ckey: ConnectorKey | None, limits: Bounds) -> float:
+        """0 when the connector's rate limit allows a call now, else seconds to wait.
 
-    @asynccontextmanager
-    async def _budget(self, limiter: AsyncLimiter | None) -> AsyncIterator[None]:
-        """The connector's rate limit first, then a slot: a throttled connector waiting
-        for tokens must not hold the slots other connectors need."""
-        async with limiter if limiter is not None else nullcontext(), self._slots:
-            yield
+        Another edit of the connector keeps the spent budget, or a re-verification
+        wave would be free; only a new rateLimit starts a new bucket.
+        """
+        if limits.rate_limit is None or ckey is None:
+            return 0.0
+        bucket = self.buckets.get(ckey)
+        if bucket is None or bucket.budget != limits.rate_limit:
+            bucket = self.buckets[ckey] = TokenBucket(*limits.rate_limit)
+        wait = bucket.take()
+        if wait > 0:
+            self.metrics.rate_limited.inc()
+        return wait
 
-    def _limiter(
-        self, ckey: ConnectorKey | None, budget: tuple[int, float] | None
-    ) -> AsyncLimiter | None:
-        if budget is None or ckey is None:
-            return None
-        known = self.limiters.get(ckey)
-        if known is None or known[0] != budget:
-            known = (budget, AsyncLimiter(*budget))
-            self.limiters[ckey] = known
-        return known[1]
+    async def _write_rate_limited(
+        self,
+        key: Key,
+        record: Tracked,
+        connector_state: ConditionState,
+        credentials_state: ConditionState,
+    ) -> None:
+        ready: Mapping[str, Any] = next(
+            (c for c in record.status.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        if ready.get("reason") == Reason.RATE_LIMITED:
+            return  # said already
+        await self._write_status(
+            key,
+            record,
+            Findings(
+                suspended=False,
+                connector=connector_state,
+                credentials=credentials_state,
+                verified=ConditionState(
+                    "Unknown", Reason.RATE_LIMITED, "waiting for the connector's rate limit"
+                ),
+            ),
+            {},
+        )
 
     async def _read_secrets(
-        self, namespace: str, names: list[str]
+        self, namespace: str, names: Iterable[str]
     ) -> dict[str, dict[str, str] | None]:
         found: dict[str, dict[str, str] | None] = {}
         for name in names:
@@ -764,7 +829,7 @@ class Reconciler:
     async def _project_binding(
         self,
         key: Key,
-        body: Mapping[str, Any],
+        record: Tracked,
         driver: str,
         config: Mapping[str, str | int | bool],
         secrets: Mapping[str, str],
@@ -772,63 +837,87 @@ class Reconciler:
         manifest = build_binding_secret(
             connection=key[1],
             namespace=key[0],
-            uid=body["metadata"]["uid"],
+            uid=record.uid,
             driver=driver,
             config=config,
             secrets=secrets,
         )
         digest = inputs_hash(manifest, None, None, {})
-        state = self.states[key]
-        if state.binding_digest != digest:
+        if record.binding_digest != digest:
             await self.client.apply(kube.secret_path(key[0], binding_name(key[1])), manifest)
-            state.binding_digest = digest
+            record.binding_digest = digest
         return binding_name(key[1])
 
-    def _default_conflict(self, key: Key) -> str | None:
+    # ----- defaults ----------------------------------------------------------------
+
+    def _claim_default(self, key: Key, record: Tracked, spec: Mapping[str, Any]) -> None:
+        """Index the claim to be the default, so a conflict is found without a scan."""
+        self._release_default(key)
+        if spec.get("default"):
+            claim = (key[0], connector_key(key[0], spec))
+            before = self._default_winner(*claim)
+            self.default_claims[claim][key[1]] = record.created
+            if before not in (None, self._default_winner(*claim)):
+                self._requeue_claims(claim)
+
+    def _release_default(self, key: Key) -> None:
+        for claim, names in list(self.default_claims.items()):
+            if claim[0] == key[0] and key[1] in names:
+                before = self._default_winner(*claim)
+                del names[key[1]]
+                if not names:
+                    del self.default_claims[claim]
+                if before == key[1]:
+                    self._requeue_claims(claim)
+
+    def _requeue_claims(self, claim: tuple[str, ConnectorKey]) -> None:
+        """The winner changed: the other claimants re-derive their status."""
+        for name in self.default_claims.get(claim, {}):
+            record = self.tracked.get((claim[0], name))
+            if record is not None and record.findings is not None:
+                self._start(self._refresh_default((claim[0], name)))
+
+    async def _refresh_default(self, key: Key) -> None:
+        record = self.tracked.get(key)
+        if record is None or record.findings is None:
+            return
+        conflict = self._default_conflict(key, record)
+        if conflict == record.findings.default_conflict:
+            return
+        findings = Findings(
+            suspended=False,
+            connector=record.findings.connector,
+            credentials=record.findings.credentials,
+            verified=record.findings.verified,
+            default_conflict=conflict,
+        )
+        record.findings = findings
+        try:
+            await self._write_status(key, record, findings, {})
+        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError):
+            self.queue.add(key)
+
+    def _default_winner(self, namespace: str, ckey: ConnectorKey) -> str | None:
         """Of the Connections claiming default for one connector, the oldest wins."""
-        body = self.connections.get(key)
-        if body is None or not body.get("spec", {}).get("default"):
+        claims = self.default_claims.get((namespace, ckey))
+        if not claims:
             return None
-        winner = self._default_winner(key[0], self._connector_key(key[0], body["spec"]))
+        return min((created, name) for name, created in claims.items())[1]
+
+    def _default_conflict(self, key: Key, record: Tracked) -> str | None:
+        spec = record.spec
+        if not spec.get("default"):
+            return None
+        winner = self._default_winner(key[0], connector_key(key[0], spec))
         if winner is None or winner == key[1]:
             return None
         return f"Connection {winner!r} is the older default for this connector"
-
-    def _default_winner(self, namespace: str, ckey: ConnectorKey) -> str | None:
-        claims = [
-            (b["metadata"].get("creationTimestamp", ""), name)
-            for (ns, name), b in self.connections.items()
-            if ns == namespace
-            and b.get("spec", {}).get("default")
-            and self._connector_key(ns, b["spec"]) == ckey
-        ]
-        return min(claims)[1] if claims else None
-
-    async def _refresh_defaults(self, namespace: str) -> None:
-        """Re-derive status for default claimants after a claim came or went."""
-        for key, body in list(self.connections.items()):
-            state = self.states.get(key)
-            if key[0] != namespace or state is None or state.findings is None:
-                continue
-            if not body.get("spec", {}).get("default"):
-                continue
-            conflict = self._default_conflict(key)
-            if conflict != state.findings.default_conflict:
-                findings = Findings(
-                    suspended=False,
-                    connector=state.findings.connector,
-                    credentials=state.findings.credentials,
-                    verified=state.findings.verified,
-                    default_conflict=conflict,
-                )
-                state.findings = findings
-                await self._write_status(key, body, findings, {})
 
     # ----- writing -----------------------------------------------------------------
 
     async def labels_for(self, namespace: str, spec: Mapping[str, Any]) -> dict[str, str]:
         """The labels that let `kubectl get connections -l` filter by connector and driver."""
-        ckey = self._connector_key(namespace, spec)
+        ckey = connector_key(namespace, spec)
         connector = await self._connector(ckey)
         wanted = {CONNECTOR_LABEL: ckey[2]}
         driver = ((connector or {}).get("spec") or {}).get("driver")
@@ -836,17 +925,17 @@ class Reconciler:
             wanted[DRIVER_LABEL] = driver
         return wanted
 
-    async def _ensure_labels(self, key: Key, body: dict[str, Any]) -> None:
+    async def _ensure_labels(self, key: Key, record: Tracked, spec: Mapping[str, Any]) -> None:
         # usually set at admission already; a patch only without the webhook
-        wanted = await self.labels_for(key[0], body.get("spec", {}))
-        labels = body["metadata"].get("labels") or {}
-        if all(labels.get(k) == v for k, v in wanted.items()):
+        wanted = await self.labels_for(key[0], spec)
+        have = dict(record.labels)
+        if all(have.get(k) == v for k, v in wanted.items()):
             return
         await self.client.merge_patch(kube.connection_path(*key), {"metadata": {"labels": wanted}})
+        record.labels = _ours({**have, **wanted})
 
-    async def _write_suspended(self, key: Key, body: dict[str, Any]) -> None:
-        state = self.states[key]
-        previous = state.findings
+    async def _write_suspended(self, key: Key, record: Tracked) -> None:
+        previous = record.findings
         findings = Findings(
             suspended=True,
             connector=previous.connector
@@ -855,28 +944,26 @@ class Reconciler:
             credentials=previous.credentials if previous else None,
             verified=previous.verified if previous else None,
         )
-        await self._write_status(key, body, findings, {})
+        await self._write_status(key, record, findings, {})
 
     async def _write_status(
-        self, key: Key, body: dict[str, Any], findings: Findings, extra: dict[str, Any]
+        self, key: Key, record: Tracked, findings: Findings, extra: dict[str, Any]
     ) -> None:
-        status = body.get("status") or {}
+        status = record.status
         phase, conditions = connection_conditions(
-            findings, status.get("conditions") or [], body["metadata"].get("generation"), _now()
+            findings, status.get("conditions") or [], record.generation, _now()
         )
-        ckey = self._connector_key(key[0], body.get("spec", {}))
-        patch = {
-            "status": {
-                "phase": phase,
-                "conditions": conditions,
-                "isDefault": bool(body.get("spec", {}).get("default"))
-                and self._default_winner(key[0], ckey) == key[1],
-                "observedGeneration": body["metadata"].get("generation"),
-                **extra,
-            }
+        spec = record.spec
+        written = {
+            "phase": phase,
+            "conditions": conditions,
+            "isDefault": bool(spec.get("default"))
+            and self._default_winner(key[0], connector_key(key[0], spec)) == key[1],
+            "observedGeneration": record.generation,
+            **extra,
         }
         try:
-            await self._patch_status(key, patch["status"])
+            await self._patch_status(key, record, written)
         except kube.KubeApiError as exc:
             if not _refused(exc):
                 raise
@@ -892,7 +979,7 @@ class Reconciler:
             )
             conditions = [{**c, "message": STATUS_REFUSED_MESSAGE} for c in conditions]
             try:
-                await self._patch_status(key, {"phase": phase, "conditions": conditions})
+                await self._patch_status(key, record, {"phase": phase, "conditions": conditions})
             except kube.KubeApiError as again:
                 if not _refused(again):
                     raise
@@ -904,28 +991,37 @@ class Reconciler:
                     extra=object_fields(*key),
                 )
                 return
-        await self._after_status_write(key, body, status, phase, conditions)
+        await self._after_status_write(key, record, status, phase, conditions)
 
-    async def _patch_status(self, key: Key, status: Mapping[str, Any]) -> None:
-        """Every status write of a Connection, cut to the schema's limits."""
-        await self.client.merge_patch(
+    async def _patch_status(self, key: Key, record: Tracked, status: Mapping[str, Any]) -> None:
+        """Every status write of a Connection, cut to the schema's limits; the answer
+        becomes the status the next decision starts from."""
+        answer = await self.client.merge_patch(
             kube.connection_path(*key) + "/status", {"status": fit_status(status)}
         )
+        if answer:
+            record.status_json = _compact(answer.get("status") or {})
+            record.resource_version = (answer.get("metadata") or {}).get("resourceVersion")
 
     async def _after_status_write(
         self,
         key: Key,
-        body: dict[str, Any],
+        record: Tracked,
         old_status: Mapping[str, Any],
         phase: str,
         conditions: list[dict[str, Any]],
     ) -> None:
-        connector = (body.get("spec", {}).get("connectorRef") or {}).get("name", "")
+        connector = (record.connector or ("", "", ""))[2]
         self.metrics.observe_phase(*key, connector, phase)
-        await self._record_transition(key, old_status, phase, conditions)
+        await self._record_transition(key, record, old_status, phase, conditions)
 
     async def _record_transition(
-        self, key: Key, old_status: Mapping[str, Any], phase: str, conditions: list[dict[str, Any]]
+        self,
+        key: Key,
+        record: Tracked,
+        old_status: Mapping[str, Any],
+        phase: str,
+        conditions: list[dict[str, Any]],
     ) -> None:
         """An Event when Ready changes status or reason; none on a repeat."""
 
@@ -967,10 +1063,11 @@ class Reconciler:
             after[1],
             extra=object_fields(*key),
         )
-        await self._post_event(key, event_reason, event_type, message)
+        await self._post_event(key, record, event_reason, event_type, message)
 
-    async def _post_event(self, key: Key, reason: str, type_: str, message: str) -> None:
-        body = self.connections.get(key, {})
+    async def _post_event(
+        self, key: Key, record: Tracked, reason: str, type_: str, message: str
+    ) -> None:
         now = _timestamp(_now())
         event = {
             "apiVersion": "v1",
@@ -981,7 +1078,7 @@ class Reconciler:
                 "kind": "Connection",
                 "name": key[1],
                 "namespace": key[0],
-                "uid": body.get("metadata", {}).get("uid"),
+                "uid": record.uid,
             },
             "reason": reason,
             "message": message[:1024],
@@ -997,29 +1094,54 @@ class Reconciler:
             await self.client.create(kube.events_path(key[0]), event)
         except kube.KubeApiError as exc:
             logger.warning(
-                "could not record event %s on %s/%s: %s",
+                "could not record event %s on %s/%s: %s %s",
                 reason,
                 *key,
-                exc,
+                exc.status,
+                exc.reason,
                 extra=object_fields(*key),
             )
 
+    # ----- connectors ----------------------------------------------------------------
+
+    def _count_later(self, ckey: ConnectorKey) -> None:
+        """Connector status counts its Connections; batched so a burst costs one write."""
+        self._recount.add(ckey)
+        if len(self._recount) == 1:
+            self._start(self._flush_counts())
+
+    async def _flush_counts(self) -> None:
+        await asyncio.sleep(1.0)
+        pending, self._recount = self._recount, set()
+        for ckey in pending:
+            body = self.connectors.get(ckey)
+            if body is None:
+                continue
+            try:
+                await self._write_connector_status(ckey, body)
+            except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning(
+                    "could not update status of %s %s (%s); trying again",
+                    ckey[0],
+                    ckey[2],
+                    _api_problem(exc),
+                    extra=object_fields(ckey[1], ckey[2]),
+                )
+                self._count_later(ckey)
+
     async def _write_connector_status(self, ckey: ConnectorKey, body: dict[str, Any]) -> None:
         kind, namespace, name = ckey
-        try:
-            spec = ConnectorSpec.model_validate(body.get("spec", {}))
-            if spec.driver not in self.drivers:
-                state = ConditionState(
-                    "False", Reason.CONNECTOR_INVALID, f"driver {spec.driver!r} is not available"
-                )
-            elif spec.deprecated:
-                state = ConditionState("True", Reason.CONNECTOR_DEPRECATED, "deprecated")
-            else:
-                state = ConditionState("True", Reason.VALID, "the definition is usable")
-        except ValidationError as exc:
-            state = ConditionState("False", Reason.CONNECTOR_INVALID, _validation_message(exc))
+        state, _ = judge_connector(ckey, body, self.drivers)
+        if state.status == "True":
+            state = ConditionState(
+                "True",
+                state.reason,
+                "deprecated"
+                if state.reason == Reason.CONNECTOR_DEPRECATED
+                else "the definition is usable",
+            )
         old = body.get("status") or {}
-        count = sum(1 for s in self.states.values() if s.connector == ckey)
+        count = len(self.by_connector.get(ckey, ()))
         generation = body["metadata"].get("generation")
         conditions = merge_conditions(
             old.get("conditions") or [], [("Ready", state)], generation, _now()
@@ -1029,6 +1151,28 @@ class Reconciler:
             (c.get("status"), c.get("reason"), c.get("message")) for c in old.get("conditions", [])
         ] == [(c["status"], c["reason"], c["message"]) for c in conditions]:
             return
-        await self.client.merge_patch(
+        answer = await self.client.merge_patch(
             kube.connector_path(kind, namespace or None, name) + "/status", {"status": desired}
         )
+        if answer:
+            # the next comparison starts from what was written, not from the last event
+            self.connectors[ckey] = {**body, "status": answer.get("status") or desired}
+
+
+def _verified_state(outcome: VerifyOutcome, limits: Bounds) -> ConditionState:
+    return ConditionState(
+        "True"
+        if outcome.result == "Succeeded"
+        else "Unknown"
+        if outcome.result == "Unknown"
+        else "False",
+        outcome.code,
+        "; ".join(m for m in (outcome.message, *limits.notes) if m),
+    )
+
+
+def _first_problem(*states: ConditionState | None) -> str:
+    for s in states:
+        if s is not None and s.status != "True":
+            return s.message
+    return ""

@@ -1,8 +1,11 @@
-"""The kopf handlers. Each one reads the event and calls the Reconciler.
+"""The kopf handlers. Each one reads the event and hands it to the Reconciler,
+which records it and queues the object's key.
 
 Only event handlers are used: they keep no diff-base annotation and no
 finalizer on any object, so the operator writes nothing to Secrets and only
-labels and status to Connections.
+labels and status to Connections. Secrets are not watched through kopf, which
+would deliver their data: a metadata-only watch reports names and
+resourceVersions.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 import kopf
 
 from patchbay import kube
+from patchbay.controller.secrets import SecretMetadataWatch
 from patchbay.drivers import available_drivers
 from patchbay.metrics import Metrics, MetricsServer
 from patchbay.reconciler import OperatorSettings, Reconciler
@@ -37,7 +41,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     client = kube.KubeClient(kube.load_configuration())
     memo["client"] = client
     metrics = Metrics()
-    memo["reconciler"] = Reconciler(client, available_drivers(), operator_settings, metrics)
+    memo["reconciler"] = reconciler = Reconciler(
+        client, available_drivers(), operator_settings, metrics
+    )
+    memo["secret_watch"] = watch = SecretMetadataWatch(
+        client, memo.get("namespaces"), reconciler.secret_changed, reconciler.secrets_relisted
+    )
+    watch.start()
     address: tuple[str, int] | None = memo.get("metrics_address")
     if address is not None:
         memo["metrics_server"] = server = MetricsServer(metrics, *address)
@@ -49,6 +59,9 @@ async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     server = memo.get("metrics_server")
     if server is not None:
         await server.stop()
+    watch = memo.get("secret_watch")
+    if watch is not None:
+        await watch.stop()
     reconciler = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()
@@ -65,7 +78,7 @@ async def connection_event(
     if event["type"] == "DELETED":
         await reconciler.connection_deleted(body["metadata"]["namespace"], body["metadata"]["name"])
     else:
-        await reconciler.connection_changed(dict(body))
+        await reconciler.connection_changed(body)
 
 
 @kopf.on.event(GROUP, VERSION, "connectors")
@@ -91,12 +104,3 @@ async def cluster_connector_event(
         body["metadata"]["name"],
         None,
     )
-
-
-@kopf.on.event("", "v1", "secrets")
-async def secret_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    # Only the name and resourceVersion travel on; the contents are not kept.
-    reconciler: Reconciler = memo["reconciler"]
-    meta = body["metadata"]
-    version = None if event["type"] == "DELETED" else meta.get("resourceVersion")
-    await reconciler.secret_changed(meta["namespace"], meta["name"], version)

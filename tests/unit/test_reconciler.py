@@ -1,0 +1,328 @@
+"""The reconciler's decisions, run in-process against a fake API server and a fake driver:
+what is verified, when, how often, and what is written."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from patchbay import kube, reconciler
+from patchbay.drivers.base import Egress, VerifyOutcome, VerifyRequest
+from patchbay.reasons import Reason
+from patchbay.reconciler import OperatorSettings, Reconciler
+
+NS = "shop"
+TOKEN = "good-token-value"
+
+
+class FakeApi:
+    """Stores objects by path and answers like the API server for what the reconciler does;
+    records every write, and can fail chosen requests once."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.writes: list[tuple[str, str]] = []
+        self.fail_next: dict[tuple[str, str], int] = {}
+        self._versions = itertools.count(100)
+
+    def put(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+        self.objects[path] = obj
+        return obj
+
+    def _maybe_fail(self, verb: str, path: str) -> None:
+        left = self.fail_next.get((verb, path), 0)
+        if left:
+            self.fail_next[(verb, path)] = left - 1
+            raise kube.KubeApiError(503, "ServiceUnavailable", "etcd is restarting")
+
+    async def request(
+        self, method: str, path: str, body: Any = None, **_: Any
+    ) -> dict[str, Any] | None:
+        assert method == "GET"
+        return await self.get(path)
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        self._maybe_fail("GET", path)
+        found = self.objects.get(path)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        self._maybe_fail("PATCH", path)
+        self.writes.append(("PATCH", path))
+        target = path.removesuffix("/status")
+        obj = copy.deepcopy(self.objects.get(target) or {"metadata": {}})
+        for section, values in patch.items():
+            if section == "status":
+                obj["status"] = {**(obj.get("status") or {}), **values}
+            else:
+                obj.setdefault(section, {}).update(values)
+        return self.put(target, obj)
+
+    async def apply(self, path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        self.writes.append(("APPLY", path))
+        return self.put(path, manifest)
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        self.writes.append(("POST", path))
+        return body
+
+    def count(self, verb: str, suffix: str) -> int:
+        return sum(1 for v, p in self.writes if v == verb and p.endswith(suffix))
+
+
+@dataclass
+class FakeHttpDriver:
+    """Answers like a token API: the right token verifies; a host named 'blackhole' never
+    answers within the timeout."""
+
+    name: str = "http"
+    calls: list[str] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        base_url = str(request.config["baseUrl"])
+        self.calls.append(base_url)
+        if "blackhole" in base_url:
+            await self.release.wait()
+        if request.secrets.get("token") != TOKEN:
+            return VerifyOutcome("Failed", Reason.AUTHENTICATION_FAILED, "HTTP 401")
+        return VerifyOutcome("Succeeded", Reason.VERIFIED, "connected and authenticated")
+
+
+def connector(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "ClusterConnector",
+        "metadata": {"name": "api", "uid": "c-1", "generation": 1},
+        "spec": {
+            "driver": "http",
+            "auth": {"type": "bearer"},
+            "variables": [
+                {"key": "baseUrl", "type": "url", "required": True},
+                {"key": "token", "required": True, "secret": True},
+            ],
+            "verification": {"http": {"path": "/"}},
+            **spec,
+        },
+    }
+
+
+def connection(name: str, base_url: str = "http://api.test", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connection",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": f"u-{name}",
+            "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"patchbay.dev/connector": "api", "patchbay.dev/driver": "http"},
+        },
+        "spec": {
+            "connectorRef": {"kind": "ClusterConnector", "name": "api"},
+            "config": {"baseUrl": base_url},
+            "credentials": {"secretRef": {"name": "token"}},
+            **spec,
+        },
+    }
+
+
+def secret(value: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "token", "namespace": NS},
+        "data": {"token": base64.b64encode(value.encode()).decode()},
+    }
+
+
+@dataclass
+class World:
+    api: FakeApi
+    driver: FakeHttpDriver
+    subject: Reconciler
+
+    async def apply_connection(self, body: dict[str, Any]) -> None:
+        stored = self.api.put(kube.connection_path(NS, body["metadata"]["name"]), body)
+        await self.subject.connection_changed(stored)
+
+    async def echo_status(self, name: str) -> None:
+        """The watch event of the operator's own last status write."""
+        await self.subject.connection_changed(self.api.objects[kube.connection_path(NS, name)])
+
+    def status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.api.objects[kube.connection_path(NS, name)].get("status", {})
+        return status
+
+    def ready(self, name: str) -> tuple[str, str]:
+        ready = next(c for c in self.status(name).get("conditions", []) if c["type"] == "Ready")
+        return ready["status"], ready["reason"]
+
+
+async def settle(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
+
+
+def run(
+    scenario: Callable[[World], Awaitable[None]],
+    *,
+    connector_spec: dict[str, Any] | None = None,
+    workers: int = 4,
+) -> World:
+    async def main() -> World:
+        api = FakeApi()
+        api.put(
+            kube.connector_path("ClusterConnector", None, "api"),
+            connector(**(connector_spec or {})),
+        )
+        api.put(kube.secret_path(NS, "token"), secret(TOKEN))
+        driver = FakeHttpDriver()
+        subject = Reconciler(
+            api,  # type: ignore[arg-type]
+            {"http": driver},
+            OperatorSettings(max_concurrent_verifications=workers),
+        )
+        world = World(api, driver, subject)
+        try:
+            await scenario(world)
+        finally:
+            driver.release.set()
+            await subject.close()
+        return world
+
+    return asyncio.run(main())
+
+
+def test_new_connection_is_verified_once_with_one_status_patch_binding_and_event() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders"))
+        await settle()
+        await world.echo_status("orders")
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == ["http://api.test"]
+    assert world.ready("orders") == ("True", "Verified")
+    assert world.api.count("PATCH", "/orders/status") == 1
+    assert world.api.count("APPLY", "/orders-binding") == 1
+    assert world.api.count("POST", "/events") == 1
+
+
+def test_rotated_secret_reverifies_without_editing_the_connection() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders"))
+        await settle()
+        rotated = world.api.put(kube.secret_path(NS, "token"), secret("revoked-token"))
+        await world.subject.secret_changed(NS, "token", rotated["metadata"]["resourceVersion"])
+        await settle()
+
+    world = run(scenario)
+    assert len(world.driver.calls) == 2
+    assert world.ready("orders") == ("False", "AuthenticationFailed")
+
+
+def test_an_unrelated_secret_change_verifies_nothing() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders"))
+        await settle()
+        await world.subject.secret_changed(NS, "someone-elses", "999")
+        await settle()
+
+    assert len(run(scenario).driver.calls) == 1
+
+
+def test_a_change_during_verification_is_verified_after_it_never_alongside() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("slow", "http://blackhole.test"))
+        await settle()
+        edited = connection("slow", "http://api.test")
+        edited["metadata"]["generation"] = 2
+        await world.apply_connection(edited)
+        await settle()
+        assert world.driver.calls == ["http://blackhole.test"]  # not a second one alongside
+        world.driver.release.set()
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == ["http://blackhole.test", "http://api.test"]
+
+
+def test_api_errors_on_the_status_write_are_retried_with_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconciler, "API_RETRY_SECONDS", 0.01)
+
+    async def scenario(world: World) -> None:
+        world.api.fail_next[("PATCH", kube.connection_path(NS, "orders") + "/status")] = 2
+        await world.apply_connection(connection("orders"))
+        await settle(0.3)
+
+    world = run(scenario)
+    assert world.ready("orders") == ("True", "Verified")
+
+
+def test_connector_rate_limit_verifies_within_budget_and_says_why_others_wait() -> None:
+    async def scenario(world: World) -> None:
+        for name in ("a", "b", "c"):
+            await world.apply_connection(connection(name))
+        await settle()
+
+    world = run(scenario, connector_spec={"rateLimit": {"requests": 1, "per": "1h"}})
+    assert len(world.driver.calls) == 1
+    assert sorted(world.ready(n) for n in ("a", "b", "c")) == [
+        ("True", "Verified"),
+        ("Unknown", "RateLimited"),
+        ("Unknown", "RateLimited"),
+    ]
+
+
+def test_a_connection_deleted_while_verified_is_not_looked_at_again() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("gone", "http://blackhole.test"))
+        await settle()
+        await world.subject.connection_deleted(NS, "gone")
+        world.driver.release.set()
+        await settle()
+        assert world.subject.queue.waiting((NS, "gone")) is None
+        assert len(world.subject.queue) == 0
+
+    run(scenario)
+
+
+def test_connector_count_is_exact_after_creates_and_deletes() -> None:
+    async def scenario(world: World) -> None:
+        for i in range(5):
+            await world.apply_connection(connection(f"c{i}"))
+        await settle()
+        await world.subject.connection_deleted(NS, "c0")
+        await world.subject.connection_deleted(NS, "c1")
+        await settle(1.3)  # the count is written in a batch after a second
+
+    world = run(scenario)
+    stored = world.api.objects[kube.connector_path("ClusterConnector", None, "api")]
+    assert stored["status"]["connections"] == 3
+
+
+def test_a_host_that_never_answers_holds_only_its_own_share_of_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconciler, "PER_DESTINATION", 2)
+
+    async def scenario(world: World) -> None:
+        for i in range(6):
+            await world.apply_connection(connection(f"dead{i}", "http://blackhole.test"))
+        for i in range(6):
+            await world.apply_connection(connection(f"live{i}"))
+        await settle(0.2)
+
+    world = run(scenario, workers=4)
+    assert world.driver.calls.count("http://blackhole.test") == 2
+    assert world.driver.calls.count("http://api.test") == 6

@@ -21,24 +21,16 @@ from patchbay.config import ResolvedConfig
 from patchbay.credentials import ResolvedCredentials
 from patchbay.drivers.base import Driver, DriverError, Egress, VerifyOutcome
 from patchbay.drivers.base import VerifyRequest as VerifyRequest
+from patchbay.drivers.text import REDACTED as REDACTED
+from patchbay.drivers.text import scrub as scrub
 from patchbay.reasons import Reason
 
 logger = logging.getLogger(__name__)
 
-REDACTED = "[redacted]"
 # How long a driver may take to stop after its timeout before its slot is freed anyway.
 CANCEL_GRACE_SECONDS = 2.0
 # drivers that ignored cancellation, kept referenced until they end
 _abandoned: set[asyncio.Future[VerifyOutcome]] = set()
-# Shorter values would redact ordinary words; credentials are longer than this.
-_MIN_SCRUB_LENGTH = 4
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value in text, longest first so overlaps are covered."""
-    for value in sorted({s for s in secrets if len(s) >= _MIN_SCRUB_LENGTH}, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    return text
 
 
 def build_verify_request(

@@ -22,9 +22,7 @@ import decimal
 import ipaddress
 import json
 import math
-import os
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,6 +32,7 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.api.limits import MAX_TIMEOUT_SECONDS
+from patchbay.drivers.pem import pem_files
 from patchbay.reasons import NOT_RETRYABLE, Reason
 
 ResultKind = Literal["Succeeded", "Failed", "Unknown"]
@@ -251,17 +250,12 @@ def load_tls_material(context: ssl.SSLContext, tls: TlsMaterial) -> None:
         raise DriverError(
             Reason.CONFIG_INVALID, "a TLS client certificate needs both certificate and key"
         )
-    # ssl can load a key only from a file: keep it in a private directory
-    # (mode 0700) for the moment it takes, and remove it whatever happens.
-    with tempfile.TemporaryDirectory(prefix="patchbay-tls-") as directory:
-        cert_path = os.path.join(directory, "tls.crt")
-        key_path = os.path.join(directory, "tls.key")
-        for path, pem in ((cert_path, tls.client_cert_pem), (key_path, tls.client_key_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(pem)
+    # ssl can load a key only from a file: it exists only for the moment it takes.
+    with pem_files(
+        "patchbay-tls-", {"tls.crt": tls.client_cert_pem, "tls.key": tls.client_key_pem}
+    ) as paths:
         try:
-            context.load_cert_chain(cert_path, key_path)
+            context.load_cert_chain(paths["tls.crt"], paths["tls.key"])
         except (ssl.SSLError, ValueError):
             raise DriverError(
                 Reason.CONFIG_INVALID,

@@ -45,8 +45,8 @@ from patchbay.drivers.base import (
     secret_text,
     summarize_checks,
 )
+from patchbay.drivers.text import REDACTED, printable, scrub
 from patchbay.drivers.web import (
-    CONTROL_CHARACTERS,
     check_ip_literal,
     classify_client_error,
     client_ssl_context,
@@ -288,17 +288,9 @@ def _tls_material(request: VerifyRequest) -> TlsMaterial | None:
 
 
 def _scrub(text: str, sensitive: Sequence[str]) -> str:
-    """Remove credential values in every form an echoing server might show them."""
-    forms: set[str] = set()
-    for value in sensitive:
-        if value:
-            forms.update(
-                {value, quote(value, safe=""), quote(value), quote(value).replace("%20", "+")}
-            )
-            forms.add(URL.build(query={"k": value}).raw_query_string[2:])
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, "***")
-    return _QUERY_VALUE.sub(r"\1***", text)
+    """Remove credential values in every form an echoing server might show them, and every
+    query value of a URL the text quotes."""
+    return _QUERY_VALUE.sub(rf"\1{REDACTED}", scrub(text, sensitive))
 
 
 def _is_text(content_type: str) -> bool:
@@ -538,17 +530,12 @@ class _Exchange:
                 text = raw.decode(resp.charset or "utf-8", errors="replace")
             except LookupError:
                 text = raw.decode("utf-8", errors="replace")
-            text = CONTROL_CHARACTERS.sub(" ", _scrub(text, self.credentials.sensitive)).strip()
-            snippet = text[:SNIPPET_CHARS]
+            snippet = printable(_scrub(text, self.credentials.sensitive), SNIPPET_CHARS)
         server = resp.headers.get("Server")
         return _Response(
             status=resp.status,
             label=label,
-            server=(
-                CONTROL_CHARACTERS.sub(" ", _scrub(server, self.credentials.sensitive))[:256]
-                if server
-                else None
-            ),
+            server=printable(_scrub(server, self.credentials.sensitive)) if server else None,
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             snippet=snippet,
         )
@@ -639,7 +626,7 @@ class _Exchange:
             if isinstance(token_type, str) and token_type.lower() != "bearer":
                 raise self.fail(
                     Reason.PROTOCOL_ERROR,
-                    f"{label}: token type {CONTROL_CHARACTERS.sub(' ', token_type)[:32]!r} is not "
+                    f"{label}: token type {printable(token_type, 32)!r} is not "
                     "supported, only Bearer",
                 )
             rotated = answer.get("refresh_token")
@@ -665,9 +652,9 @@ class _Exchange:
         description = answer.get("error_description") if answer is not None else None
         said = f"HTTP {status}"
         if isinstance(error, str):
-            said += f" {CONTROL_CHARACTERS.sub(' ', error)[:64]}"
+            said += f" {printable(error, 64)}"
             if isinstance(description, str) and description.strip():
-                said += f": {CONTROL_CHARACTERS.sub(' ', description).strip()[:SNIPPET_CHARS]}"
+                said += f": {printable(description, SNIPPET_CHARS)}"
         if 500 <= status <= 599:
             return self.fail(
                 Reason.PROVIDER_ERROR,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, cast
@@ -55,6 +53,7 @@ from patchbay.drivers.base import (
     summarize_checks,
     value_cap,
 )
+from patchbay.drivers.pem import pem_files
 from patchbay.reasons import Reason
 
 Connection = psycopg.AsyncConnection[Any]
@@ -153,23 +152,9 @@ def _tls_params(tls: TlsMaterial | None, sslmode: str) -> Iterator[dict[str, str
         "sslcert": tls.client_cert_pem if tls else None,
         "sslkey": tls.client_key_pem if tls else None,
     }
-    if not any(pems.values()):
-        yield params
-        return
     # Small local writes: libpq itself reads these files synchronously while connecting.
-    directory = tempfile.mkdtemp(prefix="patchbay-postgres-")
-    try:
-        for key, pem in pems.items():
-            if pem:
-                path = os.path.join(directory, f"{key}.pem")
-                with os.fdopen(
-                    os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w"
-                ) as f:
-                    f.write(pem)
-                params[key] = path
-        yield params
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with pem_files("patchbay-postgres-", pems) as paths:
+        yield {**params, **paths}
 
 
 def _generator(rows: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:

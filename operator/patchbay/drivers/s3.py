@@ -58,8 +58,8 @@ from patchbay.drivers.base import (
     summarize_checks,
     walk_selection,
 )
+from patchbay.drivers.text import printable
 from patchbay.drivers.web import (
-    CONTROL_CHARACTERS,
     check_ip_literal,
     classify_client_error,
     client_ssl_context,
@@ -192,10 +192,6 @@ def _child_text(element: ElementTree.Element, name: str) -> str | None:
     return None
 
 
-def _clean(text: str, limit: int = _MESSAGE_CHARS) -> str:
-    return CONTROL_CHARACTERS.sub(" ", text).strip()[:limit]
-
-
 def _error_for(reply: _Reply, label: str) -> DriverError:
     """The classified error for a response that is not a success."""
     document = _xml(reply.body) if reply.body else None
@@ -206,9 +202,9 @@ def _error_for(reply: _Reply, label: str) -> DriverError:
     retry_after = parse_retry_after(reply.headers.get("Retry-After"))
     if code:
         reason = _BY_ERROR_CODE.get(code, Reason.PROVIDER_ERROR)
-        text = f"{label}: {_clean(code, 64)}"
+        text = f"{label}: {printable(code, 64)}"
         if message:
-            text += f": {_clean(message)}"
+            text += f": {printable(message, _MESSAGE_CHARS)}"
     elif 300 <= reply.status < 400:
         reason = Reason.CONFIG_INVALID
         text = f"{label}: HTTP {reply.status}, the bucket is served by another endpoint or region"
@@ -362,7 +358,7 @@ class _Bucket:
             ) as response:
                 body = await _read_at_most(response.content, body_limit)
                 server = response.headers.get("Server")
-                self.server = _clean(server, 256) if server else None
+                self.server = printable(server) if server else None
                 return _Reply(response.status, response.headers, body)
         except Exception as exc:
             mapped = classify_client_error(exc)

@@ -41,7 +41,6 @@ import bisect
 import contextlib
 import datetime
 import posixpath
-import re
 import stat
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
@@ -73,6 +72,7 @@ from patchbay.drivers.base import (
     summarize_checks,
     walk_selection,
 )
+from patchbay.drivers.text import printable
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
@@ -86,8 +86,6 @@ PAGE_SIZE = 1000
 # The runner's asyncio timeout is the real limit; these only keep asyncssh from giving up first.
 LIBRARY_TIMEOUT_SECONDS = 300
 CLIENT_VERSION = f"patchbay_{__version__}"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_TEXT_MAX = 256
 # Key derivation cost a private key may ask for. ssh-keygen's default is 16
 # rounds, hardening guides suggest 100 and asyncssh writes 128; each round
 # costs a few milliseconds of one core. OpenSSL and asyncssh write PKCS#8 keys
@@ -112,11 +110,6 @@ _BY_SFTP_CODE: dict[int, Reason] = {
     asyncssh.FX_OP_UNSUPPORTED: Reason.PROTOCOL_ERROR,
     asyncssh.FX_BAD_MESSAGE: Reason.PROTOCOL_ERROR,
 }
-
-
-def _printable(text: str) -> str:
-    """Text the server chose, fit for a one-line status message."""
-    return _CONTROL.sub(" ", text).strip()[:_TEXT_MAX]
 
 
 def _host_key_name(host: str, port: int) -> str:
@@ -353,7 +346,7 @@ def _login_error(
         return DriverError(
             Reason.PROTOCOL_ERROR, f"{name} closed the connection during the SSH handshake"
         )
-    reason = _printable(exc.reason) if isinstance(exc, asyncssh.Error) else ""
+    reason = printable(exc.reason) if isinstance(exc, asyncssh.Error) else ""
     if isinstance(exc, asyncssh.DisconnectError):
         if exc.code == asyncssh.DISC_TOO_MANY_CONNECTIONS:
             return DriverError(Reason.RATE_LIMITED, f"{name}: too many connections")
@@ -437,7 +430,7 @@ async def _abort_on_cancel(conn: asyncssh.SSHClientConnection, work: Coroutine[A
 
 def _sftp_error(exc: asyncssh.SFTPError, path: str) -> DriverError:
     code = _BY_SFTP_CODE.get(exc.code, Reason.PROVIDER_ERROR)
-    return DriverError(code, f"{path}: {_printable(exc.reason) or type(exc).__name__}")
+    return DriverError(code, f"{path}: {printable(exc.reason) or type(exc).__name__}")
 
 
 async def _list_files(sftp: asyncssh.SFTPClient, path: str) -> str:
@@ -497,10 +490,11 @@ async def _sftp_client(conn: asyncssh.SSHClientConnection, base_path: str) -> as
             if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
             else Reason.PROTOCOL_ERROR
         )
-        error = DriverError(code, f"cannot open an SFTP session: {_printable(exc.reason)}")
+        error = DriverError(code, f"cannot open an SFTP session: {printable(exc.reason)}")
     except asyncssh.SFTPError as exc:
         error = DriverError(
-            Reason.PROTOCOL_ERROR, f"the server offers no SFTP service: {_printable(exc.reason)}"
+            Reason.PROTOCOL_ERROR,
+            f"the server offers no SFTP service: {printable(exc.reason)}",
         )
     if error is not None:
         raise error
@@ -533,7 +527,8 @@ async def _guarded(conn: asyncssh.SSHClientConnection, work: Coroutine[Any, Any,
         return await _abort_on_cancel(conn, work)
     except (asyncssh.SFTPError, asyncssh.DisconnectError) as exc:
         error = DriverError(
-            Reason.PROVIDER_ERROR, f"the SSH connection was lost: {_printable(exc.reason)}"
+            Reason.PROVIDER_ERROR,
+            f"the SSH connection was lost: {printable(exc.reason)}",
         )
     raise error
 
@@ -680,7 +675,7 @@ def _server_version(conn: asyncssh.SSHClientConnection) -> str | None:
         return None
     parts = banner.split("-", 2)
     software = parts[2] if len(parts) == 3 and parts[0] == "SSH" else banner
-    return _printable(software) or None
+    return printable(software) or None
 
 
 @contextlib.asynccontextmanager

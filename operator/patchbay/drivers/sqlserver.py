@@ -37,7 +37,6 @@ import re
 import socket
 import ssl
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -72,6 +71,7 @@ from patchbay.drivers.base import (
     summarize_checks,
     value_cap,
 )
+from patchbay.drivers.pem import pem_files
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
@@ -240,11 +240,8 @@ def _ca_file(ca_pem: str | None) -> Iterator[str]:
             )
         yield system
         return
-    with tempfile.TemporaryDirectory(prefix="patchbay-sqlserver-") as directory:
-        path = os.path.join(directory, "ca.crt")
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(ca_pem)
-        yield path
+    with pem_files("patchbay-sqlserver-", {"ca.crt": ca_pem}) as paths:
+        yield paths["ca.crt"]
 
 
 def _connect(sock: socket.socket, address: IPAddress, login: _Login) -> pytds.Connection:

@@ -30,8 +30,6 @@ from patchbay.reasons import Reason
 
 USER_AGENT = f"patchbay/{__version__}"
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
-# Control characters in a server's text (headers, error bodies) before it is shown.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 # TLS alerts (OpenSSL reason names) a server sends about the client's
 # certificate: it refused the certificate, which is a credential like a password.
 _CLIENT_CERT_ALERTS = frozenset(

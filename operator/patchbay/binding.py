@@ -7,15 +7,9 @@ from typing import Any
 from urllib.parse import quote
 
 from patchbay.api.common import API_VERSION
+from patchbay.drivers.base import DriverInfo
+from patchbay.drivers.registry import driver_info
 
-BINDING_TYPES = {
-    "postgres": "postgresql",
-    "mysql": "mysql",
-    "s3": "s3",
-    "sftp": "sftp",
-    "http": "http",
-    "sqlserver": "sqlserver",
-}
 MANAGED_BY = {"app.kubernetes.io/managed-by": "patchbay"}
 CONNECTION_LABEL = "patchbay.dev/connection"
 
@@ -24,10 +18,10 @@ def binding_name(connection: str) -> str:
     return f"{connection}-binding"
 
 
-def _uri(driver: str, values: Mapping[str, str]) -> str | None:
-    if driver == "http":
+def _uri(driver: DriverInfo, values: Mapping[str, str]) -> str | None:
+    if driver.binding_uri == "baseUrl":
         return values.get("baseUrl")
-    if driver not in ("postgres", "mysql") or "host" not in values:
+    if driver.binding_uri != "database" or "host" not in values:
         return None
     user = quote(values.get("username", ""), safe="")
     password = quote(values.get("password", ""), safe="")
@@ -37,7 +31,7 @@ def _uri(driver: str, values: Mapping[str, str]) -> str | None:
     host = values["host"]
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
-    return f"{BINDING_TYPES[driver]}://{credentials}{host}{port}/{database}"
+    return f"{driver.binding_type}://{credentials}{host}{port}/{database}"
 
 
 def build_binding_secret(
@@ -52,13 +46,19 @@ def build_binding_secret(
     """A Secret of type servicebinding.io/<type>, owned by the Connection.
 
     Keys are the connector's variables (non-secret and secret) plus the
-    spec's well-known `type`, `provider` and, where it applies, `uri`.
+    spec's well-known `type`, `provider` and, where it applies, `uri`; a
+    Connection with a `host` but no `port` gets its driver's default port.
+    The type, the URI's form and the default port are the driver's
+    registration's; an unregistered driver raises UnknownDriverError.
     """
+    info = driver_info(driver)
     values = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
     values.update(secrets)
-    binding_type = BINDING_TYPES[driver]
+    if "host" in values and "port" not in values and info.default_port is not None:
+        values["port"] = str(info.default_port)
+    binding_type = info.binding_type
     data = {"type": binding_type, "provider": "patchbay", **values}
-    uri = _uri(driver, values)
+    uri = _uri(info, values)
     if uri is not None:
         data["uri"] = uri
     return {

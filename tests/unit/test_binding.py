@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from patchbay.api.connector import DriverName
 from patchbay.binding import build_binding_secret
+from patchbay.drivers.base import DriverInfo
+from patchbay.drivers.registry import REGISTERED, UnknownDriverError, driver_names
 
 
 def _postgres(**config: str | int | bool) -> dict[str, Any]:
@@ -141,16 +142,87 @@ def test_binding_without_a_host_has_no_uri() -> None:
     assert secret["type"] == "servicebinding.io/s3"
 
 
-@pytest.mark.parametrize("driver", get_args(DriverName))
-def test_every_driver_gets_a_binding_of_its_service_type(driver: str) -> None:
+def test_binding_of_a_connection_without_a_port_names_its_drivers_default_port() -> None:
+    secret = build_binding_secret(
+        connection="shop",
+        namespace="ns",
+        uid="uid-4",
+        driver="mysql",
+        config={"host": "db", "database": "shop"},
+        secrets={"username": "app", "password": "pw"},
+    )
+
+    assert secret["stringData"]["port"] == "3306"
+    assert secret["stringData"]["uri"] == "mysql://app:pw@db:3306/shop"
+
+
+def test_binding_of_an_unregistered_driver_is_refused() -> None:
+    with pytest.raises(UnknownDriverError):
+        build_binding_secret(
+            connection="c", namespace="ns", uid="u", driver="oracle", config={}, secrets={}
+        )
+
+
+# What a Connection of each kind of driver typically gives: the variables of the
+# catalogue's connectors.
+_TYPICAL_VALUES: dict[str, tuple[dict[str, str | int | bool], dict[str, str]]] = {
+    "host": (
+        {"host": "h.example.com", "database": "app", "username": "app"},
+        {"password": "pw-123"},
+    ),
+    "baseUrl": ({"baseUrl": "https://api.example.com/v1"}, {"token": "tok-123"}),
+    "bucket": (
+        {"endpoint": "https://s3.example.com", "bucket": "reports", "region": "eu-west-1"},
+        {"accessKeyId": "AKIA123", "secretAccessKey": "secret-123"},
+    ),
+}
+
+
+def _typical(info: DriverInfo) -> tuple[dict[str, str | int | bool], dict[str, str]]:
+    if info.binding_uri == "baseUrl":
+        return _TYPICAL_VALUES["baseUrl"]
+    if info.default_port is None:
+        return _TYPICAL_VALUES["bucket"]
+    return _TYPICAL_VALUES["host"]
+
+
+def test_every_registered_driver_has_a_binding_type() -> None:
+    assert driver_names()
+    for info in REGISTERED:
+        assert info.binding_type, info.name
+        assert info.binding_type == info.binding_type.lower(), info.name
+
+
+@pytest.mark.parametrize("info", REGISTERED, ids=lambda info: info.name)
+def test_a_connection_of_every_registered_driver_gets_a_binding_with_the_documented_keys(
+    info: DriverInfo,
+) -> None:
+    config, secrets = _typical(info)
+
     secret = build_binding_secret(
         connection="c",
         namespace="ns",
         uid="0f6f4c1e-1111-2222-3333-444455556666",
-        driver=driver,
-        config={"host": "h.example.com"},
-        secrets={},
+        driver=info.name,
+        config=config,
+        secrets=secrets,
     )
 
-    assert secret["type"].startswith("servicebinding.io/")
-    assert secret["stringData"]["type"]
+    data = secret["stringData"]
+    assert secret["type"] == f"servicebinding.io/{info.binding_type}"
+    assert (data["type"], data["provider"]) == (info.binding_type, "patchbay")
+    # Every variable, secret or not, as text.
+    assert {k: data[k] for k in [*config, *secrets]} == {
+        **{k: str(v) for k, v in config.items()},
+        **secrets,
+    }
+    if "host" in config:
+        assert data["port"] == str(info.default_port)
+    if info.binding_uri == "database":
+        assert data["uri"] == (
+            f"{info.binding_type}://app:pw-123@h.example.com:{info.default_port}/app"
+        )
+    elif info.binding_uri == "baseUrl":
+        assert data["uri"] == config["baseUrl"]
+    else:
+        assert "uri" not in data

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from patchbay.api.common import (
     CONDITIONS_SCHEMA_EXTRA,
@@ -20,7 +21,21 @@ from patchbay.api.common import (
 )
 from patchbay.api.patterns import MAX_PATTERN_LENGTH, PatternError, compile_pattern
 
-DriverName = Literal["postgres", "mysql", "sqlserver", "s3", "sftp", "http"]
+
+def _registered_drivers(schema: JsonDict) -> None:
+    """The schema lists the registered drivers, so the API server refuses any other.
+
+    The registry is imported only when a schema is made (for the CRDs), since the drivers
+    import these models; an object stored with a driver this build lacks is read all the
+    same and makes its connector ConnectorInvalid.
+    """
+    from patchbay.drivers.registry import driver_names
+
+    schema["enum"] = list(driver_names())
+
+
+# A driver registered in patchbay.drivers.registry, e.g. postgres.
+DriverName = Annotated[str, Field(json_schema_extra=_registered_drivers)]
 AuthType = Literal[
     "none",
     "password",

@@ -25,7 +25,7 @@ import math
 import ssl
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
@@ -169,6 +169,31 @@ class Driver(Protocol):
         Must not block the event loop: blocking libraries run in a thread.
         """
         ...
+
+
+# What a driver can do besides verifying: browse a SQL database (``SqlBrowsing``) or
+# files (``FileBrowsing``) for the CLI.
+Capability = Literal["verify", "sql", "files"]
+# What the ``uri`` key of a driver's binding Secret holds: a database URL
+# (<binding type>://user:password@host:port/database), the ``baseUrl`` variable, or nothing.
+BindingUri = Literal["database", "baseUrl"]
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    """A driver's registration: everything the operator needs to know of it besides its code.
+
+    Each driver module declares its own, next to its class; ``patchbay.drivers.registry``
+    collects them, and the CRD, the binding Secret and the CLI take what they need from
+    there, so that adding a driver touches its module and one line of the registry.
+    """
+
+    name: str  # the value of Connector.spec.driver
+    binding_type: str  # the Service Binding `type` of its binding Secret
+    default_port: int | None  # the port when a Connection gives none; None: its URL says
+    capabilities: frozenset[Capability]
+    factory: Callable[[], Driver]
+    binding_uri: BindingUri | None = None
 
 
 def summarize_checks(

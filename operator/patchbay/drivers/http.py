@@ -38,6 +38,7 @@ from patchbay.drivers.base import (
     CheckOutcome,
     ConfigValue,
     DriverError,
+    DriverInfo,
     Egress,
     TlsMaterial,
     VerifyOutcome,
@@ -806,3 +807,13 @@ async def _run_check(exchange: _Exchange, check: CheckSpec) -> tuple[CheckOutcom
         ),
         None,
     )
+
+
+DRIVER = DriverInfo(
+    name=HttpDriver.name,
+    binding_type="http",
+    default_port=None,  # the base URL says
+    capabilities=frozenset({"verify"}),
+    factory=HttpDriver,
+    binding_uri="baseUrl",
+)

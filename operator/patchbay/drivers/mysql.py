@@ -46,11 +46,13 @@ from patchbay.drivers.base import (
     ColumnInfo,
     Deadline,
     DriverError,
+    DriverInfo,
     Egress,
     JsonValue,
     RowCollector,
     RowSet,
     SqlBrowser,
+    SqlBrowsing,
     TableInfo,
     TlsMaterial,
     VerifyOutcome,
@@ -658,3 +660,16 @@ class MysqlDriver:
         deadline = Deadline(request.timeout_seconds)
         async with _logged_in(request, egress) as (conn, _):
             yield MysqlSqlBrowser(_Session(conn, deadline))
+
+
+# Checked by mypy, as factory= below checks the Driver interface: the class can
+# browse as its capabilities say.
+_sql: SqlBrowsing = MysqlDriver()
+DRIVER = DriverInfo(
+    name=MysqlDriver.name,
+    binding_type="mysql",
+    default_port=DEFAULT_PORT,
+    capabilities=frozenset({"verify", "sql"}),
+    factory=MysqlDriver,
+    binding_uri="database",
+)

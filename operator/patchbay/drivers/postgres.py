@@ -32,11 +32,13 @@ from patchbay.drivers.base import (
     ColumnInfo,
     Deadline,
     DriverError,
+    DriverInfo,
     Egress,
     JsonValue,
     RowCollector,
     RowSet,
     SqlBrowser,
+    SqlBrowsing,
     TableInfo,
     TlsMaterial,
     VerifyOutcome,
@@ -58,6 +60,7 @@ from patchbay.reasons import Reason
 
 Connection = psycopg.AsyncConnection[Any]
 
+DEFAULT_PORT = 5432
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # The runner's asyncio timeout is the real limit; this only keeps libpq from waiting forever.
 CONNECT_TIMEOUT_SECONDS = 300
@@ -343,7 +346,7 @@ async def _logged_in(
     request: VerifyRequest, egress: Egress
 ) -> AsyncIterator[tuple[Connection, int]]:
     """A read-only connection and the login's latency in milliseconds; closed on exit."""
-    host, port = config_text(request, "host"), config_port(request, 5432)
+    host, port = config_text(request, "host"), config_port(request, DEFAULT_PORT)
     database, username = config_text(request, "database"), config_text(request, "username")
     password = config_text(request, "password", "")
     sslmode = config_text(request, "sslmode", "prefer")
@@ -520,3 +523,16 @@ class PostgresDriver:
         deadline = Deadline(request.timeout_seconds)
         async with _logged_in(request, egress) as (conn, _):
             yield PostgresSqlBrowser(conn, deadline)
+
+
+# Checked by mypy, as factory= below checks the Driver interface: the class can
+# browse as its capabilities say.
+_sql: SqlBrowsing = PostgresDriver()
+DRIVER = DriverInfo(
+    name=PostgresDriver.name,
+    binding_type="postgresql",
+    default_port=DEFAULT_PORT,
+    capabilities=frozenset({"verify", "sql"}),
+    factory=PostgresDriver,
+    binding_uri="database",
+)

@@ -44,8 +44,10 @@ from patchbay.drivers.base import (
     TARGET_MAX,
     CheckOutcome,
     DriverError,
+    DriverInfo,
     Egress,
     FileBrowser,
+    FileBrowsing,
     FileEntry,
     FilePage,
     SelectionLimits,
@@ -579,3 +581,15 @@ class S3Driver:
     ) -> AsyncIterator[FileBrowser]:
         async with _opened(request, egress) as (bucket, prefix):
             yield S3FileBrowser(bucket, prefix)
+
+
+# Checked by mypy, as factory= below checks the Driver interface: the class can
+# browse as its capabilities say.
+_files: FileBrowsing = S3Driver()
+DRIVER = DriverInfo(
+    name=S3Driver.name,
+    binding_type="s3",
+    default_port=None,  # the endpoint URL says
+    capabilities=frozenset({"verify", "files"}),
+    factory=S3Driver,
+)

@@ -56,8 +56,10 @@ from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
     CheckOutcome,
     DriverError,
+    DriverInfo,
     Egress,
     FileBrowser,
+    FileBrowsing,
     FileEntry,
     FileKind,
     FilePage,
@@ -720,3 +722,15 @@ class SftpDriver:
         async with _logged_in(request, egress) as (conn, _):
             sftp = await _guarded(conn, _sftp_client(conn, base_path))
             yield SftpFileBrowser(conn, sftp, base_path)
+
+
+# Checked by mypy, as factory= below checks the Driver interface: the class can
+# browse as its capabilities say.
+_files: FileBrowsing = SftpDriver()
+DRIVER = DriverInfo(
+    name=SftpDriver.name,
+    binding_type="sftp",
+    default_port=DEFAULT_PORT,
+    capabilities=frozenset({"verify", "files"}),
+    factory=SftpDriver,
+)

@@ -53,6 +53,7 @@ from patchbay.drivers.base import (
     CheckOutcome,
     Deadline,
     DriverError,
+    DriverInfo,
     Egress,
     IPAddress,
     TlsMaterial,
@@ -549,3 +550,12 @@ class SqlServerDriver:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(SOCKET_TIMEOUT_SECONDS)
             return await _in_thread(sock, lambda: _verify(sock, address, login, request, deadline))
+
+
+DRIVER = DriverInfo(
+    name=SqlServerDriver.name,
+    binding_type="sqlserver",
+    default_port=DEFAULT_PORT,
+    capabilities=frozenset({"verify"}),
+    factory=SqlServerDriver,
+)

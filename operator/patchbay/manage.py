@@ -13,59 +13,70 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from patchbay import kube
+from patchbay.api.connection import ConnectionStatus, VerificationStatus
 from patchbay.caller import CommandError, explained, get_connection, patch_connection
 from patchbay.reconciler import DRIVER_LABEL, VERIFY_REQUESTED_ANNOTATION
 
 POLL_SECONDS = 1.0
 
 
+def _observed(body: Mapping[str, Any]) -> ConnectionStatus:
+    try:
+        return ConnectionStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return ConnectionStatus()  # not written by the operator: nothing to report
+
+
 def describe_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """What a person asks about a Connection; secret fields say only whether they are set."""
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
-    status = body.get("status") or {}
     ref = spec.get("connectorRef") or {}
-    verification = status.get("verification") or {}
-    binding = status.get("binding") or {}
+    status = _observed(body)
+    verification = (status.verification or VerificationStatus()).model_dump(
+        by_alias=True, mode="json"
+    )
     return {
         "name": metadata.get("name"),
         "namespace": metadata.get("namespace"),
         "connector": {"kind": ref.get("kind", "ClusterConnector"), "name": ref.get("name")},
         "driver": (metadata.get("labels") or {}).get(DRIVER_LABEL),
-        "phase": status.get("phase"),
+        "phase": status.phase,
         "suspend": bool(spec.get("suspend")),
         "default": bool(spec.get("default")),
-        "isDefault": bool(status.get("isDefault")),
+        "isDefault": bool(status.is_default),
         "conditions": [
-            {
-                "type": c.get("type"),
-                "status": c.get("status"),
-                "reason": c.get("reason"),
-                "message": c.get("message", ""),
-                "lastTransitionTime": c.get("lastTransitionTime"),
-            }
-            for c in status.get("conditions") or []
+            c.model_dump(
+                by_alias=True,
+                mode="json",
+                include={"type", "status", "reason", "message", "last_transition_time"},
+            )
+            for c in status.conditions
         ],
         "verification": {
-            "result": verification.get("result"),
-            "error": verification.get("error"),
-            "lastAttemptTime": verification.get("lastAttemptTime"),
-            "lastSuccessTime": verification.get("lastSuccessTime"),
-            "nextTime": verification.get("nextTime"),
-            "durationMs": verification.get("durationMs"),
-            "consecutiveFailures": verification.get("consecutiveFailures", 0),
-            "requestedAt": verification.get("requestedAt"),
-            "details": verification.get("details"),
-            "checks": verification.get("checks") or [],
+            field: verification.get(field)
+            for field in (
+                "result",
+                "error",
+                "lastAttemptTime",
+                "lastSuccessTime",
+                "nextTime",
+                "durationMs",
+                "consecutiveFailures",
+                "requestedAt",
+                "details",
+                "checks",
+            )
         },
-        "hasCredentials": status.get("hasCredentials"),
-        # status carries only {configured: bool}; copy exactly that, whatever else appears
+        "hasCredentials": status.has_credentials,
         "secretFields": {
-            key: {"configured": bool((value or {}).get("configured"))}
-            for key, value in sorted((status.get("secretFields") or {}).items())
+            key: {"configured": value.configured}
+            for key, value in sorted(status.secret_fields.items())
         },
-        "binding": binding.get("name"),
+        "binding": status.binding.name if status.binding else None,
     }
 
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -27,8 +27,15 @@ from pydantic import ValidationError
 
 from patchbay import kube
 from patchbay.api.common import API_VERSION
-from patchbay.api.connection import ConnectionSpec
-from patchbay.api.connector import ConnectorSpec
+from patchbay.api.connection import (
+    CheckResult,
+    ConnectionSpec,
+    ConnectionStatus,
+    VerificationDetails,
+    VerificationError,
+    VerificationStatus,
+)
+from patchbay.api.connector import CheckType, ConnectorSpec
 from patchbay.binding import binding_name, build_binding_secret
 from patchbay.config import ConfigInvalidError, ResolvedConfig, resolve_config
 from patchbay.controller.queue import WorkQueue
@@ -86,15 +93,6 @@ def _now() -> datetime:
 
 def _timestamp(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _api_problem(exc: Exception) -> str:
@@ -203,6 +201,13 @@ class Tracked:
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = json.loads(self.status_json)
         return status
+
+    def observed(self) -> ConnectionStatus:
+        """The stored status, read through the model it was written with."""
+        try:
+            return ConnectionStatus.model_validate(self.status)
+        except ValidationError:
+            return ConnectionStatus()  # not written by this operator: judged afresh
 
 
 def _ours(labels: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
@@ -506,22 +511,22 @@ class Reconciler:
         if record is None:
             return None
         spec = record.spec
-        status = record.status
-        verification = status.get("verification") or {}
+        status = record.observed()
+        verification = status.verification or VerificationStatus()
         if not record.loaded:
-            record.handled_hash = verification.get("inputsHash")
-            record.handled_request = verification.get("requestedAt")
+            record.handled_hash = verification.inputs_hash
+            record.handled_request = verification.requested_at
             record.loaded = True
         await self._ensure_labels(key, record, spec)
         if spec.get("suspend"):
-            if status.get("phase") != "Suspended":
+            if status.phase != "Suspended":
                 await self._write_suspended(key, record)
             return None
         current = await self._current_hash(key, record, spec)
-        resumed = status.get("phase") == "Suspended"
+        resumed = status.phase == "Suspended"
         changed = current != record.handled_hash or resumed
         if (spec.get("verification") or {}).get("mode") == "Manual":
-            changed = not verification  # once at creation, then only on request
+            changed = status.verification is None  # once at creation, then only on request
         if changed or record.requested != record.handled_request:
             logger.info(
                 "verifying %s/%s now: %s",
@@ -532,22 +537,20 @@ class Reconciler:
                 extra=object_fields(*key),
             )
             return await self.verify(key, record, current)
-        next_time = _parse_time(verification.get("nextTime"))
-        if next_time is not None:
-            wait = (next_time - _now()).total_seconds()
+        if verification.next_time is not None:
+            wait = (verification.next_time - _now()).total_seconds()
             return wait if wait > 0 else await self.verify(key, record, current)
-        return await self._watch_staleness(key, record, spec, status)
+        return await self._watch_staleness(key, record, spec)
 
     async def _watch_staleness(
-        self, key: Key, record: Tracked, spec: Mapping[str, Any], status: Mapping[str, Any]
+        self, key: Key, record: Tracked, spec: Mapping[str, Any]
     ) -> float | None:
         """Without a next regular verification, a success ages into reason Stale."""
-        last_success = _parse_time((status.get("verification") or {}).get("lastSuccessTime"))
-        ready: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        if last_success is None or ready.get("reason") != Reason.VERIFIED:
+        observed = record.observed()
+        last_success = (observed.verification or VerificationStatus()).last_success_time
+        if last_success is None or _ready_reason(observed) != Reason.VERIFIED:
             return None
+        status = record.status
         connector = await self._connector(connector_key(key[0], spec))
         try:
             connection_spec = ConnectionSpec.model_validate(spec)
@@ -658,11 +661,11 @@ class Reconciler:
         )
         record.findings = findings
         finished = _now()
-        previous = record.status.get("verification") or {}
+        previous = record.observed().verification or VerificationStatus()
         failures = (
             0
             if outcome is not None and outcome.result == "Succeeded"
-            else int(previous.get("consecutiveFailures") or 0) + 1
+            else previous.consecutive_failures + 1
         )
         code = (
             verified_state.reason
@@ -687,38 +690,38 @@ class Reconciler:
         )
         succeeded = outcome is not None and outcome.result == "Succeeded"
         result = outcome.result if outcome else "Unknown" if verified_state is None else "Failed"
-        verification = {
-            "lastAttemptTime": _timestamp(started),
-            "lastSuccessTime": _timestamp(finished)
+        verification = VerificationStatus.model_construct(
+            last_attempt_time=_second(started),
+            last_success_time=_second(finished) if succeeded else previous.last_success_time,
+            next_time=_second(next_time) if next_time else None,
+            duration_ms=duration_ms,
+            consecutive_failures=failures,
+            inputs_hash=handled_hash,
+            requested_at=requested,
+            result=result,
+            error=None
             if succeeded
-            else previous.get("lastSuccessTime"),
-            "nextTime": _timestamp(next_time),
-            "durationMs": duration_ms,
-            "consecutiveFailures": failures,
-            "inputsHash": handled_hash,
-            "requestedAt": requested,
-            "result": result,
-            "error": None
-            if succeeded
-            else {
-                "code": str(code),
-                "message": _first_problem(verified_state, credentials_state, connector_state),
-                "retryable": retryable,
-            },
-            "details": {"serverVersion": outcome.server_version, "latencyMs": outcome.latency_ms}
+            else VerificationError.model_construct(
+                code=str(code),
+                message=_first_problem(verified_state, credentials_state, connector_state),
+                retryable=retryable,
+            ),
+            details=VerificationDetails.model_construct(
+                server_version=outcome.server_version, latency_ms=outcome.latency_ms
+            )
             if outcome is not None
             else None,
-            "checks": [
-                {
-                    "type": c.type,
-                    "target": c.target,
-                    "result": c.result,
-                    "code": str(c.code),
-                    "message": c.message,
-                }
+            checks=[
+                CheckResult.model_construct(
+                    type=cast(CheckType, c.type),  # the type of the CheckSpec it ran
+                    target=c.target,
+                    result=c.result,
+                    code=str(c.code),
+                    message=c.message,
+                )
                 for c in (outcome.checks if outcome else ())
             ],
-        }
+        )
         self.metrics.observe_verification(
             connector_spec.driver if outcome is not None and connector_spec else None,
             result,
@@ -730,7 +733,7 @@ class Reconciler:
             record,
             findings,
             {
-                "verification": verification,
+                "verification": _wire(verification),
                 "hasCredentials": bool(secret_fields) and all(secret_fields.values())
                 if secret_fields
                 else credentials_state is not None and credentials_state.status == "True",
@@ -746,7 +749,7 @@ class Reconciler:
             result,
             code,
             duration_ms,
-            verification["nextTime"] or "a change or request",
+            _timestamp(next_time) or "a change or request",
             extra=object_fields(*key),
         )
         if next_time is not None:
@@ -795,10 +798,7 @@ class Reconciler:
         connector_state: ConditionState,
         credentials_state: ConditionState,
     ) -> None:
-        ready: Mapping[str, Any] = next(
-            (c for c in record.status.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
-        if ready.get("reason") == Reason.RATE_LIMITED:
+        if _ready_reason(record.observed()) == Reason.RATE_LIMITED:
             return  # said already
         await self._write_status(
             key,
@@ -994,10 +994,12 @@ class Reconciler:
         await self._after_status_write(key, record, status, phase, conditions)
 
     async def _patch_status(self, key: Key, record: Tracked, status: Mapping[str, Any]) -> None:
-        """Every status write of a Connection, cut to the schema's limits; the answer
+        """Every status write of a Connection: cut to the schema's limits and read through
+        the ConnectionStatus model, so only what the API defines is written. The answer
         becomes the status the next decision starts from."""
+        written = _wire(ConnectionStatus.model_validate(fit_status(status)))
         answer = await self.client.merge_patch(
-            kube.connection_path(*key) + "/status", {"status": fit_status(status)}
+            kube.connection_path(*key) + "/status", {"status": written}
         )
         if answer:
             record.status_json = _compact(answer.get("status") or {})
@@ -1176,3 +1178,17 @@ def _first_problem(*states: ConditionState | None) -> str:
         if s is not None and s.status != "True":
             return s.message
     return ""
+
+
+def _second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def _wire(model: ConnectionStatus | VerificationStatus) -> dict[str, Any]:
+    """The model as written: camelCase, and a field set to None stays None, so the merge
+    patch removes it (an error from before a success, a binding that went away)."""
+    return model.model_dump(by_alias=True, mode="json", exclude_unset=True)
+
+
+def _ready_reason(status: ConnectionStatus) -> str | None:
+    return next((c.reason for c in status.conditions if c.type == "Ready"), None)

@@ -106,7 +106,7 @@ CONNECTION: dict[str, Any] = {
                 {"type": "table", "target": "sales.orders", "result": "Unknown", "code": "Pending"}
             ],
         },
-        "secretFields": {"password": {"configured": True, "unexpected": "value"}},
+        "secretFields": {"password": {"configured": True}},
         "binding": {"name": "orders-binding"},
     },
 }
@@ -131,7 +131,21 @@ def test_describe_data_has_stable_field_names_and_only_whether_secrets_are_set()
     ]
     assert data["connector"] == {"kind": "ClusterConnector", "name": "postgres"}
     assert data["secretFields"] == {"password": {"configured": True}}
+
+
+def test_describe_shows_nothing_of_a_status_the_model_does_not_define() -> None:
+    # The API server prunes unknown fields; a status it did not vet is not shown at all.
+    odd = {
+        **CONNECTION,
+        "status": {
+            **CONNECTION["status"],
+            "secretFields": {"password": {"configured": True, "unexpected": "value"}},
+        },
+    }
+    data = describe_body(odd)
     assert "value" not in json.dumps(data)
+    assert data["secretFields"] == {}
+    assert data["phase"] is None
 
 
 def test_describe_view_shows_phase_error_conditions_checks_and_secret_fields() -> None:

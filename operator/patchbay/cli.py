@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-format", default="json", choices=["json", "text"])
     add_egress_flags(run, "verification")
-    run.add_argument("--max-concurrent", type=int, default=64, help="verifications running at once")
+    run.add_argument(
+        "--max-concurrent", type=int, default=256, help="verifications running at once"
+    )
     run.add_argument(
         "--metrics-port",
         type=int,

@@ -547,6 +547,34 @@ def test_http_check_answered_403_makes_the_verification_permission_denied() -> N
     run(scenario())
 
 
+def test_http_check_server_error_fails_retryably_and_later_checks_run() -> None:
+    async def scenario() -> None:
+        routes = {"/me": answer(), "/report": answer(502, text="bad gateway"), "/ok": answer()}
+        async with serve(routes) as (url, _):
+            request = make_request(
+                url,
+                path="/me",
+                checks=[
+                    {"type": "http", "http": {"path": "/report"}},
+                    {"type": "http", "http": {"path": "/ok"}},
+                ],
+            )
+            outcome = await verify(request)
+        # A server error is an answer: Failed, like a database's internal error, not Unknown.
+        assert (outcome.result, outcome.code, outcome.retryable) == (
+            "Failed",
+            Reason.PROVIDER_ERROR,
+            True,
+        )
+        assert [(c.result, c.code) for c in outcome.checks] == [
+            ("Failed", Reason.PROVIDER_ERROR),
+            ("Succeeded", Reason.VERIFIED),
+        ]
+        assert "HTTP 502 from server: bad gateway" in outcome.checks[0].message
+
+    run(scenario())
+
+
 def test_non_http_check_is_config_invalid() -> None:
     async def scenario() -> None:
         async with serve({"/": answer()}) as (url, _):

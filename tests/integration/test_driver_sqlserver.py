@@ -353,6 +353,19 @@ def test_query_check_outliving_the_time_left_is_cancelled_on_the_server_as_timeo
     assert server.attentions >= 1
 
 
+def test_query_check_out_of_time_is_unknown_and_later_checks_do_not_run() -> None:
+    server = FakeSqlServer(
+        stalled={"select count(*) from everything"}, results={"select 1 as one": ONE_ROW}
+    )
+    outcome = run(
+        _checked(server, "select count(*) from everything", "select 1 as one", server_limit=1.0)
+    )
+    assert (outcome.result, outcome.code) == ("Unknown", Reason.TIMEOUT)
+    assert [(c.result, c.code) for c in outcome.checks] == [("Unknown", Reason.TIMEOUT)] * 2
+    assert outcome.checks[1].message.startswith("not run: ")
+    assert "select 1 as one" not in server.batches
+
+
 def test_query_check_cut_off_by_the_callers_timeout_hangs_up_on_the_server() -> None:
     server = FakeSqlServer(stalled={"select count(*) from everything"})
 

@@ -1,11 +1,12 @@
 """The driver interface: one small contract every protocol module implements.
 
 A driver speaks one protocol. It receives resolved inputs, connects,
-authenticates, runs the requested capability checks and returns a
-``VerifyOutcome``. It maps its library's exceptions onto ``Reason`` codes by
-raising ``DriverError``. The shared runner (``patchbay.verification``)
-enforces the timeout, the egress policy (through ``Egress``), the rate limit,
-and scrubs secret values from every message.
+authenticates, runs the requested capability checks through the shared check
+runner (``patchbay.drivers.checks``) and returns a ``VerifyOutcome``. It maps
+its library's exceptions onto ``Reason`` codes by raising ``DriverError``. The
+verification runner (``patchbay.verification``) enforces the timeout, the egress
+policy (through ``Egress``), the rate limit, and scrubs secret values from every
+message.
 
 Drivers may also offer discovery, used by the CLI: ``SqlBrowsing`` (tables,
 columns, samples, read-only queries) and ``FileBrowsing`` (listing and
@@ -39,10 +40,6 @@ ResultKind = Literal["Succeeded", "Failed", "Unknown"]
 ConfigValue = str | int | bool
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-TARGET_MAX = 200
-# A check that failed for one of these reasons learnt nothing definite about the
-# capability it tests, so its result is Unknown rather than Failed.
-INCONCLUSIVE = frozenset({Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.HOST_UNREACHABLE})
 NO_RESULT_SET = "the query returned no result set; use a statement that returns rows, e.g. SELECT"
 
 
@@ -120,12 +117,6 @@ class VerifyOutcome:
     retry_after: float | None = None
 
 
-def failed_check(check_type: str, target: str, error: DriverError) -> CheckOutcome:
-    """The outcome of a check that raised a classified error."""
-    result: ResultKind = "Unknown" if error.code in INCONCLUSIVE else "Failed"
-    return CheckOutcome(check_type, target, result, error.code, error.message)
-
-
 def config_text(request: VerifyRequest, key: str, default: str | None = None) -> str:
     """A variable's value as text; ConfigInvalid when it is missing and has no default."""
     value = request.value(key)
@@ -196,65 +187,12 @@ class DriverInfo:
     binding_uri: BindingUri | None = None
 
 
-def summarize_checks(
-    checks: Sequence[CheckOutcome],
-    *,
-    server_version: str | None,
-    latency_ms: int | None,
-) -> VerifyOutcome:
-    """Overall outcome after a successful login: Verified only when every check passed."""
-    failed = [c for c in checks if c.result != "Succeeded"]
-    if not failed:
-        return VerifyOutcome(
-            result="Succeeded",
-            code=Reason.VERIFIED,
-            message="connected and authenticated"
-            + (f"; {len(checks)} check(s) passed" if checks else ""),
-            server_version=server_version,
-            latency_ms=latency_ms,
-            checks=tuple(checks),
-        )
-    first = failed[0]
-    return VerifyOutcome(
-        result="Failed" if first.result == "Failed" else "Unknown",
-        code=first.code,
-        message=f"check {first.type} {first.target}: {first.message}",
-        retryable=first.code not in NOT_RETRYABLE,
-        server_version=server_version,
-        latency_ms=latency_ms,
-        checks=tuple(checks),
-    )
-
-
 async def resolve_address(egress: Egress, host: str, port: int) -> IPAddress:
     """The address to connect to, approved by the egress policy before any packet is sent."""
     addresses = await egress.resolve(host, port)
     if not addresses:
         raise DriverError(Reason.HOST_UNREACHABLE, f"{host} has no addresses")
     return addresses[0]
-
-
-def check_target(check: CheckSpec) -> str:
-    """What a check looks at, as shown in status: SQL, table, path or request path."""
-    if check.type == "query":
-        return (check.sql or "")[:TARGET_MAX]
-    if check.type == "http":
-        return check.http.path if check.http else ""
-    return (check.table if check.type == "table" else check.path) or ""
-
-
-def sql_check_subject(check: CheckSpec, driver: str) -> str:
-    """The SQL of a query check or the name of a table check; other checks are ConfigInvalid."""
-    if check.type == "query" and check.sql and check.sql.strip():
-        return check.sql
-    if check.type == "table" and check.table:
-        return check.table
-    if check.type in ("query", "table"):
-        needs = "sql" if check.type == "query" else "table"
-        raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs {needs}")
-    raise DriverError(
-        Reason.CONFIG_INVALID, f"check type {check.type} is not supported by the {driver} driver"
-    )
 
 
 def load_tls_material(context: ssl.SSLContext, tls: TlsMaterial) -> None:
@@ -380,13 +318,6 @@ class RowCollector:
         return RowSet(tuple(columns), tuple(self.rows), self.truncated)
 
 
-def passed_check(check_type: str, target: str, *, cut_to: int | None = None) -> CheckOutcome:
-    """A check that succeeded; ``cut_to`` says that the row it read had a value cut to so
-    many bytes."""
-    note = "" if cut_to is None else f"; a value of the result was cut to {cut_to} bytes"
-    return CheckOutcome(check_type, target, "Succeeded", Reason.VERIFIED, "ok" + note)
-
-
 class Deadline:
     """When the caller's timeout runs out, for drivers to hand to the server.
 
@@ -404,6 +335,9 @@ class Deadline:
 
     def remaining_ms(self) -> int:
         return math.ceil(self.remaining() * 1000)
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self._end
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from yarl import URL
 
 from patchbay.api.connector import AuthSpec, CheckSpec, CredentialPlacement, HttpRequestSpec
 from patchbay.drivers.base import (
-    CheckOutcome,
     ConfigValue,
+    Deadline,
     DriverError,
     DriverInfo,
     Egress,
@@ -44,8 +44,8 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
     secret_text,
-    summarize_checks,
 )
+from patchbay.drivers.checks import run_checks
 from patchbay.drivers.text import REDACTED, printable, scrub
 from patchbay.drivers.web import (
     check_ip_literal,
@@ -66,11 +66,6 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
 # Error bodies often echo the request URL: mask every query value in them.
 _QUERY_VALUE = re.compile(r"([?&;][^=\s&?#\"'<>]{1,256}=)[^&\s\"'<>#]*")
 _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json")
-# A check that failed for one of these reasons did not learn anything about
-# the capability it tests, so its result is Unknown rather than Failed.
-_INCONCLUSIVE = frozenset(
-    {Reason.HOST_UNREACHABLE, Reason.TIMEOUT, Reason.RATE_LIMITED, Reason.PROVIDER_ERROR}
-)
 _OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
 # Where an access token goes unless the connector says otherwise (RFC 6750 2.1).
 _BEARER_HEADER = CredentialPlacement(name="Authorization", prefix="Bearer ")
@@ -578,6 +573,13 @@ class _Exchange:
             Reason.PROTOCOL_ERROR, f"{label}: unexpected HTTP {status} (expected {expected})"
         )
 
+    async def check(self, check: CheckSpec) -> str:
+        """An http capability check: its request answered with an expected status."""
+        if check.http is None:
+            raise DriverError(Reason.CONFIG_INVALID, "an http check needs http")
+        response = await self.request(check.http)
+        return f"HTTP {response.status}"
+
     async def authorize(self, grant: _TokenGrant) -> None:
         """Exchange the grant for an access token, which later requests carry as the
         grant says (a Bearer token unless the connector names another place).
@@ -731,6 +733,7 @@ class HttpDriver:
     name = "http"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        deadline = Deadline(request.timeout_seconds)
         base = _base_url(request)
         grant = _token_grant(request) if request.auth.type in _OAUTH2_GRANTS else None
         # Until the token endpoint answers, only the grant's values need scrubbing.
@@ -762,51 +765,10 @@ class HttpDriver:
             started = time.monotonic()
             response = await exchange.request(spec)
             latency_ms = round((time.monotonic() - started) * 1000)
-            results = [await _run_check(exchange, check) for check in request.checks]
-        checks = [outcome for outcome, _ in results]
-        outcome = summarize_checks(checks, server_version=response.server, latency_ms=latency_ms)
-        retry_after = next((r for _, r in results if r is not None), None)
-        if outcome.code == Reason.RATE_LIMITED and retry_after is not None:
-            outcome = replace(outcome, retry_after=retry_after)
-        return outcome
-
-
-async def _run_check(exchange: _Exchange, check: CheckSpec) -> tuple[CheckOutcome, float | None]:
-    """The check's outcome and, when it was rate limited, the server's Retry-After."""
-    if check.type != "http" or check.http is None:
-        target = check.path or check.table or check.sql or ""
-        return (
-            CheckOutcome(
-                type=check.type,
-                target=target[:200],
-                result="Failed",
-                code=Reason.CONFIG_INVALID,
-                message=f"check type {check.type} is not supported by the http driver",
-            ),
-            None,
-        )
-    target = f"{check.http.method} {check.http.path}"
-    try:
-        response = await exchange.request(check.http)
-    except DriverError as error:
-        outcome = CheckOutcome(
-            type="http",
-            target=target,
-            result="Unknown" if error.code in _INCONCLUSIVE else "Failed",
-            code=error.code,
-            message=error.message,
-        )
-        return outcome, error.retry_after
-    return (
-        CheckOutcome(
-            type="http",
-            target=target,
-            result="Succeeded",
-            code=Reason.VERIFIED,
-            message=f"HTTP {response.status}",
-        ),
-        None,
-    )
+            results = await run_checks(
+                self.name, request.checks, {"http": exchange.check}, deadline
+            )
+        return results.outcome(server_version=response.server, latency_ms=latency_ms)
 
 
 DRIVER = DriverInfo(

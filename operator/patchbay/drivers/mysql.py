@@ -31,18 +31,17 @@ import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomysql
 import pymysql
 from pymysql.constants import CLIENT, COMMAND, CR
 from pymysql.protocol import FieldDescriptorPacket
 
-from patchbay.api.connector import CheckSpec
+from patchbay.api.connector import CheckSpec, CheckType
 from patchbay.drivers.base import (
     MAX_ROWS,
     NO_RESULT_SET,
-    CheckOutcome,
     ColumnInfo,
     Deadline,
     DriverError,
@@ -58,20 +57,24 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
     capped_value,
-    check_target,
     config_port,
     config_text,
-    failed_check,
     json_value,
     load_tls_material,
-    passed_check,
     resolve_address,
-    sql_check_subject,
-    summarize_checks,
     value_cap,
+)
+from patchbay.drivers.checks import (
+    CheckFunction,
+    SessionLost,
+    check_subject,
+    ok_message,
+    run_checks,
 )
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
+
+T = TypeVar("T")
 
 # MySQL's own names for its client's --ssl-mode.
 SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
@@ -450,6 +453,35 @@ class _Session:
         # One transaction per check: a check that ends it ends only its own.
         await conn.query("START TRANSACTION READ ONLY")
 
+    async def rolled_back(self, row_limit: int, work: Callable[[], Awaitable[T]]) -> T:
+        """Await one check or discovery call in its own read-only transaction (``begin``),
+        then roll that back.
+
+        The library's errors come out classified; SessionLost when the connection closed,
+        or the rollback failed, since nothing more can be done over it.
+        """
+        conn = self.conn
+        error: DriverError | None = None
+        try:
+            await self.begin(row_limit)
+            result = await work()
+        except pymysql.err.MySQLError as exc:
+            error = _classify(exc)
+        except DriverError as exc:
+            error = exc
+        if error is not None and conn.closed:
+            raise SessionLost.of(error)
+        lost: SessionLost | None = None
+        try:
+            await _execute(conn, "ROLLBACK")
+        except DriverError as exc:
+            lost = SessionLost.of(exc)
+        if lost is not None:  # raised here, so that the rollback's error does not ride along
+            raise lost
+        if error is not None:
+            raise error
+        return result
+
 
 async def _table(conn: _Connection, name: str) -> None:
     schema, _, table = name.rpartition(".")
@@ -458,28 +490,27 @@ async def _table(conn: _Connection, name: str) -> None:
     await conn.query(f"SELECT 1 FROM {qualified} LIMIT 0")
 
 
-async def _run_check(session: _Session, check: CheckSpec) -> CheckOutcome:
-    conn = session.conn
-    target = check_target(check)
-    error: DriverError | None = None
-    cut_to: int | None = None
-    try:
-        subject = sql_check_subject(check, "mysql")
-        await session.begin(QUERY_ROW_LIMIT)
-        if check.type == "query":
-            _, cut_to = await _fetch_capped(conn, subject, QUERY_ROW_LIMIT)
-        else:
-            await _table(conn, subject)
-    except pymysql.err.MySQLError as exc:
-        error = _classify(exc)
-    except DriverError as exc:
-        error = exc
-    if error is not None and conn.closed:  # nothing more can be checked over this connection
-        raise error
-    await _execute(conn, "ROLLBACK")
-    if error is not None:
-        return failed_check(check.type, target, error)
-    return passed_check(check.type, target, cut_to=cut_to)
+class _Checks:
+    """The driver's check functions over one session."""
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    async def query(self, check: CheckSpec) -> str:
+        sql = check_subject(check)
+        conn = self._session.conn
+        _, cut_to = await self._session.rolled_back(
+            QUERY_ROW_LIMIT, lambda: _fetch_capped(conn, sql, QUERY_ROW_LIMIT)
+        )
+        return ok_message(cut_to)
+
+    async def table(self, check: CheckSpec) -> str:
+        name = check_subject(check)
+        await self._session.rolled_back(QUERY_ROW_LIMIT, lambda: _table(self._session.conn, name))
+        return ok_message()
+
+    def functions(self) -> dict[CheckType, CheckFunction]:
+        return {"query": self.query, "table": self.table}
 
 
 async def _kill_running_statement(open_second: Callable[[], _Connection], thread_id: int) -> None:
@@ -603,22 +634,8 @@ class MysqlSqlBrowser:
         return await self._run(fetch, max_rows)
 
     async def _run(self, fetch: Callable[[], Awaitable[RowSet]], max_rows: int) -> RowSet:
-        conn = self._session.conn
-        error: DriverError | None = None
-        try:
-            # One row more than max_rows tells whether there are more.
-            await self._session.begin(max_rows + 1)
-            result = await fetch()
-        except pymysql.err.MySQLError as exc:
-            error = _classify(exc)
-        except DriverError as exc:
-            error = exc
-        if error is not None and conn.closed:
-            raise error
-        await _execute(conn, "ROLLBACK")
-        if error is not None:
-            raise error
-        return result
+        # One row more than max_rows tells whether there are more.
+        return await self._session.rolled_back(max_rows + 1, fetch)
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
         found = await self._catalog(_TABLES, _EVERY_ROW, (include_system,))
@@ -650,10 +667,10 @@ class MysqlDriver:
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         deadline = Deadline(request.timeout_seconds)
         async with _logged_in(request, egress) as (conn, latency_ms):
-            session = _Session(conn, deadline)
-            checks = [await _run_check(session, check) for check in request.checks]
             version = server_version(conn.get_server_info())
-        return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
+            checks = _Checks(_Session(conn, deadline)).functions()
+            results = await run_checks(self.name, request.checks, checks, deadline)
+        return results.outcome(server_version=version, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager
     async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:

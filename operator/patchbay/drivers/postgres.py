@@ -18,17 +18,16 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import generators, pq, sql
 from psycopg.abc import Query
 
-from patchbay.api.connector import CheckSpec
+from patchbay.api.connector import CheckSpec, CheckType
 from patchbay.drivers.base import (
     MAX_ROWS,
     NO_RESULT_SET,
-    CheckOutcome,
     ColumnInfo,
     Deadline,
     DriverError,
@@ -44,21 +43,24 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
     capped_value,
-    check_target,
     config_port,
     config_text,
-    failed_check,
     json_value,
-    passed_check,
     resolve_address,
-    sql_check_subject,
-    summarize_checks,
     value_cap,
+)
+from patchbay.drivers.checks import (
+    CheckFunction,
+    SessionLost,
+    check_subject,
+    ok_message,
+    run_checks,
 )
 from patchbay.drivers.pem import pem_files
 from patchbay.reasons import Reason
 
 Connection = psycopg.AsyncConnection[Any]
+T = TypeVar("T")
 
 DEFAULT_PORT = 5432
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -309,28 +311,50 @@ async def _table(conn: Connection, name: str, deadline: Deadline) -> None:
     await conn.execute(query)
 
 
-async def _run_check(conn: Connection, check: CheckSpec, deadline: Deadline) -> CheckOutcome:
-    target = check_target(check)
+async def _rolled_back(conn: Connection, work: Awaitable[T]) -> T:
+    """Await one check or discovery call in its own transaction, then roll that back.
+
+    psycopg's errors come out classified; SessionLost when the connection broke, since
+    nothing more can be done over it.
+    """
     error: DriverError | None = None
-    cut_to: int | None = None
     try:
-        subject = sql_check_subject(check, "postgres")
-        if check.type == "query":
-            _, cut_to = await _fetch_capped(conn, subject.encode(), 1, deadline)
-        else:
-            await _table(conn, subject, deadline)
+        result = await work
     except psycopg.Error as exc:
         error = _classify(exc)
     except DriverError as exc:
         error = exc
-    if error is None:
-        await conn.rollback()
-        return passed_check(check.type, target, cut_to=cut_to)
-    if conn.broken:  # nothing more can be checked over this connection
-        raise error
-    # Not in a finally: after a cancellation a rollback could wait on a hung server.
-    await conn.rollback()
-    return failed_check(check.type, target, error)
+    if not conn.broken:
+        # Not in a finally: after a cancellation a rollback could wait on a hung server.
+        try:
+            await conn.rollback()
+        except psycopg.Error as exc:
+            error = error or _classify(exc)
+    if error is not None:  # raised here, so that psycopg's exception does not ride along
+        raise SessionLost.of(error) if conn.broken else error
+    return result
+
+
+class _Checks:
+    """The driver's check functions over one read-only connection."""
+
+    def __init__(self, conn: Connection, deadline: Deadline) -> None:
+        self._conn = conn
+        self._deadline = deadline
+
+    async def query(self, check: CheckSpec) -> str:
+        sql_text = check_subject(check).encode()
+        _, cut_to = await _rolled_back(
+            self._conn, _fetch_capped(self._conn, sql_text, 1, self._deadline)
+        )
+        return ok_message(cut_to)
+
+    async def table(self, check: CheckSpec) -> str:
+        await _rolled_back(self._conn, _table(self._conn, check_subject(check), self._deadline))
+        return ok_message()
+
+    def functions(self) -> dict[CheckType, CheckFunction]:
+        return {"query": self.query, "table": self.table}
 
 
 def _server_version(conn: Connection) -> str:
@@ -456,19 +480,7 @@ class PostgresSqlBrowser:
         return await self._run(fetch)
 
     async def _run(self, fetch: Callable[[], Awaitable[RowSet]]) -> RowSet:
-        error: DriverError | None = None
-        try:
-            result = await fetch()
-        except psycopg.Error as exc:
-            error = _classify(exc)
-        except DriverError as exc:
-            error = exc
-        if not self._conn.broken:
-            # Not in a finally: after a cancellation a rollback could wait on a hung server.
-            await self._conn.rollback()
-        if error is not None:
-            raise error
-        return result
+        return await _rolled_back(self._conn, fetch())
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
         found = await self._catalog(_TABLES, _EVERY_ROW, {"include_system": include_system})
@@ -507,16 +519,11 @@ class PostgresDriver:
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         deadline = Deadline(request.timeout_seconds)
-        error: DriverError | None = None
         async with _logged_in(request, egress) as (conn, latency_ms):
-            try:
-                checks = [await _run_check(conn, check, deadline) for check in request.checks]
-                version = _server_version(conn)
-            except psycopg.Error as exc:
-                error = _classify(exc)
-            if error is not None:
-                raise error
-        return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
+            version = _server_version(conn)
+            checks = _Checks(conn, deadline).functions()
+            results = await run_checks(self.name, request.checks, checks, deadline)
+        return results.outcome(server_version=version, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager
     async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:

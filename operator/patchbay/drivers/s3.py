@@ -39,10 +39,9 @@ from botocore.credentials import Credentials
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from patchbay.api.connector import CheckSpec
+from patchbay.api.connector import CheckSpec, CheckType
 from patchbay.drivers.base import (
-    TARGET_MAX,
-    CheckOutcome,
+    Deadline,
     DriverError,
     DriverInfo,
     Egress,
@@ -55,11 +54,10 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
     config_text,
-    failed_check,
     secret_text,
-    summarize_checks,
     walk_selection,
 )
+from patchbay.drivers.checks import CheckFunction, check_subject, run_checks
 from patchbay.drivers.text import printable
 from patchbay.drivers.web import (
     check_ip_literal,
@@ -457,30 +455,32 @@ def _credentials(request: VerifyRequest) -> Credentials:
     )
 
 
-async def _run_check(bucket: _Bucket, prefix: str, check: CheckSpec) -> CheckOutcome:
-    target = (check.path or "")[:TARGET_MAX]
-    try:
-        if check.type == "listFiles" and check.path:
-            folder = prefix + _as_folder(check.path)
-            found = await bucket.list_one(folder)
-            # An empty bucket or prefix of the Connection itself is still listable;
-            # a path below it exists only if some key starts with it.
-            if not found and folder != prefix:
-                raise DriverError(
-                    Reason.RESOURCE_NOT_FOUND, f"no object under {bucket.describe(folder)}"
-                )
-            message = "listable"
-        elif check.type == "readObject" and check.path and check.path.strip("/"):
-            message = await bucket.read_first_byte(prefix + check.path.lstrip("/"))
-        elif check.type in ("listFiles", "readObject"):
-            raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs a path")
-        else:
+class _Checks:
+    """The driver's check functions, with paths relative to the Connection's prefix."""
+
+    def __init__(self, bucket: _Bucket, prefix: str) -> None:
+        self._bucket = bucket
+        self._prefix = prefix
+
+    async def list_files(self, check: CheckSpec) -> str:
+        folder = self._prefix + _as_folder(check_subject(check))
+        found = await self._bucket.list_one(folder)
+        # An empty bucket or prefix of the Connection itself is still listable;
+        # a path below it exists only if some key starts with it.
+        if not found and folder != self._prefix:
             raise DriverError(
-                Reason.CONFIG_INVALID, f"check type {check.type} is not supported by the s3 driver"
+                Reason.RESOURCE_NOT_FOUND, f"no object under {self._bucket.describe(folder)}"
             )
-    except DriverError as error:
-        return failed_check(check.type, target, error)
-    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, message)
+        return "listable"
+
+    async def read_object(self, check: CheckSpec) -> str:
+        key = check_subject(check).lstrip("/")
+        if not key:
+            raise DriverError(Reason.CONFIG_INVALID, "a readObject check needs an object's path")
+        return await self._bucket.read_first_byte(self._prefix + key)
+
+    def functions(self) -> dict[CheckType, CheckFunction]:
+        return {"listFiles": self.list_files, "readObject": self.read_object}
 
 
 @contextlib.asynccontextmanager
@@ -568,12 +568,14 @@ class S3Driver:
     name = "s3"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        deadline = Deadline(request.timeout_seconds)
         async with _opened(request, egress) as (bucket, prefix):
             started = time.monotonic()
             await bucket.list_one(prefix)
             latency_ms = round((time.monotonic() - started) * 1000)
-            checks = [await _run_check(bucket, prefix, check) for check in request.checks]
-        return summarize_checks(checks, server_version=bucket.server, latency_ms=latency_ms)
+            checks = _Checks(bucket, prefix).functions()
+            results = await run_checks(self.name, request.checks, checks, deadline)
+        return results.outcome(server_version=bucket.server, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager
     async def browse_files(

@@ -43,7 +43,8 @@ import datetime
 import posixpath
 import stat
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import asyncssh
@@ -52,9 +53,9 @@ from asyncssh.public_key import get_default_certificate_algs, get_default_public
 from asyncssh.saslprep import SASLPrepError
 
 from patchbay import __version__
-from patchbay.api.connector import CheckSpec
+from patchbay.api.connector import CheckSpec, CheckType
 from patchbay.drivers.base import (
-    CheckOutcome,
+    Deadline,
     DriverError,
     DriverInfo,
     Egress,
@@ -69,11 +70,10 @@ from patchbay.drivers.base import (
     VerifyRequest,
     config_port,
     config_text,
-    failed_check,
     secret_text,
-    summarize_checks,
     walk_selection,
 )
+from patchbay.drivers.checks import CheckFunction, SessionLost, check_subject, run_checks
 from patchbay.drivers.text import printable
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
@@ -454,33 +454,6 @@ async def _read_object(sftp: asyncssh.SFTPClient, path: str) -> str:
     return f"read {len(data)} byte(s)"
 
 
-async def _run_check(sftp: asyncssh.SFTPClient, base_path: str, check: CheckSpec) -> CheckOutcome:
-    target = check.path or ""
-    path = posixpath.join(base_path, target) if base_path else target
-    error: DriverError | None = None
-    try:
-        if check.type not in ("listFiles", "readObject"):
-            raise DriverError(
-                Reason.CONFIG_INVALID,
-                f"check type {check.type} is not supported by the sftp driver",
-            )
-        if not target:
-            raise DriverError(Reason.CONFIG_INVALID, f"a {check.type} check needs path")
-        if check.type == "listFiles":
-            message = await _list_files(sftp, path)
-        else:
-            message = await _read_object(sftp, path)
-    except asyncssh.SFTPError as exc:
-        if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
-            raise  # nothing more can be checked: the whole verification fails
-        error = _sftp_error(exc, path)
-    except DriverError as exc:
-        error = exc
-    if error is not None:
-        return failed_check(check.type, target, error)
-    return CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, message)
-
-
 async def _sftp_client(conn: asyncssh.SSHClientConnection, base_path: str) -> asyncssh.SFTPClient:
     """Open an SFTP session and make sure the base path is a directory."""
     error: DriverError | None = None
@@ -515,20 +488,13 @@ async def _sftp_client(conn: asyncssh.SSHClientConnection, base_path: str) -> as
     return sftp
 
 
-async def _inspect(
-    conn: asyncssh.SSHClientConnection, base_path: str, checks: Sequence[CheckSpec]
-) -> list[CheckOutcome]:
-    sftp = await _sftp_client(conn, base_path)
-    return [await _run_check(sftp, base_path, check) for check in checks]
-
-
 async def _guarded(conn: asyncssh.SSHClientConnection, work: Coroutine[Any, Any, T]) -> T:
     """Await work over the connection; an SFTP error that escapes it means the link is gone."""
-    error: DriverError | None = None
+    error: SessionLost | None = None
     try:
         return await _abort_on_cancel(conn, work)
     except (asyncssh.SFTPError, asyncssh.DisconnectError) as exc:
-        error = DriverError(
+        error = SessionLost(
             Reason.PROVIDER_ERROR,
             f"the SSH connection was lost: {printable(exc.reason)}",
         )
@@ -537,6 +503,45 @@ async def _guarded(conn: asyncssh.SSHClientConnection, work: Coroutine[Any, Any,
 
 def _connection_lost(exc: asyncssh.SFTPError) -> bool:
     return isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection)
+
+
+async def _answered(work: Awaitable[T], path: str) -> T:
+    """Await an SFTP request about ``path``; the server's refusal as a classified error.
+
+    A lost connection passes through, for ``_guarded``.
+    """
+    error: DriverError | None = None
+    try:
+        return await work
+    except asyncssh.SFTPError as exc:
+        if _connection_lost(exc):
+            raise
+        error = _sftp_error(exc, path)
+    raise error
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """The driver's check functions over one SFTP session; paths start at basePath."""
+
+    conn: asyncssh.SSHClientConnection
+    sftp: asyncssh.SFTPClient
+    base_path: str
+
+    def _path(self, check: CheckSpec) -> str:
+        path = check_subject(check)
+        return posixpath.join(self.base_path, path) if self.base_path else path
+
+    async def list_files(self, check: CheckSpec) -> str:
+        path = self._path(check)
+        return await _guarded(self.conn, _answered(_list_files(self.sftp, path), path))
+
+    async def read_object(self, check: CheckSpec) -> str:
+        path = self._path(check)
+        return await _guarded(self.conn, _answered(_read_object(self.sftp, path), path))
+
+    def functions(self) -> dict[CheckType, CheckFunction]:
+        return {"listFiles": self.list_files, "readObject": self.read_object}
 
 
 def _is(kind: int, attrs: asyncssh.SFTPAttrs) -> bool:
@@ -597,25 +602,10 @@ class SftpFileBrowser:
         return "/" + relative, posixpath.join(self._base_path, relative)
 
     async def _stat(self, remote: str, shown: str) -> asyncssh.SFTPAttrs:
-        error: DriverError | None = None
-        try:
-            return await self._sftp.stat(remote)  # follows symbolic links
-        except asyncssh.SFTPError as exc:
-            if _connection_lost(exc):
-                raise
-            error = _sftp_error(exc, shown)
-        raise error
+        return await _answered(self._sftp.stat(remote), shown)  # follows symbolic links
 
     async def _read_directory(self, remote: str, shown: str) -> list[FileEntry]:
-        error: DriverError | None = None
-        try:
-            names = await self._sftp.readdir(remote)
-        except asyncssh.SFTPError as exc:
-            if _connection_lost(exc):
-                raise
-            error = _sftp_error(exc, shown)
-        if error is not None:
-            raise error
+        names = await _answered(self._sftp.readdir(remote), shown)
         entries: list[FileEntry] = []
         for found in names:
             name = str(found.filename)
@@ -709,10 +699,13 @@ class SftpDriver:
     name = "sftp"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
+        deadline = Deadline(request.timeout_seconds)
         base_path = config_text(request, "basePath", "")
         async with _logged_in(request, egress) as (conn, latency_ms):
-            checks = await _guarded(conn, _inspect(conn, base_path, request.checks))
-        return summarize_checks(checks, server_version=_server_version(conn), latency_ms=latency_ms)
+            sftp = await _guarded(conn, _sftp_client(conn, base_path))
+            checks = _Checks(conn, sftp, base_path).functions()
+            results = await run_checks(self.name, request.checks, checks, deadline)
+        return results.outcome(server_version=_server_version(conn), latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager
     async def browse_files(

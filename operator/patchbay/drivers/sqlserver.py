@@ -1,6 +1,6 @@
 """Microsoft SQL Server driver: log in over TDS (python-tds) and run checks.
 
-python-tds blocks, so a whole verification runs in one thread. The driver opens the
+python-tds blocks, so the login and each check run in a thread. The driver opens the
 socket itself, to the address the egress policy approved, and hands it to python-tds,
 which would otherwise resolve the host name on its own; the host name is kept for TLS.
 A thread cannot be cancelled: when the caller's timeout cancels the verification, the
@@ -11,7 +11,8 @@ once, so the thread ends, and the server, which always listens for a cancellatio
 SQL Server has no server-side statement timeout: its clients send an attention when
 they stop waiting. So before each check the socket's timeout is set to what remains of
 the caller's timeout; when it runs out, python-tds sends the attention, the server stops
-the batch, and the check ends as Timeout. Lock waits end there too (SET LOCK_TIMEOUT).
+the batch, and the check ends as Timeout, after which no further check runs over the
+session. Lock waits end there too (SET LOCK_TIMEOUT).
 
 SQL Server has no read-only transaction either, so the SQL of a query check is judged
 before it is sent (``refusal``): one SELECT or WITH ... SELECT statement, without words
@@ -40,6 +41,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import OpenSSL.SSL
 import pytds
@@ -50,7 +52,6 @@ from patchbay.api.connector import CheckSpec
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
-    CheckOutcome,
     Deadline,
     DriverError,
     DriverInfo,
@@ -60,21 +61,19 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
     capped_value,
-    check_target,
     config_port,
     config_text,
-    failed_check,
     load_tls_material,
-    passed_check,
     resolve_address,
     secret_text,
-    sql_check_subject,
-    summarize_checks,
     value_cap,
 )
+from patchbay.drivers.checks import SessionLost, check_subject, ok_message, run_checks
 from patchbay.drivers.pem import pem_files
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
+
+T = TypeVar("T")
 
 DEFAULT_PORT = 1433
 # yes: the whole session over TLS, the certificate checked; no: no TLS at all.
@@ -434,7 +433,7 @@ def refusal(sql: str) -> str | None:
 
 def _check(cursor: pytds.Cursor, check: CheckSpec, deadline: Deadline) -> int | None:
     """Run one check in the open transaction; the per-value cap when a value was cut."""
-    subject = sql_check_subject(check, "sqlserver")
+    subject = check_subject(check)
     why = refusal(subject) if check.type == "query" else None
     if why is not None:
         raise DriverError(Reason.CONFIG_INVALID, why)
@@ -469,30 +468,32 @@ def _check(cursor: pytds.Cursor, check: CheckSpec, deadline: Deadline) -> int | 
     return cut_to
 
 
-def _run_check(
+def _checked(
     conn: pytds.Connection, sock: socket.socket, check: CheckSpec, deadline: Deadline
-) -> CheckOutcome:
-    """One check in its own transaction, always rolled back.
+) -> str:
+    """One check in its own transaction, always rolled back; runs in a thread.
 
     A server error leaves the connection usable; any other failure (the connection is
-    gone or garbled, or the time is up) propagates and ends the verification.
+    gone or garbled, or the time is up) is SessionLost.
     """
-    target = check_target(check)
     error: DriverError | None = None
     cut_to: int | None = None
-    # When the time is up python-tds stops waiting and sends the server an attention.
-    sock.settimeout(deadline.remaining())
-    with conn.cursor() as cursor:
-        try:
-            cut_to = _check(cursor, check, deadline)
-        except DriverError as exc:
-            error = exc
-        except tds_base.DatabaseError as exc:
-            error = _classify(exc)
-        cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION; SET ROWCOUNT 0")
-    if error is not None:
-        return failed_check(check.type, target, error)
-    return passed_check(check.type, target, cut_to=cut_to)
+    try:
+        # When the time is up python-tds stops waiting and sends the server an attention.
+        sock.settimeout(deadline.remaining())
+        with conn.cursor() as cursor:
+            try:
+                cut_to = _check(cursor, check, deadline)
+            except DriverError as exc:
+                error = exc
+            except tds_base.DatabaseError as exc:
+                error = _classify(exc)
+            cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION; SET ROWCOUNT 0")
+    except Exception as exc:  # the connection failed under the check: _classify sorts it
+        error = SessionLost.of(_classify(exc))
+    if error is not None:  # raised here, so that no library exception rides along
+        raise error
+    return ok_message(cut_to)
 
 
 def server_version(product_version: int) -> str:
@@ -501,31 +502,8 @@ def server_version(product_version: int) -> str:
     return f"SQL Server {major}.{minor}.{product_version & 0xFFFF}"
 
 
-def _verify(
-    sock: socket.socket,
-    address: IPAddress,
-    login: _Login,
-    request: VerifyRequest,
-    deadline: Deadline,
-) -> VerifyOutcome:
-    """The whole verification; runs in a thread."""
-    started = time.monotonic()
-    conn = _connect(sock, address, login)
-    latency_ms = round((time.monotonic() - started) * 1000)
-    error: DriverError | None = None
-    try:
-        checks = [_run_check(conn, sock, check, deadline) for check in request.checks]
-        version = server_version(conn.product_version)
-    except Exception as exc:  # the connection failed under a check: _classify sorts it
-        error = _classify(exc)
-    finally:
-        conn.close()
-    if error is not None:
-        raise error
-    return summarize_checks(checks, server_version=version, latency_ms=latency_ms)
-
-
-async def _in_thread(sock: socket.socket, work: Callable[[], VerifyOutcome]) -> VerifyOutcome:
+async def _in_thread(sock: socket.socket, work: Callable[[], T]) -> T:
+    """Run blocking python-tds work in a thread; a cancellation shuts the socket down."""
     try:
         return await asyncio.to_thread(work)
     except asyncio.CancelledError:
@@ -549,7 +527,21 @@ class SqlServerDriver:
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(SOCKET_TIMEOUT_SECONDS)
-            return await _in_thread(sock, lambda: _verify(sock, address, login, request, deadline))
+            started = time.monotonic()
+            conn = await _in_thread(sock, lambda: _connect(sock, address, login))
+            latency_ms = round((time.monotonic() - started) * 1000)
+            version = server_version(conn.product_version)
+
+            async def check(spec: CheckSpec) -> str:
+                return await _in_thread(sock, lambda: _checked(conn, sock, spec, deadline))
+
+            results = await run_checks(
+                self.name, request.checks, {"query": check, "table": check}, deadline
+            )
+            # Only closes the socket. Not in a finally: after a cancellation the thread may
+            # still be ending, and leaving the with block closes the socket anyway.
+            conn.close()
+        return results.outcome(server_version=version, latency_ms=latency_ms)
 
 
 DRIVER = DriverInfo(

@@ -12,6 +12,20 @@ from patchbay.drivers.base import DriverInfo
 from patchbay.drivers.registry import REGISTERED, UnknownDriverError, driver_names
 
 
+def _binding(
+    driver: str, config: dict[str, str | int | bool], secrets: dict[str, str]
+) -> dict[str, Any]:
+    """The binding Secret of Connection orders-db in namespace shop."""
+    return build_binding_secret(
+        connection="orders-db",
+        namespace="shop",
+        uid="0f6f4c1e-1111-2222-3333-444455556666",
+        driver=driver,
+        config=config,
+        secrets=secrets,
+    )
+
+
 def _postgres(**config: str | int | bool) -> dict[str, Any]:
     values: dict[str, str | int | bool] = {
         "host": "db.example.com",
@@ -19,14 +33,7 @@ def _postgres(**config: str | int | bool) -> dict[str, Any]:
         "database": "app",
     }
     values.update(config)
-    return build_binding_secret(
-        connection="orders-db",
-        namespace="shop",
-        uid="0f6f4c1e-1111-2222-3333-444455556666",
-        driver="postgres",
-        config=values,
-        secrets={"username": "orders", "password": "s3cret"},
-    )
+    return _binding("postgres", values, {"username": "orders", "password": "s3cret"})
 
 
 def test_postgres_binding_has_the_postgresql_service_binding_type() -> None:
@@ -61,13 +68,10 @@ def test_binding_values_are_all_strings_and_booleans_are_lowercase() -> None:
 
 def test_uri_percent_encodes_a_password_with_special_characters() -> None:
     password = "p@ss:w/rd?#%&é"
-    secret = build_binding_secret(
-        connection="orders-db",
-        namespace="shop",
-        uid="uid-1",
-        driver="postgres",
-        config={"host": "db", "port": 5432, "database": "app"},
-        secrets={"username": "orders", "password": password},
+    secret = _binding(
+        "postgres",
+        {"host": "db", "port": 5432, "database": "app"},
+        {"username": "orders", "password": password},
     )
 
     uri = secret["stringData"]["uri"]
@@ -82,13 +86,10 @@ def test_uri_percent_encodes_a_password_with_special_characters() -> None:
 
 
 def test_uri_brackets_an_ipv6_host() -> None:
-    secret = build_binding_secret(
-        connection="orders-db",
-        namespace="shop",
-        uid="uid-1",
-        driver="postgres",
-        config={"host": "::1", "port": 5432, "database": "app"},
-        secrets={"username": "u", "password": "p"},
+    secret = _binding(
+        "postgres",
+        {"host": "::1", "port": 5432, "database": "app"},
+        {"username": "u", "password": "p"},
     )
 
     parts = urlsplit(secret["stringData"]["uri"])
@@ -114,14 +115,7 @@ def test_binding_is_owned_by_the_connection_as_controller() -> None:
 
 
 def test_http_binding_uri_is_the_base_url() -> None:
-    secret = build_binding_secret(
-        connection="billing-api",
-        namespace="shop",
-        uid="uid-2",
-        driver="http",
-        config={"baseUrl": "https://api.example.com/v2"},
-        secrets={"token": "tok-abc"},
-    )
+    secret = _binding("http", {"baseUrl": "https://api.example.com/v2"}, {"token": "tok-abc"})
 
     assert secret["type"] == "servicebinding.io/http"
     assert secret["stringData"]["uri"] == "https://api.example.com/v2"
@@ -129,13 +123,8 @@ def test_http_binding_uri_is_the_base_url() -> None:
 
 
 def test_binding_without_a_host_has_no_uri() -> None:
-    secret = build_binding_secret(
-        connection="files",
-        namespace="shop",
-        uid="uid-3",
-        driver="s3",
-        config={"bucket": "reports"},
-        secrets={"accessKeyId": "AKIA", "secretAccessKey": "xyz"},
+    secret = _binding(
+        "s3", {"bucket": "reports"}, {"accessKeyId": "AKIA", "secretAccessKey": "xyz"}
     )
 
     assert "uri" not in secret["stringData"]
@@ -143,13 +132,8 @@ def test_binding_without_a_host_has_no_uri() -> None:
 
 
 def test_binding_of_a_connection_without_a_port_names_its_drivers_default_port() -> None:
-    secret = build_binding_secret(
-        connection="shop",
-        namespace="ns",
-        uid="uid-4",
-        driver="mysql",
-        config={"host": "db", "database": "shop"},
-        secrets={"username": "app", "password": "pw"},
+    secret = _binding(
+        "mysql", {"host": "db", "database": "shop"}, {"username": "app", "password": "pw"}
     )
 
     assert secret["stringData"]["port"] == "3306"
@@ -158,9 +142,7 @@ def test_binding_of_a_connection_without_a_port_names_its_drivers_default_port()
 
 def test_binding_of_an_unregistered_driver_is_refused() -> None:
     with pytest.raises(UnknownDriverError):
-        build_binding_secret(
-            connection="c", namespace="ns", uid="u", driver="oracle", config={}, secrets={}
-        )
+        _binding("oracle", {}, {})
 
 
 # What a Connection of each kind of driver typically gives: the variables of the
@@ -199,13 +181,10 @@ def test_a_connection_of_every_registered_driver_gets_a_binding_with_the_documen
 ) -> None:
     config, secrets = _typical(info)
 
-    secret = build_binding_secret(
-        connection="c",
-        namespace="ns",
-        uid="0f6f4c1e-1111-2222-3333-444455556666",
-        driver=info.name,
-        config=config,
-        secrets=secrets,
+    secret = _binding(
+        info.name,
+        config,
+        secrets,
     )
 
     data = secret["stringData"]

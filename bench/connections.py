@@ -59,6 +59,7 @@ from rounds import (
 )
 from scenarios import measure_blackhole, measure_rotation, measure_shared
 from servers import BlackHole, LoopThread, TokenServer
+from urllib3.exceptions import HTTPError
 
 FLOOR_NS, FLOOR2_NS, BENCH_NS = "floor", "floor2", "bench"
 SHARED_NS, HEALTHY_NS, BLACKHOLE_NS = "shared", "healthy", "blackhole"
@@ -86,13 +87,103 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
+def _measure(
+    args: argparse.Namespace,
+    figures: Figures,
+    bench: Bench,
+    cp: localcluster.ControlPlane,
+    work: Path,
+    stack: contextlib.ExitStack,
+    hole: BlackHole | None,
+    operator_namespaces: list[str],
+) -> None:
+    """Every round and scenario, in order; the figures fill in as they go."""
     n = args.count
-    figures = Figures(
-        count=n, secrets=args.secrets, concurrency=args.concurrency, webhooks=args.webhooks
-    )
+    api, pool = bench.api, bench.pool
     connections = names("conn", n)
     secrets = names("credentials", args.secrets)
+    _say(f"setup: {args.secrets} Secrets ...")
+    started = time.monotonic()
+    create_secrets(api, pool, BENCH_NS, secrets)
+    figures.setup_secrets_seconds = round(time.monotonic() - started, 3)
+
+    _say(f"floor 1: {n} creates + status patches ...")
+    measure_floor(bench, figures.floor, FLOOR_NS, connections)
+    _say(f"floor 2: {n} creates, binding Secrets, statuses, Events ...")
+    measure_floor2(bench, figures, FLOOR2_NS, connections)
+    if args.shared_count:
+        m = args.shared_count
+        _say(f"bare client for the shared rotation: {m} statuses, then all its writes ...")
+        figures.shared = SharedRotation(count=m)
+        figures.shared.floor_status_seconds = measure_floor_failed(
+            bench, FLOOR2_NS, connections[:m], 1, everything=False
+        )
+        figures.shared.floor_writes_seconds = measure_floor_failed(
+            bench, FLOOR2_NS, connections[:m], 2, everything=True
+        )
+
+    serving = localwebhooks.serving(work / "webhook") if args.webhooks else None
+    operator = Operator(
+        cp.kubeconfig,
+        work / "operator.log",
+        operator_namespaces,
+        *(serving.operator_args() if serving else ()),
+    )
+    stack.callback(operator.stop)
+    bench.operator = operator
+    wait_operator_ready(api, operator, 60.0)
+    if serving is not None:
+        for namespace in operator_namespaces:
+            stack.callback(
+                localwebhooks.unregister, cp, localwebhooks.register(cp, serving, namespace)
+            )
+        localwebhooks.wait_effective(cp, BENCH_NS)
+
+    _say(f"operator: {n} Connections ...")
+    measure_operator(bench, figures, BENCH_NS, connections, secrets)
+    for i in (1, 2):
+        _say(f"re-verification {i} ...")
+        round_ = Round()
+        figures.reverify.append(round_)
+        measure_reverify(bench, round_, BENCH_NS, connections)
+        memory = operator.memory_kib()
+        if i == 1:
+            figures.memory.round1_kib = memory.get("VmRSS", 0)
+        else:
+            figures.memory.round2_kib = memory.get("VmRSS", 0)
+            figures.memory.peak_round2_kib = memory.get("VmHWM", 0)
+
+    _say(f"rotation: up to {args.rotations} single Secrets ...")
+    measure_rotation(bench, figures.rotation, BENCH_NS, connections, secrets, args.rotations)
+    expected = n
+    if figures.shared is not None:
+        _say(f"shared Secret: {figures.shared.count} Connections ...")
+        measure_shared(bench, figures.shared, SHARED_NS, figures.shared.count)
+        expected += figures.shared.count
+    if hole is not None:
+        figures.blackhole = BlackHoleRound()
+        _say(f"black hole: {args.blackhole_count} more Connections, alone and mixed ...")
+        measure_blackhole(
+            bench,
+            figures,
+            figures.blackhole,
+            hole,
+            HEALTHY_NS,
+            BLACKHOLE_NS,
+            args.blackhole_count,
+            args.blackhole_timeout,
+        )
+        expected += figures.blackhole.healthy + figures.blackhole.count
+    count_connector(bench, figures.connector_end, expected, bench.last_create)
+
+
+def run(args: argparse.Namespace) -> int:
+    figures = Figures(
+        count=args.count,
+        secrets=args.secrets,
+        concurrency=args.concurrency,
+        webhooks=args.webhooks,
+    )
     operator_namespaces = [BENCH_NS]
     if args.shared_count:
         operator_namespaces.append(SHARED_NS)
@@ -118,97 +209,33 @@ def run(args: argparse.Namespace) -> int:
         pool = ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="bench")
         stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         bench = Bench(api, pool, token, dict(cp.pids), args.timeout)
+        bench.stall = args.stall_timeout or None
 
         for namespace in (FLOOR_NS, FLOOR2_NS, *operator_namespaces):
             create_namespace(api, namespace)
             if namespace != BENCH_NS:
                 create_secrets(api, pool, namespace, ["api-token"])
-        _say(f"setup: {args.secrets} Secrets ...")
-        started = time.monotonic()
-        create_secrets(api, pool, BENCH_NS, secrets)
-        figures.setup_secrets_seconds = round(time.monotonic() - started, 3)
-
-        _say(f"floor 1: {n} creates + status patches ...")
-        measure_floor(bench, figures.floor, FLOOR_NS, connections)
-        _say(f"floor 2: {n} creates, binding Secrets, statuses, Events ...")
-        measure_floor2(bench, figures, FLOOR2_NS, connections)
-        if args.shared_count:
-            m = args.shared_count
-            _say(
-                f"bare client for the shared rotation: {m} failed statuses, + bindings, Events ..."
-            )
-            figures.shared = SharedRotation(count=m)
-            figures.shared.floor_status_seconds = measure_floor_failed(
-                bench, FLOOR2_NS, connections[:m], 1, everything=False
-            )
-            figures.shared.floor_writes_seconds = measure_floor_failed(
-                bench, FLOOR2_NS, connections[:m], 2, everything=True
-            )
-
-        serving = localwebhooks.serving(work / "webhook") if args.webhooks else None
-        operator = Operator(
-            cp.kubeconfig,
-            work / "operator.log",
-            operator_namespaces,
-            *(serving.operator_args() if serving else ()),
-        )
-        stack.callback(operator.stop)
-        bench.operator = operator
-        wait_operator_ready(api, operator, 60.0)
-        if serving is not None:
-            for namespace in operator_namespaces:
-                stack.callback(
-                    localwebhooks.unregister, cp, localwebhooks.register(cp, serving, namespace)
-                )
-            localwebhooks.wait_effective(cp, BENCH_NS)
-
-        _say(f"operator: {n} Connections ...")
-        measure_operator(bench, figures, BENCH_NS, connections, secrets)
-        for i in (1, 2):
-            _say(f"re-verification {i} ...")
-            round_ = Round()
-            figures.reverify.append(round_)
-            measure_reverify(bench, round_, BENCH_NS, connections)
+        try:
+            _measure(args, figures, bench, cp, work, stack, hole, operator_namespaces)
+        except (BenchError, HTTPError, subprocess.CalledProcessError, TimeoutError) as exc:
+            # Report what was measured before the failure, then fail.
+            figures.failure = str(exc)
+        operator = bench.operator
+        if operator is not None and operator.process.poll() is None:
             memory = operator.memory_kib()
-            if i == 1:
-                figures.memory.round1_kib = memory.get("VmRSS", 0)
-            else:
-                figures.memory.round2_kib = memory.get("VmRSS", 0)
-                figures.memory.peak_round2_kib = memory.get("VmHWM", 0)
-
-        _say(f"rotation: up to {args.rotations} single Secrets ...")
-        measure_rotation(bench, figures.rotation, BENCH_NS, connections, secrets, args.rotations)
-        expected = n
-        if figures.shared is not None:
-            _say(f"shared Secret: {figures.shared.count} Connections ...")
-            measure_shared(bench, figures.shared, SHARED_NS, figures.shared.count)
-            expected += figures.shared.count
-        if hole is not None:
-            figures.blackhole = BlackHoleRound()
-            _say(f"black hole: {args.blackhole_count} more Connections, alone and mixed ...")
-            measure_blackhole(
-                bench,
-                figures,
-                figures.blackhole,
-                hole,
-                HEALTHY_NS,
-                BLACKHOLE_NS,
-                args.blackhole_count,
-                args.blackhole_timeout,
-            )
-            expected += figures.blackhole.healthy + figures.blackhole.count
-
-        count_connector(bench, figures.connector_end, expected, bench.last_create)
-        memory = operator.memory_kib()
-        figures.memory.end_kib = memory.get("VmRSS", 0)
-        figures.memory.peak_end_kib = memory.get("VmHWM", 0)
-        figures.operator_log_lines = operator.log_lines()
+            figures.memory.end_kib = memory.get("VmRSS", 0)
+            figures.memory.peak_end_kib = memory.get("VmHWM", 0)
+        if operator is not None:
+            figures.operator_log_lines = operator.log_lines()
         print(report(figures), flush=True)
         if args.json is not None:
             figures.write_json(args.json)
             _say(f"figures written to {args.json}")
-        if args.workdir is not None:
+        if operator is not None and args.workdir is not None:
             _say(f"operator log: {operator.log_path}")
+        if figures.failure:
+            _say(f"benchmark failed: {figures.failure}")
+            return 1
     return 0
 
 
@@ -231,6 +258,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="limit per wait in seconds (default: 900)"
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        help="give a wait up when no Connection changed for this many seconds "
+        "(default: %(default)s; 0: only --timeout)",
     )
     parser.add_argument(
         "--rotations",
@@ -299,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--blackhole-count must be positive (or use --no-blackhole)")
     if not 1 <= args.blackhole_timeout <= MAX_TIMEOUT_SECONDS:
         parser.error(f"--blackhole-timeout must be between 1 and {MAX_TIMEOUT_SECONDS}")
+    if args.stall_timeout < 0:
+        parser.error("--stall-timeout must not be negative")
     if args.rotations < 0:
         parser.error("--rotations must not be negative")
     signal.signal(signal.SIGTERM, _raise_interrupt)

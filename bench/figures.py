@@ -101,6 +101,7 @@ class Figures:
     status_bytes_floor2: int = 0
     connection_bytes: int = 0  # one Connection with its status, JSON
     operator_log_lines: int = 0
+    failure: str = ""  # why the run stopped early; the figures before it stand
 
     def derived(self) -> dict[str, Any]:
         """The ratios and per-verification figures the report states."""
@@ -374,5 +375,7 @@ def report(f: Figures) -> str:
         ("operator log lines (WARNING and above)", str(f.operator_log_lines)),
         ("Connection size (JSON bytes, with status)", str(f.connection_bytes)),
     ]
+    if f.failure:
+        rows.append(("FAILED (figures above stand)", f.failure.splitlines()[0][:300]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

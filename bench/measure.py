@@ -219,10 +219,19 @@ class Watcher:
     before the writes whose effect ``until()`` then waits for.
     """
 
-    def __init__(self, api: Api, namespace: str, predicates: Mapping[str, Predicate]) -> None:
+    def __init__(
+        self,
+        api: Api,
+        namespace: str,
+        predicates: Mapping[str, Predicate],
+        stall: float | None = None,
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.predicates = dict(predicates)
+        # give up when no Connection of the namespace changed for this many seconds
+        self.stall = stall
+        self.last_change = 0.0
         self.met: dict[str, set[str]] = {key: set() for key in predicates}
         self.reached: dict[str, list[float]] = {key: [] for key in predicates}
         self.resource_version = ""
@@ -232,6 +241,7 @@ class Watcher:
         body = self.api.get(connections_path(self.namespace))
         self.resource_version = str(body["metadata"]["resourceVersion"])
         now = time.monotonic()
+        self.last_change = now
         for met in self.met.values():
             met.clear()
         for item in body.get("items") or []:
@@ -270,10 +280,17 @@ class Watcher:
             check()
             if self._done(wants):
                 return {key: self.reached[key][n - 1] - started for key, n in wants.items()}
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
+            counts = ", ".join(f"{key} {self.count(key)}/{n}" for key, n in wants.items())
             if remaining <= 0:
-                counts = ", ".join(f"{key} {self.count(key)}/{n}" for key, n in wants.items())
                 raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}: {counts}")
+            quiet = now - max(self.last_change, started)
+            if self.stall is not None and quiet > self.stall:
+                raise WaitTimeout(
+                    f"no Connection in {self.namespace} changed for {quiet:.0f}s while waiting "
+                    f"for {what}: {counts}"
+                )
             self._follow(wants, remaining, check)
 
     def _follow(self, wants: Mapping[str, int], seconds: float, check: Callable[[], None]) -> None:
@@ -299,7 +316,7 @@ class Watcher:
                     continue
                 seen += 1
                 self.events += 1
-                now = time.monotonic()
+                now = self.last_change = time.monotonic()
                 self._see(kind, obj, now)
                 if self._done(wants) or now - opened > seconds:
                     return

@@ -62,12 +62,16 @@ class Bench:
     timeout: float
     operator: Operator | None = None
     last_create: float = 0.0  # when the last Connection create of any round was answered
+    stall: float | None = None  # a wait gives up when no Connection changed for this long
 
     def pids(self) -> dict[str, int]:
         pids = dict(self.control_plane_pids)
         if self.operator is not None:
             pids["operator"] = self.operator.pid
         return pids
+
+    def watcher(self, namespace: str, predicates: Mapping[str, Predicate]) -> Watcher:
+        return Watcher(self.api, namespace, predicates, self.stall)
 
     def checker(self, futures: Sequence[Future[None]]) -> Callable[[], None]:
         def check() -> None:
@@ -226,7 +230,7 @@ def create_until(
     """Create ``bodies`` and wait until the watch shows ``wants``; the round's time is when
     the first key of ``wants`` was met. Counts the token API's requests meanwhile."""
     api = bench.api
-    watcher = Watcher(api, namespace, predicates)
+    watcher = bench.watcher(namespace, predicates)
     watcher.prime()
     clock = Clock(round_, bench.pids())
 
@@ -314,7 +318,7 @@ def measure_reverify(bench: Bench, round_: Round, namespace: str, names: list[st
     time.sleep(1.0 - (time.time() % 1.0) + 0.01)
     moment = utc()
     patch = {"metadata": {"annotations": {VERIFY_ANNOTATION: moment}}}
-    watcher = Watcher(api, namespace, {"done": lambda obj: requested_at(obj) == moment})
+    watcher = bench.watcher(namespace, {"done": lambda obj: requested_at(obj) == moment})
     watcher.prime()
     clock = Clock(round_, bench.pids())
 

@@ -18,7 +18,7 @@ from kubeapi import (
     secrets_path,
 )
 from manifests import AUTH_FAILED, TOKEN, WRONG_TOKEN, connection, names
-from measure import Clock, WaitTimeout, Watcher, request_totals
+from measure import Clock, WaitTimeout, request_totals
 from rounds import Bench, create_until, finish_writes
 from servers import BlackHole
 
@@ -87,8 +87,7 @@ def measure_rotation(
         time.sleep(1.0)
 
     mine = {connections[i] for i in rotated}
-    watcher = Watcher(
-        bench.api,
+    watcher = bench.watcher(
         namespace,
         {"ready": lambda obj: obj["metadata"]["name"] in mine and is_ready(obj)},
     )
@@ -124,7 +123,7 @@ def measure_shared(bench: Bench, shared: SharedRotation, namespace: str, count: 
     finish_writes(bench, shared.ready, before, {("connections", "POST"): count})
 
     round_ = shared.rotation
-    watcher = Watcher(api, namespace, {"failed": lambda obj: ready_reason(obj) == AUTH_FAILED})
+    watcher = bench.watcher(namespace, {"failed": lambda obj: ready_reason(obj) == AUTH_FAILED})
     watcher.prime()
     clock = Clock(round_, bench.pids())
     before = request_totals(api)
@@ -140,7 +139,7 @@ def measure_shared(bench: Bench, shared: SharedRotation, namespace: str, count: 
     finish_writes(bench, round_, before, {("secrets", "PATCH"): 1})
     round_.server_requests = bench.token.requests - served_before
 
-    watcher = Watcher(api, namespace, {"ready": is_ready})
+    watcher = bench.watcher(namespace, {"ready": is_ready})
     watcher.prime()
     started = time.monotonic()
     _set_token(bench, namespace, "api-token", TOKEN)
@@ -212,6 +211,8 @@ def measure_blackhole(
     )
     # The black-holed ones are not what this round measures: wait for them a bounded time.
     wait = min(bench.timeout, time.monotonic() - clock.started + 4 * timeout_seconds + 30)
+    if watcher.stall is not None:  # they change only as their timeouts end
+        watcher.stall = max(watcher.stall, 2 * timeout_seconds + 30)
     try:
         times = watcher.until(
             {"blackholed": bh.blackholed},

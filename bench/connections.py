@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             figures.memory.peak_end_kib = memory.get("VmHWM", 0)
         if operator is not None:
             figures.operator_log_lines = operator.log_lines()
+        figures.environment.load_average_end = [round(x, 2) for x in os.getloadavg()]
         print(report(figures), flush=True)
         if args.json is not None:
             figures.write_json(args.json)

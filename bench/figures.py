@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,8 @@ class SharedRotation:
     count: int = 0
     ready: Round = field(default_factory=Round)  # M created -> all Ready
     rotation: Round = field(default_factory=Round)  # Secret updated -> all AuthenticationFailed
+    first_seconds: float = 0.0  # Secret updated -> the first AuthenticationFailed
+    half_seconds: float = 0.0  # -> half of them
     restore_seconds: float | None = None  # Secret restored -> all Ready
     floor_status_seconds: float = 0.0  # bare client: M status patches
     floor_writes_seconds: float = 0.0  # bare client: M x (status, binding Secret, Event)
@@ -80,6 +84,26 @@ class BlackHoleRound:
 
 
 @dataclass
+class Environment:
+    """Where and when the run was made; a busy machine explains slow figures."""
+
+    started: str = ""  # UTC
+    cpus: int = 0
+    python: str = ""
+    load_average_start: list[float] = field(default_factory=list)  # 1, 5, 15 min
+    load_average_end: list[float] = field(default_factory=list)
+
+    @classmethod
+    def now(cls) -> Environment:
+        return cls(
+            started=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            cpus=os.cpu_count() or 0,
+            python=platform.python_version(),
+            load_average_start=[round(x, 2) for x in os.getloadavg()],
+        )
+
+
+@dataclass
 class Figures:
     count: int
     secrets: int
@@ -102,6 +126,7 @@ class Figures:
     connection_bytes: int = 0  # one Connection with its status, JSON
     operator_log_lines: int = 0
     failure: str = ""  # why the run stopped early; the figures before it stand
+    environment: Environment = field(default_factory=Environment.now)
 
     def derived(self) -> dict[str, Any]:
         """The ratios and per-verification figures the report states."""
@@ -261,6 +286,10 @@ def _shared_rows(shared: SharedRotation) -> list[Row]:
     return [
         (f"shared Secret: {m} Connections created -> Ready (s)", _s(shared.ready.seconds)),
         ("  rotated -> all AuthenticationFailed (s)", _s(rotation.seconds)),
+        (
+            "  ... the first one / half of them (s)",
+            f"{shared.first_seconds:.2f} / {shared.half_seconds:.2f}",
+        ),
         *_writes_rows("  rotation", rotation.writes, m),
         _cpu_row("  rotation", rotation),
         (f"  bare client: {m} status patches (s)", _s(shared.floor_status_seconds)),
@@ -310,7 +339,14 @@ def report(f: Figures) -> str:
     n = f.count
     op = f.operator
     mem = f.memory
+    env = f.environment
+    load = " / ".join(
+        ", ".join(f"{x:.1f}" for x in loads) or "-"
+        for loads in (env.load_average_start, env.load_average_end)
+    )
     rows: list[Row] = [
+        ("started (UTC), cores, Python", f"{env.started}, {env.cpus}, {env.python}"),
+        ("load average 1/5/15 min at start / end", load),
         ("N (Connections)", str(n)),
         ("Secrets in the bench namespace", str(f.secrets)),
         ("client concurrency", str(f.concurrency)),

@@ -135,6 +135,9 @@ def measure_shared(bench: Bench, shared: SharedRotation, namespace: str, count: 
         {"failed": count}, clock.started, bench.timeout, AUTH_FAILED, bench.checker([])
     )
     clock.stop(times["failed"])
+    reached = watcher.reached["failed"]
+    shared.first_seconds = round(reached[0] - clock.started, 3)
+    shared.half_seconds = round(reached[(count - 1) // 2] - clock.started, 3)
     round_.watch_events = watcher.events
     finish_writes(bench, round_, before, {("secrets", "PATCH"): 1})
     round_.server_requests = bench.token.requests - served_before

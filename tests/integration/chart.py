@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -97,3 +98,48 @@ def rule_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
         for resource in rule.get("resources", [])
         for verb in rule.get("verbs", [])
     }
+
+
+def mounted_secret(manifests: list[Manifest]) -> tuple[str, str]:
+    """The Secret mounted for the webhook's certificate, and where it is mounted."""
+    pod = the(manifests, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if "secret" in v)
+    mount = next(
+        m for m in operator_container(manifests)["volumeMounts"] if m["name"] == volume["name"]
+    )
+    assert mount["readOnly"] is True
+    return volume["secret"]["secretName"], mount["mountPath"]
+
+
+def decoded(secret: Manifest, key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])
+
+
+def apply_manifests(cp: localcluster.ControlPlane, manifests: list[Manifest]) -> None:
+    cp.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=helm",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(manifests),
+    )
+
+
+def token_kubeconfig(cp: localcluster.ControlPlane, token: str, path: Path) -> Path:
+    """The admin kubeconfig's cluster with the ServiceAccount token as the only credential."""
+    admin = json.loads(cp.kubeconfig.read_text())
+    config = {
+        **admin,
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+            }
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    return path

@@ -31,8 +31,11 @@ from tests.integration.chart import (
     KUSTOMIZE_BASE,
     KUSTOMIZE_WEBHOOK,
     Manifest,
+    apply_manifests,
+    decoded,
     helm,
     helm_binary,
+    mounted_secret,
     named,
     of_kind,
     operator_container,
@@ -40,6 +43,7 @@ from tests.integration.chart import (
     render_kustomize,
     rule_set,
     the,
+    token_kubeconfig,
     value_flags,
 )
 from tests.integration.http_server import TokenApi
@@ -65,11 +69,18 @@ EVERYTHING_ON: dict[str, Any] = {
 }
 WEBHOOK_OFF: dict[str, Any] = {"webhook": {"enabled": False}}
 CERT_MANAGER: dict[str, Any] = {"webhook": {"certManager": {"enabled": True}}}
+# One operator without peering: what deploy/base (and its overlay) still deploys.
+SINGLE_REPLICA: dict[str, Any] = {
+    "replicas": 1,
+    "peering": {"enabled": False, "name": "patchbay"},
+    "shutdownDelaySeconds": 0,
+}
 VALUE_SETS = {
     "defaults": {},
     "everything-on": EVERYTHING_ON,
     "webhook-off": WEBHOOK_OFF,
     "cert-manager": {**EVERYTHING_ON, **CERT_MANAGER},
+    "single-replica": SINGLE_REPLICA,
 }
 WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
@@ -96,6 +107,8 @@ def test_chart_passes_helm_lint(helm_path: Path, values: dict[str, Any]) -> None
         ({"egress": {"deny": ["not-a-network"]}}, "deny"),
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
         ({"webhook": {"failurePolicy": "Sometimes"}}, "failurePolicy"),
+        ({"replicas": 0}, "replicas"),
+        ({"podDisruptionBudget": {"enabled": True, "minAvailable": 0}}, "minAvailable"),
     ],
     ids=[
         "bad-log-level",
@@ -103,6 +116,8 @@ def test_chart_passes_helm_lint(helm_path: Path, values: dict[str, Any]) -> None
         "bad-cidr",
         "bad-namespace-name",
         "bad-failure-policy",
+        "no-replicas",
+        "empty-disruption-budget",
     ],
 )
 def test_values_schema_rejects_invalid_values_naming_them(
@@ -157,11 +172,11 @@ def _services(manifests: list[Manifest]) -> dict[str, Any]:
     return {s["metadata"]["name"]: s["spec"] for s in of_kind(manifests, "Service")}
 
 
-def test_kustomize_base_and_chart_without_webhook_agree_on_crds_rbac_container_and_services(
+def test_kustomize_base_agrees_with_a_single_chart_replica_without_webhook(
     control_plane: localcluster.ControlPlane, helm_path: Path
 ) -> None:
     # kustomize cannot generate the webhook's certificate: the base has no webhook
-    chart = render(helm_path, WEBHOOK_OFF, include_crds=True)
+    chart = render(helm_path, {**SINGLE_REPLICA, **WEBHOOK_OFF}, include_crds=True)
     base = render_kustomize(control_plane)
 
     def crds(manifests: list[Manifest]) -> dict[str, Any]:
@@ -184,10 +199,10 @@ def test_kustomize_base_and_chart_without_webhook_agree_on_crds_rbac_container_a
         assert of_kind(base, kind) == of_kind(chart, kind) == []
 
 
-def test_kustomize_webhook_overlay_and_chart_in_cert_manager_mode_agree(
+def test_kustomize_webhook_overlay_agrees_with_a_single_chart_replica_using_cert_manager(
     control_plane: localcluster.ControlPlane, helm_path: Path
 ) -> None:
-    chart = render(helm_path, CERT_MANAGER)
+    chart = render(helm_path, {**SINGLE_REPLICA, **CERT_MANAGER})
     overlay = render_kustomize(control_plane, KUSTOMIZE_WEBHOOK)
 
     def container(manifests: list[Manifest]) -> dict[str, Any]:
@@ -277,7 +292,164 @@ def test_egress_and_peering_values_become_operator_arguments(helm_path: Path) ->
     assert "--egress-deny=10.0.0.0/8" in args
     assert "--egress-allow=192.0.2.0/24" in args
     assert "--peering=patchbay" in args
-    assert not any(a.startswith("--peering") for a in operator_container(render(helm_path))["args"])
+    alone = operator_container(render(helm_path, SINGLE_REPLICA))["args"]
+    assert not any(a.startswith("--peering") for a in alone)
+
+
+# --- availability ------------------------------------------------------------------------------
+
+
+def _pod_template(manifests: list[Manifest]) -> dict[str, Any]:
+    template: dict[str, Any] = the(manifests, "Deployment")["spec"]["template"]
+    return template
+
+
+def test_default_install_runs_two_peered_replicas_rolling_a_new_pod_in_before_an_old_one_goes(
+    helm_path: Path,
+) -> None:
+    manifests = render(helm_path)
+    deployment = the(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    container = operator_container(manifests)
+    assert "--peering=patchbay" in container["args"]
+    assert the(manifests, "ClusterKopfPeering")["metadata"]["name"] == "patchbay"
+    # every replica is a peer of its own, named after its pod
+    assert {
+        "name": "POD_ID",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    } in container["env"]
+
+
+def test_disruption_budget_keeps_a_replica_through_voluntary_disruptions(helm_path: Path) -> None:
+    manifests = render(helm_path)
+    budget = the(manifests, "PodDisruptionBudget")
+    assert budget["metadata"]["namespace"] == "patchbay-system"
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert (
+        budget["spec"]["selector"]
+        == the(manifests, "Deployment")["spec"]["selector"]
+        == {
+            "matchLabels": {
+                "app.kubernetes.io/name": "patchbay",
+                "app.kubernetes.io/instance": "patchbay",
+            }
+        }
+    )
+    off = render(helm_path, {"podDisruptionBudget": {"enabled": False, "minAvailable": 1}})
+    assert of_kind(off, "PodDisruptionBudget") == []
+
+
+def test_replicas_spread_over_nodes_unless_told_otherwise(helm_path: Path) -> None:
+    spread = _pod_template(render(helm_path))["spec"]["topologySpreadConstraints"]
+    assert spread == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "patchbay",
+                    "app.kubernetes.io/instance": "patchbay",
+                }
+            },
+        }
+    ]
+    zones = [{**spread[0], "topologyKey": "topology.kubernetes.io/zone"}]
+    chosen = _pod_template(render(helm_path, {"topologySpreadConstraints": zones}))
+    assert chosen["spec"]["topologySpreadConstraints"] == zones
+
+
+def test_webhook_service_sends_admissions_to_every_ready_replica(helm_path: Path) -> None:
+    manifests = render(helm_path)
+    selector = named(manifests, "Service", "patchbay-webhook")["spec"]["selector"]
+    # the Deployment's own selector: no label tells the working replica from the others
+    assert selector == the(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= _pod_template(manifests)["metadata"]["labels"].items()
+    container = operator_container(manifests)
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    # a stopping pod keeps answering while it leaves the Service's endpoints
+    assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+
+
+def test_a_single_replica_without_peering_is_recreated_without_budget_or_spread(
+    helm_path: Path,
+) -> None:
+    manifests = render(helm_path, SINGLE_REPLICA)
+    deployment = the(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "topologySpreadConstraints" not in _pod_template(manifests)["spec"]
+    assert "lifecycle" not in operator_container(manifests)
+    for kind in ("PodDisruptionBudget", "ClusterKopfPeering", "KopfPeering"):
+        assert of_kind(manifests, kind) == [], kind
+    # one replica with peering still rolls, and a budget of one would block every drain
+    peered = render(helm_path, {"replicas": 1})
+    assert the(peered, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert of_kind(peered, "PodDisruptionBudget") == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"replicas": 2, "peering": {"enabled": False, "name": "patchbay"}},
+            "replicas above 1 need peering.enabled",
+        ),
+        (
+            {"replicas": 2, "podDisruptionBudget": {"enabled": True, "minAvailable": 2}},
+            "podDisruptionBudget.minAvailable must be below replicas",
+        ),
+    ],
+    ids=["replicas-without-peering", "budget-blocking-every-drain"],
+)
+def test_values_that_would_break_availability_are_refused_saying_why(
+    helm_path: Path, values: dict[str, Any], message: str
+) -> None:
+    result = helm(helm_path, "template", "patchbay", str(CHART), *value_flags(values), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("watched", [[], ["team-a", "team-b"]], ids=["all-namespaces", "listed"])
+def test_peering_rbac_lets_the_operator_patch_only_its_own_peering_object(
+    helm_path: Path, watched: list[str]
+) -> None:
+    manifests = render(
+        helm_path, {"watchNamespaces": watched, "peering": {"enabled": True, "name": "pb-peers"}}
+    )
+    resource = "kopfpeerings" if watched else "clusterkopfpeerings"
+    wanted = [
+        {"apiGroups": ["kopf.dev"], "resources": [resource], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": [resource],
+            "resourceNames": ["pb-peers"],
+            "verbs": ["patch"],
+        },
+    ]
+    roles = of_kind(manifests, "ClusterRole") + of_kind(manifests, "Role")
+    granted = {
+        (role["kind"], role["metadata"].get("namespace")): [
+            rule for rule in role["rules"] if rule["apiGroups"] == ["kopf.dev"]
+        ]
+        for role in roles
+    }
+    if watched:
+        per_namespace: dict[tuple[str, str | None], list[dict[str, Any]]] = {
+            ("Role", ns): wanted for ns in watched
+        }
+        assert granted == {("ClusterRole", None): [], **per_namespace}
+        objects = of_kind(manifests, "KopfPeering")
+        assert sorted(o["metadata"]["namespace"] for o in objects) == watched
+    else:
+        assert granted == {("ClusterRole", None): wanted}
+        objects = of_kind(manifests, "ClusterKopfPeering")
+    assert {o["metadata"]["name"] for o in objects} == {"pb-peers"}
 
 
 # --- the admission webhooks --------------------------------------------------------------------
@@ -289,21 +461,6 @@ def _webhook(manifests: list[Manifest], kind: str) -> dict[str, Any]:
     return webhooks[0]
 
 
-def _mounted_secret(manifests: list[Manifest]) -> tuple[str, str]:
-    """The Secret mounted for the webhook's certificate, and where it is mounted."""
-    pod = the(manifests, "Deployment")["spec"]["template"]["spec"]
-    volume = next(v for v in pod["volumes"] if "secret" in v)
-    mount = next(
-        m for m in operator_container(manifests)["volumeMounts"] if m["name"] == volume["name"]
-    )
-    assert mount["readOnly"] is True
-    return volume["secret"]["secretName"], mount["mountPath"]
-
-
-def _decoded(secret: Manifest, key: str) -> bytes:
-    return base64.b64decode(secret["data"][key])
-
-
 def test_webhooks_call_the_operator_through_its_service_on_their_paths(helm_path: Path) -> None:
     manifests = render(helm_path)
     service = named(manifests, "Service", "patchbay-webhook")
@@ -313,7 +470,7 @@ def test_webhooks_call_the_operator_through_its_service_on_their_paths(helm_path
     container = operator_container(manifests)
     assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
     assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
-    secret_name, mount_path = _mounted_secret(manifests)
+    secret_name, mount_path = mounted_secret(manifests)
     assert "--webhook-port=9443" in container["args"]
     assert f"--webhook-cert={mount_path}/tls.crt" in container["args"]
     assert f"--webhook-key={mount_path}/tls.key" in container["args"]
@@ -346,21 +503,21 @@ def test_self_signed_certificate_is_trusted_by_both_webhooks_for_the_service_nam
     helm_path: Path,
 ) -> None:
     manifests = render(helm_path, {"watchNamespaces": ["team-a"]})
-    secret = named(manifests, "Secret", _mounted_secret(manifests)[0])
-    ca = x509.load_pem_x509_certificate(_decoded(secret, "ca.crt"))
-    served = x509.load_pem_x509_certificate(_decoded(secret, "tls.crt"))
+    secret = named(manifests, "Secret", mounted_secret(manifests)[0])
+    ca = x509.load_pem_x509_certificate(decoded(secret, "ca.crt"))
+    served = x509.load_pem_x509_certificate(decoded(secret, "tls.crt"))
     served.verify_directly_issued_by(ca)
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "patchbay-webhook.patchbay-system.svc" in names.get_values_for_type(x509.DNSName)
     for kind in WEBHOOK_KINDS:
         assert base64.b64decode(_webhook(manifests, kind)["clientConfig"]["caBundle"]) == (
-            _decoded(secret, "ca.crt")
+            decoded(secret, "ca.crt")
         )
     # a new certificate restarts the operator, which reads it at start
     annotations = the(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert (
         annotations["checksum/webhook-tls"]
-        == hashlib.sha256(_decoded(secret, "tls.crt")).hexdigest()
+        == hashlib.sha256(decoded(secret, "tls.crt")).hexdigest()
     )
 
 
@@ -409,7 +566,7 @@ def test_cert_manager_mode_issues_the_mounted_secret_and_injects_its_ca(helm_pat
         "kind": "Issuer",
         "name": issuer["metadata"]["name"],
     }
-    assert certificate["spec"]["secretName"] == _mounted_secret(manifests)[0]
+    assert certificate["spec"]["secretName"] == mounted_secret(manifests)[0]
     assert "patchbay-webhook.patchbay-system.svc" in certificate["spec"]["dnsNames"]
     for kind in WEBHOOK_KINDS:
         configuration = the(manifests, kind)
@@ -426,7 +583,7 @@ def test_upgrade_keeps_the_self_signed_certificate_stored_in_the_cluster(
 ) -> None:
     first = render(helm_path, namespace=namespace, cluster=control_plane)
     secret = the(first, "Secret")
-    _apply_manifests(control_plane, [secret])
+    apply_manifests(control_plane, [secret])
     upgrade = render(helm_path, namespace=namespace, cluster=control_plane)
     assert the(upgrade, "Secret")["data"] == secret["data"]
     assert (
@@ -468,36 +625,6 @@ class Installation:
         return f"system:serviceaccount:{self.release_namespace}:{self.service_account}"
 
 
-def _apply_manifests(cp: localcluster.ControlPlane, manifests: list[Manifest]) -> None:
-    cp.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=helm",
-        "-f",
-        "-",
-        input=yaml.safe_dump_all(manifests),
-    )
-
-
-def _token_kubeconfig(cp: localcluster.ControlPlane, token: str, path: Path) -> Path:
-    """The admin kubeconfig's cluster with the ServiceAccount token as the only credential."""
-    admin = json.loads(cp.kubeconfig.read_text())
-    config = {
-        **admin,
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "operator",
-                "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
-            }
-        ],
-        "current-context": "operator",
-    }
-    path.write_text(json.dumps(config))
-    return path
-
-
 @pytest.fixture(scope="module", params=["all-namespaces", "listed-namespaces"])
 def installed(
     request: pytest.FixtureRequest,
@@ -526,24 +653,24 @@ def installed(
     # The API server cannot reach a Service here (there are no Pods): the webhook
     # configurations stay out, and the tests call the operator's webhook directly.
     rest = [m for m in manifests if m["kind"] not in {"CustomResourceDefinition", *WEBHOOK_KINDS}]
-    _apply_manifests(control_plane, crds)
+    apply_manifests(control_plane, crds)
     control_plane.kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
-    _apply_manifests(control_plane, rest)
+    apply_manifests(control_plane, rest)
 
     service_account = the(manifests, "ServiceAccount")["metadata"]["name"]
     token = control_plane.kubectl(
         "create", "token", service_account, "-n", release_namespace, "--duration=2h"
     ).stdout.strip()
     workdir = tmp_path_factory.mktemp(request.param)
-    kubeconfig = _token_kubeconfig(control_plane, token, workdir / "kubeconfig")
+    kubeconfig = token_kubeconfig(control_plane, token, workdir / "kubeconfig")
     service = _webhook(manifests, "ValidatingWebhookConfiguration")["clientConfig"]["service"]
     # The certificate Secret as the kubelet would mount it.
-    secret_name, mount_path = _mounted_secret(manifests)
+    secret_name, mount_path = mounted_secret(manifests)
     secret = named(manifests, "Secret", secret_name)
     certificates = workdir / "webhook-tls"
     certificates.mkdir()
     for key in secret["data"]:
-        (certificates / key).write_bytes(_decoded(secret, key))
+        (certificates / key).write_bytes(decoded(secret, key))
     # The chart's own arguments; every endpoint on loopback only.
     args = [
         a.replace("http://0.0.0.0:", "http://127.0.0.1:").replace(mount_path, str(certificates))
@@ -564,7 +691,7 @@ def installed(
             liveness_port=liveness_port,
             metrics_port=metrics_port,
             webhook_port=webhook_port,
-            webhook_ca=_decoded(secret, "ca.crt"),
+            webhook_ca=decoded(secret, "ca.crt"),
             webhook_host_name=f"{service['name']}.{service['namespace']}.svc",
         )
     finally:
@@ -759,6 +886,19 @@ def test_chart_identity_can_never_delete_or_rewrite_secrets(
         assert not _can_i(control_plane, installed, verb, "secrets", installed.watched), verb
     assert not _can_i(control_plane, installed, "*", "*", installed.watched)
     assert not _can_i(control_plane, installed, "delete", "connections", installed.watched)
+
+
+def test_chart_identity_writes_to_no_peering_object_but_its_own(
+    control_plane: localcluster.ControlPlane, installed: Installation
+) -> None:
+    kind = "ClusterKopfPeering" if installed.clusterwide else "KopfPeering"
+    own = the(installed.manifests, kind)["metadata"]["name"]
+    resource = f"{kind.lower()}s.kopf.dev"
+    assert _can_i(control_plane, installed, "patch", f"{resource}/{own}", installed.watched)
+    assert not _can_i(control_plane, installed, "patch", f"{resource}/other", installed.watched)
+    for verb in ("create", "update", "delete"):
+        assert not _can_i(control_plane, installed, verb, f"{resource}/{own}", installed.watched)
+    assert _can_i(control_plane, installed, "watch", resource, installed.watched)
 
 
 def test_chart_identity_reads_secrets_only_where_it_watches(

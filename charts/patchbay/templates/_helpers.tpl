@@ -72,9 +72,7 @@ garbage collector through their ownerReference, so there is no delete verb.
   resources: [events]
   verbs: [create]
 {{- if and .Values.peering.enabled .Values.watchNamespaces }}
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  verbs: [list, watch, patch]
+{{ include "patchbay.peeringRules" (dict "resource" "kopfpeerings" "name" .Values.peering.name) }}
 {{- end }}
 {{- end -}}
 
@@ -99,10 +97,24 @@ watches Namespaces to notice when a listed one is created.
   resources: [namespaces]
   verbs: [list, watch]
 {{- else if .Values.peering.enabled }}
-- apiGroups: [kopf.dev]
-  resources: [clusterkopfpeerings]
-  verbs: [list, watch, patch]
+{{ include "patchbay.peeringRules" (dict "resource" "clusterkopfpeerings" "name" .Values.peering.name) }}
 {{- end }}
+{{- end -}}
+
+{{/*
+kopf peering: every replica watches the peering objects to learn about the others
+and writes its keep-alive into the status of the one named by peering.name (the
+CRD has no status subresource, so that is a patch of the object). It never
+creates or deletes one: the chart does. Called with (dict "resource" <plural> "name" <name>).
+*/}}
+{{- define "patchbay.peeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [{{ .resource }}]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [{{ .resource }}]
+  resourceNames: [{{ .name }}]
+  verbs: [patch]
 {{- end -}}
 
 {{- define "patchbay.webhookServiceName" -}}

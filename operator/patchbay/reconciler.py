@@ -962,36 +962,35 @@ class Reconciler:
             "observedGeneration": record.generation,
             **extra,
         }
+        # Sending a refused patch again would be refused again. The reason alone (short,
+        # from a fixed list) always fits, so the Connection still says what is wrong; the
+        # next attempt comes at its regular time.
+        if not await self._patch_unless_refused(key, record, written, "status"):
+            conditions = [{**c, "message": STATUS_REFUSED_MESSAGE} for c in conditions]
+            reason_only = {"phase": phase, "conditions": conditions}
+            if not await self._patch_unless_refused(key, record, reason_only, "reason"):
+                return
+        await self._after_status_write(key, record, status, phase, conditions)
+
+    async def _patch_unless_refused(
+        self, key: Key, record: Tracked, status: Mapping[str, Any], what: str
+    ) -> bool:
+        """False when the API server refused the patch as such (a 4xx repeating cannot fix)."""
         try:
-            await self._patch_status(key, record, written)
+            await self._patch_status(key, record, status)
         except kube.KubeApiError as exc:
             if not _refused(exc):
                 raise
-            # Sending the same patch again would be refused again. The reason alone
-            # (short, from a fixed list) always fits, so the Connection still says what
-            # is wrong; the next attempt comes at its regular time.
             logger.error(
-                "the API server refused the status of %s/%s (%s %s); writing its reason alone",
+                "the API server refused the %s of %s/%s (%s %s)",
+                what,
                 *key,
                 exc.status,
                 exc.reason,
                 extra=object_fields(*key),
             )
-            conditions = [{**c, "message": STATUS_REFUSED_MESSAGE} for c in conditions]
-            try:
-                await self._patch_status(key, record, {"phase": phase, "conditions": conditions})
-            except kube.KubeApiError as again:
-                if not _refused(again):
-                    raise
-                logger.error(
-                    "the API server refused the reason of %s/%s too (%s %s)",
-                    *key,
-                    again.status,
-                    again.reason,
-                    extra=object_fields(*key),
-                )
-                return
-        await self._after_status_write(key, record, status, phase, conditions)
+            return False
+        return True
 
     async def _patch_status(self, key: Key, record: Tracked, status: Mapping[str, Any]) -> None:
         """Every status write of a Connection: cut to the schema's limits and read through

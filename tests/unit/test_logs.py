@@ -11,51 +11,44 @@ import pytest
 from patchbay.logs import configure_logging, object_fields
 
 
-def test_operator_lines_about_a_connection_carry_namespace_and_object(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    stream = io.StringIO()
-    monkeypatch.setattr("sys.stderr", stream)
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        configure_logging("INFO", json_format=True)
-        logging.getLogger("patchbay.reconciler").info(
-            "verifying shop/orders now", extra=object_fields("shop", "orders")
-        )
-        logging.getLogger("patchbay.reconciler").info(
-            "ClusterConnector status", extra=object_fields("", "postgres")
-        )
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert (first["namespace"], first["object"], first["level"]) == ("shop", "orders", "INFO")
-    assert (second["namespace"], second["object"]) == (None, "postgres")
-    assert "k8s_ref" not in first
-
-
-def _lines_logged(
-    level: str, logger_name: str, message: str, monkeypatch: pytest.MonkeyPatch
+def _logged(
+    level: str, monkeypatch: pytest.MonkeyPatch, *lines: tuple[str, str, dict[str, object]]
 ) -> str:
+    """What the operator's log configuration writes for (logger, message, extra) lines."""
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
         configure_logging(level, json_format=True)
-        logging.getLogger(logger_name).info(message)
+        for name, message, extra in lines:
+            logging.getLogger(name).info(message, extra=extra)
     finally:
         root.handlers[:], level_before = saved
         root.setLevel(level_before)
     return stream.getvalue()
 
 
+def test_operator_lines_about_a_connection_carry_namespace_and_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = _logged(
+        "INFO",
+        monkeypatch,
+        ("patchbay.reconciler", "verifying shop/orders now", object_fields("shop", "orders")),
+        ("patchbay.reconciler", "ClusterConnector status", object_fields("", "postgres")),
+    )
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert (first["namespace"], first["object"], first["level"]) == ("shop", "orders", "INFO")
+    assert (second["namespace"], second["object"]) == (None, "postgres")
+    assert "k8s_ref" not in first
+
+
 def test_kopf_handler_bookkeeping_is_not_logged_at_info(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _lines_logged("INFO", "kopf.objects", "Handler 'secret_event' succeeded.", monkeypatch)
+    text = _logged("INFO", monkeypatch, ("kopf.objects", "Handler 'secret_event' succeeded.", {}))
     assert text == ""
 
 
 def test_kopf_handler_bookkeeping_is_logged_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _lines_logged("DEBUG", "kopf.objects", "Handler 'secret_event' succeeded.", monkeypatch)
+    text = _logged("DEBUG", monkeypatch, ("kopf.objects", "Handler 'secret_event' succeeded.", {}))
     assert "succeeded" in text

@@ -2,7 +2,8 @@
 
 One urllib3 connection pool with the kubeconfig's client certificate and no object models,
 so the client's own cost per request stays small and the same for every round. It talks to
-127.0.0.1 only and never retries a request by itself.
+127.0.0.1 only, and retries only a request that never reached the server or a GET whose
+pooled connection broke.
 """
 
 from __future__ import annotations
@@ -65,7 +66,16 @@ class Api:
             ca_certs=configuration.ssl_ca_cert,
             cert_file=configuration.cert_file,
             key_file=configuration.key_file,
-            retries=False,
+            retries=urllib3.Retry(
+                total=3,
+                connect=3,
+                read=2,
+                status=0,
+                other=0,
+                redirect=0,
+                allowed_methods=frozenset({"GET"}),
+                raise_on_status=False,
+            ),
         )
 
     def _url(self, path: str, query: Mapping[str, str] | None) -> str:
@@ -123,6 +133,7 @@ class Api:
             headers={"Accept": JSON},
             timeout=urllib3.Timeout(connect=10.0, read=read_timeout),
             preload_content=False,
+            retries=False,  # a quiet watch ends; the caller opens the next one
         )
         try:
             if response.status >= 400:

@@ -38,7 +38,7 @@ import pymysql
 from pymysql.constants import CLIENT, COMMAND, CR
 from pymysql.protocol import FieldDescriptorPacket
 
-from patchbay.api.connector import CheckSpec, CheckType
+from patchbay.drivers import sql
 from patchbay.drivers.base import (
     MAX_ROWS,
     NO_RESULT_SET,
@@ -48,7 +48,6 @@ from patchbay.drivers.base import (
     DriverInfo,
     Egress,
     JsonValue,
-    RowCollector,
     RowSet,
     SqlBrowser,
     SqlBrowsing,
@@ -56,21 +55,13 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
-    capped_value,
     config_port,
     config_text,
     json_value,
     load_tls_material,
     resolve_address,
-    value_cap,
 )
-from patchbay.drivers.checks import (
-    CheckFunction,
-    SessionLost,
-    check_subject,
-    ok_message,
-    run_checks,
-)
+from patchbay.drivers.checks import SessionLost, run_checks
 from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
@@ -83,7 +74,6 @@ DEFAULT_PORT = 3306
 QUERY_ROW_LIMIT = 1
 # How long the second login that kills a statement after a cancellation may take.
 KILL_TIMEOUT_SECONDS = 5.0
-ONE_STATEMENT = "only one statement may run here, not several separated by semicolons"
 ONLY_QUERIES = (
     "only a query may run here: SELECT or WITH ... SELECT "
     "(statements that write, end transactions or change settings are refused)"
@@ -341,7 +331,7 @@ async def _columns_of(conn: _Connection, statement: str) -> tuple[str, ...]:
     except pymysql.err.ProgrammingError as exc:
         if not _stops_at_a_semicolon(statement, exc):
             raise
-        message = f"{ONE_STATEMENT} (the server says: {exc.args[1]})"
+        message = f"{sql.ONE_STATEMENT} (the server says: {exc.args[1]})"
     else:
         message = ""
     if message:  # raised here, so that the library's exception does not ride along
@@ -366,38 +356,27 @@ async def _columns_of(conn: _Connection, statement: str) -> tuple[str, ...]:
 def _capped(statement: str, columns: int, cap: int) -> str:
     """A query over ``statement`` (as a common table expression) returning each of its
     values when it takes at most ``cap`` bytes, else NULL, and then each value over the cap
-    cut to ``cap`` characters (at most four bytes each), else NULL.
+    cut to ``cap`` characters, else NULL (``sql.capped_columns``).
 
     So no value longer than that crosses the network, and only a query can run: the
     statement cannot end the expression and start another statement (multi-statements are
     off), and a query follows the expression, so nothing but a query parses.
     """
-    names = [f"c{i}" for i in range(columns)]
-    kept = [f"CASE WHEN OCTET_LENGTH({n}) <= {cap} THEN {n} END" for n in names]
-    cut = [f"CASE WHEN OCTET_LENGTH({n}) > {cap} THEN LEFT({n}, {cap}) END" for n in names]
-    body = statement.rstrip()
-    while body.endswith(";"):  # fine on its own, but not inside the expression
-        body = body[:-1].rstrip()
+    names, kept, cut = sql.capped_columns(columns, cap)
+    body = sql.without_trailing_semicolons(statement)
     return f"WITH q ({', '.join(names)}) AS (\n{body}\n) SELECT {', '.join(kept + cut)} FROM q"
 
 
 async def _fetch_capped(
     conn: _Connection, statement: str, max_rows: int
 ) -> tuple[RowSet, int | None]:
-    """At most max_rows rows of user SQL within the read caps, and the per-value cap when a
-    value was cut (else None).
-
-    What is bounded: each value (cut on the server, so at most four bytes per character of
-    the cap arrive), each row (the per-value cap shrinks with the number of columns) and the
-    rows kept (reading stops at MAX_RESULT_BYTES). aiomysql receives a row whole, so one row
-    is what the client holds beyond the rows kept.
-    """
+    """At most max_rows rows of user SQL within the read caps (``sql.CappedRows``), and the
+    per-value cap when a value was cut (else None)."""
     columns = await _columns_of(conn, statement)
-    cap = value_cap(len(columns))
-    collector = RowCollector(max_rows)
+    rows = sql.CappedRows(columns, max_rows)
     cursor = await conn.cursor(aiomysql.SSCursor)
     try:
-        await cursor.execute(_capped(statement, len(columns), cap))
+        await cursor.execute(_capped(statement, len(columns), rows.cap))
     except pymysql.err.ProgrammingError as exc:
         if exc.args[0] != _SYNTAX_ERROR:
             raise
@@ -409,17 +388,11 @@ async def _fetch_capped(
     if refused:  # raised here, so that the library's exception does not ride along
         raise DriverError(Reason.CONFIG_INVALID, ONLY_QUERIES)
     while (row := await cursor.fetchone()) is not None:
-        kept: list[JsonValue] = []
-        cut = False
-        for value, cut_value in zip(row[: len(columns)], row[len(columns) :], strict=True):
-            json, value_cut = capped_value(value if cut_value is None else cut_value, cap)
-            kept.append(json)
-            cut = cut or value_cut or cut_value is not None
-        if not collector.offer(kept, cut):
+        if not rows.offer(row[: len(columns)], row[len(columns) :]):
             break
     # Not in a finally: after a cancellation, reading the rest could wait on a hung server.
     await cursor.close()
-    return collector.result(columns), cap if collector.values_cut else None
+    return rows.result()
 
 
 class _Session:
@@ -490,27 +463,21 @@ async def _table(conn: _Connection, name: str) -> None:
     await conn.query(f"SELECT 1 FROM {qualified} LIMIT 0")
 
 
-class _Checks:
+class _Checks(sql.SqlChecks):
     """The driver's check functions over one session."""
 
     def __init__(self, session: _Session) -> None:
         self._session = session
 
-    async def query(self, check: CheckSpec) -> str:
-        sql = check_subject(check)
+    async def read_query(self, statement: str) -> int | None:
         conn = self._session.conn
         _, cut_to = await self._session.rolled_back(
-            QUERY_ROW_LIMIT, lambda: _fetch_capped(conn, sql, QUERY_ROW_LIMIT)
+            QUERY_ROW_LIMIT, lambda: _fetch_capped(conn, statement, QUERY_ROW_LIMIT)
         )
-        return ok_message(cut_to)
+        return cut_to
 
-    async def table(self, check: CheckSpec) -> str:
-        name = check_subject(check)
+    async def read_table(self, name: str) -> None:
         await self._session.rolled_back(QUERY_ROW_LIMIT, lambda: _table(self._session.conn, name))
-        return ok_message()
-
-    def functions(self) -> dict[CheckType, CheckFunction]:
-        return {"query": self.query, "table": self.table}
 
 
 async def _kill_running_statement(open_second: Callable[[], _Connection], thread_id: int) -> None:
@@ -611,7 +578,6 @@ _COLUMNS = (
     " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
     " ORDER BY ORDINAL_POSITION"
 )
-_EVERY_ROW = 2**62  # catalog listings are never cut short
 
 
 class MysqlSqlBrowser:
@@ -638,27 +604,21 @@ class MysqlSqlBrowser:
         return await self._session.rolled_back(max_rows + 1, fetch)
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
-        found = await self._catalog(_TABLES, _EVERY_ROW, (include_system,))
-        return [
-            TableInfo(str(schema), str(name), _TABLE_KINDS.get(str(kind), str(kind).lower()))
-            for schema, name, kind in found.rows
-        ]
+        found = await self._catalog(_TABLES, sql.EVERY_ROW, (include_system,))
+        return sql.table_infos(found.rows, _TABLE_KINDS)
 
     async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         found = await self._catalog(_COLUMNS, MAX_ROWS, (schema, table))
         if not found.rows:  # a table has at least one column
             raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
-        return [
-            ColumnInfo(str(name), str(type_), bool(nullable), bool(primary_key))
-            for name, type_, nullable, primary_key in found.rows
-        ]
+        return sql.column_infos(found.rows)
 
     async def sample(self, schema: str, table: str, rows: int) -> RowSet:
         statement = f"SELECT * FROM {_quote(schema)}.{_quote(table)} LIMIT {rows + 1}"
         return await self._capped(statement, rows)
 
-    async def query(self, sql: str, max_rows: int) -> RowSet:
-        return await self._capped(sql, max_rows)
+    async def query(self, statement: str, max_rows: int) -> RowSet:
+        return await self._capped(statement, max_rows)
 
 
 class MysqlDriver:

@@ -21,10 +21,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar, cast
 
 import psycopg
-from psycopg import generators, pq, sql
+from psycopg import generators, pq
+from psycopg import sql as pgsql
 from psycopg.abc import Query
 
-from patchbay.api.connector import CheckSpec, CheckType
+from patchbay.drivers import sql
 from patchbay.drivers.base import (
     MAX_ROWS,
     NO_RESULT_SET,
@@ -34,7 +35,6 @@ from patchbay.drivers.base import (
     DriverInfo,
     Egress,
     JsonValue,
-    RowCollector,
     RowSet,
     SqlBrowser,
     SqlBrowsing,
@@ -42,20 +42,12 @@ from patchbay.drivers.base import (
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
-    capped_value,
     config_port,
     config_text,
     json_value,
     resolve_address,
-    value_cap,
 )
-from patchbay.drivers.checks import (
-    CheckFunction,
-    SessionLost,
-    check_subject,
-    ok_message,
-    run_checks,
-)
+from patchbay.drivers.checks import SessionLost, run_checks
 from patchbay.drivers.pem import pem_files
 from patchbay.reasons import Reason
 
@@ -66,7 +58,6 @@ DEFAULT_PORT = 5432
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # The runner's asyncio timeout is the real limit; this only keeps libpq from waiting forever.
 CONNECT_TIMEOUT_SECONDS = 300
-ONE_STATEMENT = "only one statement may run here, not several separated by semicolons"
 ONLY_QUERIES = (
     "only a query may run here: SELECT, VALUES, TABLE or WITH ... SELECT "
     "(statements that write, end transactions or change settings are refused)"
@@ -213,7 +204,7 @@ def _raise_for(conn: Connection, results: list[pq.abc.PGresult]) -> pq.abc.PGres
         return result
     error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
     if _SEVERAL_STATEMENTS.search(error.diag.message_primary or ""):
-        raise DriverError(Reason.CONFIG_INVALID, ONE_STATEMENT)
+        raise DriverError(Reason.CONFIG_INVALID, sql.ONE_STATEMENT)
     raise error
 
 
@@ -238,59 +229,38 @@ async def _columns_of(conn: Connection, statement: bytes) -> tuple[str, ...]:
 def _capped(statement: bytes, columns: int, cap: int) -> bytes:
     """A query over ``statement`` (as a subquery) returning each of its values when its text
     takes at most ``cap`` bytes, else NULL, and, last, an array of the values over the cap
-    cut to ``cap`` characters (at most four bytes each).
+    cut to ``cap`` characters (``sql.capped_columns``).
 
     So no value longer than that crosses the network, and only a query can run: the SQL
     cannot end the subquery and start another statement (the extended protocol takes one),
     and what starts with "select ... from (" can only be a SELECT. OFFSET 0 keeps the
     planner from computing the user's expressions once per reference.
     """
-    names = [f"c{i}" for i in range(columns)]
-    kept = [f"case when octet_length(q.{n}::text) <= {cap} then q.{n} end" for n in names]
-    cut = [
-        f"case when octet_length(q.{n}::text) > {cap} then left(q.{n}::text, {cap}) end"
-        for n in names
-    ]
+    names, kept, cut = sql.capped_columns(columns, cap, qualifier="q.", as_text="::text")
     head = f"select {', '.join(kept)}, array[{', '.join(cut)}] from (select * from (\n"
     tail = f"\n) as u offset 0) as q ({', '.join(names)})"
-    # A trailing semicolon is fine on its own but not inside the subquery.
-    body = statement.rstrip()
-    while body.endswith(b";"):
-        body = body[:-1].rstrip()
-    return head.encode() + body + tail.encode()
+    return head.encode() + sql.without_trailing_semicolons(statement) + tail.encode()
 
 
 async def _fetch_capped(
     conn: Connection, statement: bytes, max_rows: int, deadline: Deadline
 ) -> tuple[RowSet, int | None]:
-    """At most max_rows rows of user SQL within the read caps, and the per-value cap when a
-    value was cut (else None).
-
-    What is bounded: each value (cut on the server, so at most four bytes per character of
-    the cap arrive), each row (the per-value cap shrinks with the number of columns) and the
-    rows kept (reading stops at MAX_RESULT_BYTES). libpq receives a row whole, so one row is
-    what the client holds beyond the rows kept.
-    """
+    """At most max_rows rows of user SQL within the read caps (``sql.CappedRows``), and the
+    per-value cap when a value was cut (else None)."""
     await _limit_time(conn, deadline)
     columns = await _columns_of(conn, statement)
-    cap = value_cap(len(columns))
-    collector = RowCollector(max_rows)
+    rows = sql.CappedRows(columns, max_rows)
+    capped = _capped(statement, len(columns), rows.cap)
     started = refused = False
     async with (
         conn.cursor() as cur,
-        contextlib.aclosing(_generator(cur.stream(_capped(statement, len(columns), cap)))) as rows,
+        contextlib.aclosing(_generator(cur.stream(capped))) as stream,
     ):
         try:
-            async for row in rows:
+            async for row in stream:
                 started = True
                 *values, cut_texts = row
-                kept: list[JsonValue] = []
-                cut = False
-                for value, cut_text in zip(values, cut_texts, strict=True):
-                    json, value_cut = capped_value(value if cut_text is None else cut_text, cap)
-                    kept.append(json)
-                    cut = cut or value_cut or cut_text is not None
-                if not collector.offer(kept, cut):
+                if not rows.offer(values, cut_texts):
                     break
         except (psycopg.errors.SyntaxError, psycopg.errors.FeatureNotSupported):
             if started:
@@ -300,13 +270,15 @@ async def _fetch_capped(
             refused = True
     if refused:  # raised here, so that psycopg's exception does not ride along
         raise DriverError(Reason.CONFIG_INVALID, ONLY_QUERIES)
-    return collector.result(columns), cap if collector.values_cut else None
+    return rows.result()
 
 
 async def _table(conn: Connection, name: str, deadline: Deadline) -> None:
     schema, _, table = name.rpartition(".")
     # limit 0 still checks the SELECT privilege, but reads nothing.
-    query = sql.SQL("select 1 from {} limit 0").format(sql.Identifier(schema or "public", table))
+    query = pgsql.SQL("select 1 from {} limit 0").format(
+        pgsql.Identifier(schema or "public", table)
+    )
     await _limit_time(conn, deadline)
     await conn.execute(query)
 
@@ -335,26 +307,21 @@ async def _rolled_back(conn: Connection, work: Awaitable[T]) -> T:
     return result
 
 
-class _Checks:
+class _Checks(sql.SqlChecks):
     """The driver's check functions over one read-only connection."""
 
     def __init__(self, conn: Connection, deadline: Deadline) -> None:
         self._conn = conn
         self._deadline = deadline
 
-    async def query(self, check: CheckSpec) -> str:
-        sql_text = check_subject(check).encode()
+    async def read_query(self, statement: str) -> int | None:
         _, cut_to = await _rolled_back(
-            self._conn, _fetch_capped(self._conn, sql_text, 1, self._deadline)
+            self._conn, _fetch_capped(self._conn, statement.encode(), 1, self._deadline)
         )
-        return ok_message(cut_to)
+        return cut_to
 
-    async def table(self, check: CheckSpec) -> str:
-        await _rolled_back(self._conn, _table(self._conn, check_subject(check), self._deadline))
-        return ok_message()
-
-    def functions(self) -> dict[CheckType, CheckFunction]:
-        return {"query": self.query, "table": self.table}
+    async def read_table(self, name: str) -> None:
+        await _rolled_back(self._conn, _table(self._conn, name, self._deadline))
 
 
 def _server_version(conn: Connection) -> str:
@@ -420,7 +387,6 @@ async def _logged_in(
         await conn.close()  # only closes the socket: safe after a cancellation
 
 
-_EVERY_ROW = 2**62  # catalog listings are never cut short
 _TABLE_KINDS = {
     "r": "table",
     "p": "partitioned table",
@@ -483,11 +449,8 @@ class PostgresSqlBrowser:
         return await _rolled_back(self._conn, fetch())
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
-        found = await self._catalog(_TABLES, _EVERY_ROW, {"include_system": include_system})
-        return [
-            TableInfo(str(schema), str(name), _TABLE_KINDS[str(kind)])
-            for schema, name, kind in found.rows
-        ]
+        found = await self._catalog(_TABLES, sql.EVERY_ROW, {"include_system": include_system})
+        return sql.table_infos(found.rows, _TABLE_KINDS)
 
     async def _oid(self, schema: str, table: str) -> int:
         found = await self._catalog(_TABLE_OID, 1, {"schema": schema, "table": table})
@@ -498,15 +461,12 @@ class PostgresSqlBrowser:
     async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         oid = await self._oid(schema, table)
         found = await self._catalog(_COLUMNS, MAX_ROWS, {"oid": oid})
-        return [
-            ColumnInfo(str(name), str(type_), bool(nullable), bool(primary_key))
-            for name, type_, nullable, primary_key in found.rows
-        ]
+        return sql.column_infos(found.rows)
 
     async def sample(self, schema: str, table: str, rows: int) -> RowSet:
         # One row more than asked for tells whether the table has more.
-        query = sql.SQL("select * from {} limit {}").format(
-            sql.Identifier(schema, table), sql.Literal(rows + 1)
+        query = pgsql.SQL("select * from {} limit {}").format(
+            pgsql.Identifier(schema, table), pgsql.Literal(rows + 1)
         )
         return await self._capped(query.as_bytes(self._conn), rows)
 

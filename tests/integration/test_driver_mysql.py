@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from pymysql.constants import CLIENT
@@ -22,40 +20,45 @@ import localmariadb
 from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
 from patchbay.drivers.base import (
-    MAX_RESULT_BYTES,
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
     DriverError,
-    RowSet,
-    SqlBrowser,
     TlsMaterial,
-    VerifyOutcome,
-    VerifyRequest,
     json_value,
 )
 from patchbay.drivers.mysql import MysqlDriver
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
-from patchbay.verification import run_verification
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import (
-    OPEN_POLICY,
-    DriverCalls,
+    LONG_VALUE_CHECK,
+    LONG_VALUES,
+    ORDERS_UNDER_REPEATED_NAMES,
+    SqlDriverCalls,
+    SqlRequests,
     assert_error_keeps_no_secret,
+    assert_orders_whole,
+    assert_passed_with_a_value_cut,
+    assert_stopped_at_the_result_cap,
+    long_values_cut,
     outcome_texts,
+    outliving_its_timeout,
     query,
     run,
     table,
 )
 from tests.integration.fake_tcp import FakeTcpServer
 
-T = TypeVar("T")
 DRIVER = MysqlDriver()
-CALLS = DriverCalls(DRIVER)
+CALLS = SqlDriverCalls(DRIVER)
 verify = CALLS.verify
 verify_error = CALLS.error
 APP_PASSWORD = "app-" + uuid.uuid4().hex
 SERVER_NAME = "db.patchbay.test"
+make_request = SqlRequests(
+    {"host": "127.0.0.1", "database": "orders", "username": "app", "sslmode": "DISABLED"},
+    APP_PASSWORD,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,26 +83,6 @@ def mdb(mariadb: localmariadb.MariadbServer) -> localmariadb.MariadbServer:
     ):
         localmariadb.execute(mariadb, statement)
     return mariadb
-
-
-def make_request(
-    server: localmariadb.MariadbServer | None = None,
-    *,
-    checks: tuple[CheckSpec, ...] = (),
-    password: str = APP_PASSWORD,
-    tls: TlsMaterial | None = None,
-    **config: str | int,
-) -> VerifyRequest:
-    values: dict[str, str | int] = {
-        "host": "127.0.0.1",
-        "database": "orders",
-        "username": "app",
-        "sslmode": "DISABLED",
-    }
-    if server is not None:
-        values["port"] = server.port
-    values.update(config)
-    return VerifyRequest(config=values, secrets={"password": password}, checks=checks, tls=tls)
 
 
 def new_user(server: localmariadb.MariadbServer, password: str, grants: str = "") -> str:
@@ -530,24 +513,8 @@ def running_statements(server: localmariadb.MariadbServer, marker: str) -> int:
     return int(str(rows[0][0]))
 
 
-def wait_until_no_statement(server: localmariadb.MariadbServer, marker: str) -> int:
-    """Polls until the server runs no statement containing ``marker``; returns how many
-    still run when the polls are used up."""
-    running = running_statements(server, marker)
-    for _ in range(100):
-        if running == 0:
-            break
-        time.sleep(0.1)
-        running = running_statements(server, marker)
-    return running
-
-
-@pytest.mark.parametrize(
-    ("server_limit", "caller_limit"),
-    [
-        pytest.param(2.0, 60.0, id="the-servers-statement-time-limit"),
-        pytest.param(None, 2.0, id="kill-query-when-the-callers-timeout-ends"),
-    ],
+@outliving_its_timeout(
+    "the-servers-statement-time-limit", "kill-query-when-the-callers-timeout-ends"
 )
 def test_query_check_outliving_its_timeout_is_timeout_and_stops_on_the_server(
     mdb: localmariadb.MariadbServer, server_limit: float | None, caller_limit: float
@@ -556,67 +523,29 @@ def test_query_check_outliving_its_timeout_is_timeout_and_stops_on_the_server(
     marker = uuid.uuid4().hex
     busy = f"select benchmark(10000000000, md5('{marker}'))"
     request = replace(make_request(mdb, checks=(query(busy),)), timeout_seconds=server_limit)
-
-    async def scenario() -> tuple[VerifyOutcome, int]:
-        outcome, _ = await run_verification(
-            DRIVER, request, egress=OPEN_POLICY, timeout_seconds=caller_limit
-        )
-        return outcome, await asyncio.to_thread(wait_until_no_statement, mdb, marker)
-
-    outcome, still_running = run(scenario())
+    outcome, still_running = CALLS.outcome_and_still_running(
+        request, caller_limit, lambda: running_statements(mdb, marker)
+    )
     assert outcome.code == Reason.TIMEOUT
     assert still_running == 0
-
-
-def browse(server: localmariadb.MariadbServer, use: Callable[[SqlBrowser], Awaitable[T]]) -> T:
-    async def scenario() -> T:
-        async with DRIVER.browse_sql(make_request(server), OPEN_POLICY) as browser:
-            return await use(browser)
-
-    return run(scenario())
 
 
 def test_query_cuts_long_values_on_the_server_and_says_truncated(
     mdb: localmariadb.MariadbServer,
 ) -> None:
-    rows = browse(
-        mdb,
-        lambda b: b.query(
-            "select repeat('x', 3000000) as big, repeat('é', 100000) as wide, 7 as small,"
-            " unhex(repeat('ab', 100000)) as raw",
-            10,
-        ),
-    )
-    assert rows.columns == ("big", "wide", "small", "raw")
-    assert rows.truncated
-    big, wide, small, raw = rows.rows[0]
-    assert big == "x" * MAX_VALUE_BYTES
-    assert isinstance(wide, str) and MAX_VALUE_BYTES - 2 <= len(wide.encode()) <= MAX_VALUE_BYTES
-    assert set(wide) == {"é"}
-    assert small == 7  # values within the cap keep their type
+    rows = CALLS.rows(make_request(mdb), f"{LONG_VALUES}, unhex(repeat('ab', 100000)) as raw")
+    assert rows.columns[3:] == ("raw",)
+    (raw,) = long_values_cut(rows)
     assert raw == json_value(b"\xab" * MAX_VALUE_BYTES)
 
 
 def test_query_stops_reading_at_the_result_cap(mdb: localmariadb.MariadbServer) -> None:
-    rows = browse(
-        mdb,
-        lambda b: b.query("select repeat('y', 60000) from information_schema.columns", 1000),
-    )
-    assert rows.truncated
-    assert 0 < len(rows.rows) < 1000
-    assert sum(len(str(row[0])) for row in rows.rows) <= MAX_RESULT_BYTES
+    sql = "select repeat('y', 60000) from information_schema.columns"
+    assert_stopped_at_the_result_cap(CALLS.rows(make_request(mdb), sql, 1000), 1000)
 
 
 def test_query_within_the_caps_is_whole(mdb: localmariadb.MariadbServer) -> None:
-    rows = browse(
-        mdb, lambda b: b.query("select id, 'a' as a, 'a' as a from orders order by id", 3)
-    )
-    assert rows.columns == ("id", "a", "a")
-    assert rows.rows[:3] == ((1, "a", "a"), (2, "a", "a"), (3, "a", "a"))
-
-
-def querying(sql: str) -> Callable[[SqlBrowser], Awaitable[RowSet]]:
-    return lambda browser: browser.query(sql, 10)
+    assert_orders_whole(CALLS.rows(make_request(mdb), ORDERS_UNDER_REPEATED_NAMES, 3))
 
 
 def test_query_runs_only_queries(mdb: localmariadb.MariadbServer) -> None:
@@ -626,10 +555,9 @@ def test_query_runs_only_queries(mdb: localmariadb.MariadbServer) -> None:
         ("set session transaction read write", "no result set"),
         ("show tables", "only a query may run here"),
     ):
-        with pytest.raises(DriverError) as refused:
-            browse(mdb, querying(sql))
-        assert refused.value.code == Reason.CONFIG_INVALID
-        assert message in refused.value.message
+        refused = CALLS.refusal(make_request(mdb), sql)
+        assert refused.code == Reason.CONFIG_INVALID
+        assert message in refused.message
     assert (order_count(mdb), table_names(mdb)) == before
 
 
@@ -639,7 +567,7 @@ def test_sample_cuts_long_values(mdb: localmariadb.MariadbServer) -> None:
         "insert into orders.documents select repeat('z', 200000) from orders.orders",
     ):
         localmariadb.execute(mdb, statement)
-    rows = browse(mdb, lambda b: b.sample("orders", "documents", 3))
+    rows = CALLS.browse(make_request(mdb), lambda b: b.sample("orders", "documents", 3))
     assert rows.truncated
     assert [row[0] for row in rows.rows] == ["z" * MAX_VALUE_BYTES] * 3
 
@@ -647,9 +575,8 @@ def test_sample_cuts_long_values(mdb: localmariadb.MariadbServer) -> None:
 def test_query_check_with_a_long_value_passes_and_says_it_was_cut(
     mdb: localmariadb.MariadbServer,
 ) -> None:
-    outcome = run(verify(make_request(mdb, checks=(query("select repeat('x', 3000000)"),))))
-    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Succeeded", Reason.VERIFIED)
-    assert f"cut to {MAX_VALUE_BYTES} bytes" in outcome.checks[0].message
+    outcome = run(verify(make_request(mdb, checks=(LONG_VALUE_CHECK,))))
+    assert_passed_with_a_value_cut(outcome.checks[0])
 
 
 def test_table_checks(mdb: localmariadb.MariadbServer) -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import psycopg
 import pytest
@@ -20,39 +18,40 @@ import pytest
 import localpostgres
 from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
-from patchbay.drivers.base import (
-    MAX_RESULT_BYTES,
-    MAX_VALUE_BYTES,
-    DriverError,
-    RowSet,
-    SqlBrowser,
-    TlsMaterial,
-    VerifyOutcome,
-    VerifyRequest,
-)
+from patchbay.drivers.base import MAX_VALUE_BYTES, DriverError, TlsMaterial
 from patchbay.drivers.postgres import PostgresDriver, _classify
 from patchbay.egress import EgressPolicy, parse_networks
 from patchbay.reasons import Reason
-from patchbay.verification import run_verification
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import (
+    LONG_VALUE_CHECK,
+    LONG_VALUES,
     OPEN_POLICY,
-    DriverCalls,
+    ORDERS_UNDER_REPEATED_NAMES,
+    SqlDriverCalls,
+    SqlRequests,
     assert_error_keeps_no_secret,
+    assert_orders_whole,
+    assert_passed_with_a_value_cut,
+    assert_stopped_at_the_result_cap,
+    long_values_cut,
     outcome_texts,
+    outliving_its_timeout,
     query,
     run,
     table,
 )
 from tests.integration.fake_tcp import FakeTcpServer
 
-T = TypeVar("T")
 DRIVER = PostgresDriver()
-CALLS = DriverCalls(DRIVER)
+CALLS = SqlDriverCalls(DRIVER)
 verify = CALLS.verify
 verify_error = CALLS.error
 APP_PASSWORD = "app-" + uuid.uuid4().hex
 SERVER_NAME = "db.patchbay.test"
+make_request = SqlRequests(
+    {"host": "127.0.0.1", "database": "orders", "username": "app"}, APP_PASSWORD
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +80,6 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localpostgres.Postg
             dbname="orders",
         )
         yield server
-
-
-def make_request(
-    server: localpostgres.PostgresServer | None = None,
-    *,
-    checks: tuple[CheckSpec, ...] = (),
-    password: str = APP_PASSWORD,
-    tls: TlsMaterial | None = None,
-    **config: str | int,
-) -> VerifyRequest:
-    values: dict[str, str | int] = {"host": "127.0.0.1", "database": "orders", "username": "app"}
-    if server is not None:
-        values["port"] = server.port
-    values.update(config)
-    return VerifyRequest(config=values, secrets={"password": password}, checks=checks, tls=tls)
 
 
 def order_count(server: localpostgres.PostgresServer) -> int:
@@ -139,6 +123,16 @@ class Listener(FakeTcpServer):
             if isinstance(reply, bytes) and reply:
                 writer.write(reply)
                 await writer.drain()
+
+
+async def listener_error(
+    listener: Listener, policy: EgressPolicy = OPEN_POLICY, **config: str | int
+) -> tuple[DriverError, int]:
+    """The error of a verification against ``listener``, and how many connections it saw."""
+    async with listener.serve():
+        with pytest.raises(DriverError) as info:
+            await verify(make_request(port=listener.port, **config), policy)
+    return info.value, listener.connections
 
 
 # --- login -------------------------------------------------------------------------------
@@ -242,13 +236,8 @@ def test_unanswering_server_is_cut_off_by_the_callers_timeout_and_closed() -> No
 def test_server_not_speaking_postgres_is_protocol_error(
     answer: Callable[[bytes], bytes | object],
 ) -> None:
-    async def scenario() -> DriverError:
-        async with Listener(answer).serve() as listener:
-            with pytest.raises(DriverError) as info:
-                await verify(make_request(port=listener.port))
-            return info.value
-
-    assert run(scenario()).code == Reason.PROTOCOL_ERROR
+    error, _ = run(listener_error(Listener(answer)))
+    assert error.code == Reason.PROTOCOL_ERROR
 
 
 def test_other_server_error_at_login_is_provider_error_with_its_message() -> None:
@@ -257,13 +246,7 @@ def test_other_server_error_at_login_is_provider_error_with_its_message() -> Non
             return b"N"
         return error_response("XX000", "the fake server says no")
 
-    async def scenario() -> DriverError:
-        async with Listener(answer).serve() as listener:
-            with pytest.raises(DriverError) as info:
-                await verify(make_request(port=listener.port))
-            return info.value
-
-    error = run(scenario())
+    error, _ = run(listener_error(Listener(answer)))
     assert error.code == Reason.PROVIDER_ERROR
     assert error.message.endswith("the fake server says no")
 
@@ -283,13 +266,8 @@ def test_egress_denied_host_is_never_contacted(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(psycopg.AsyncConnection, "connect", no_connect)
     policy = EgressPolicy(denied=parse_networks(["127.0.0.2/32"]))
 
-    async def scenario() -> tuple[DriverError, int]:
-        async with Listener(lambda packet: CLOSE, host="127.0.0.2").serve() as listener:
-            with pytest.raises(DriverError) as info:
-                await verify(make_request(host="127.0.0.2", port=listener.port), policy)
-            return info.value, listener.connections
-
-    error, connections = run(scenario())
+    listener = Listener(lambda packet: CLOSE, host="127.0.0.2")
+    error, connections = run(listener_error(listener, policy, host="127.0.0.2"))
     assert error.code == Reason.EGRESS_DENIED
     assert connections == 0
     assert attempts == []
@@ -449,25 +427,7 @@ def sleeping_statements(server: localpostgres.PostgresServer, marker: str) -> in
     return int(rows[0][0])
 
 
-def wait_until_no_statement(server: localpostgres.PostgresServer, marker: str) -> int:
-    """Polls until the server runs no statement containing ``marker``; returns how many
-    still run when the polls are used up."""
-    running = sleeping_statements(server, marker)
-    for _ in range(100):
-        if running == 0:
-            break
-        time.sleep(0.1)
-        running = sleeping_statements(server, marker)
-    return running
-
-
-@pytest.mark.parametrize(
-    ("server_limit", "caller_limit"),
-    [
-        pytest.param(2.0, 60.0, id="the-servers-statement-timeout"),
-        pytest.param(None, 2.0, id="a-cancel-when-the-callers-timeout-ends"),
-    ],
-)
+@outliving_its_timeout("the-servers-statement-timeout", "a-cancel-when-the-callers-timeout-ends")
 def test_query_check_outliving_its_timeout_is_timeout_and_stops_on_the_server(
     pg: localpostgres.PostgresServer, server_limit: float | None, caller_limit: float
 ) -> None:
@@ -475,65 +435,33 @@ def test_query_check_outliving_its_timeout_is_timeout_and_stops_on_the_server(
     request = replace(
         make_request(pg, checks=(query(f"select {marker}"),)), timeout_seconds=server_limit
     )
-
-    async def scenario() -> tuple[VerifyOutcome, int]:
-        outcome, _ = await run_verification(
-            DRIVER, request, egress=OPEN_POLICY, timeout_seconds=caller_limit
-        )
-        return outcome, await asyncio.to_thread(wait_until_no_statement, pg, marker)
-
-    outcome, still_running = run(scenario())
+    outcome, still_running = CALLS.outcome_and_still_running(
+        request, caller_limit, lambda: sleeping_statements(pg, marker)
+    )
     assert outcome.code == Reason.TIMEOUT
     assert still_running == 0
-
-
-def browse(server: localpostgres.PostgresServer, use: Callable[[SqlBrowser], Awaitable[T]]) -> T:
-    async def scenario() -> T:
-        async with DRIVER.browse_sql(make_request(server), OPEN_POLICY) as browser:
-            return await use(browser)
-
-    return run(scenario())
 
 
 def test_query_cuts_long_values_on_the_server_and_says_truncated(
     pg: localpostgres.PostgresServer,
 ) -> None:
-    rows = browse(
-        pg,
-        lambda b: b.query(
-            "select repeat('x', 3000000) as big, repeat('é', 100000) as wide, 7 as small,"
-            " '{\"a\": 1}'::json as doc, decode(repeat('ab', 100000), 'hex') as raw",
-            10,
-        ),
+    rows = CALLS.rows(
+        make_request(pg),
+        f"{LONG_VALUES}, '{{\"a\": 1}}'::json as doc, decode(repeat('ab', 100000), 'hex') as raw",
     )
-    assert rows.columns == ("big", "wide", "small", "doc", "raw")
-    assert rows.truncated
-    big, wide, small, doc, raw = rows.rows[0]
-    assert big == "x" * MAX_VALUE_BYTES
-    assert isinstance(wide, str) and MAX_VALUE_BYTES - 2 <= len(wide.encode()) <= MAX_VALUE_BYTES
-    assert set(wide) == {"é"}
-    # Values within the cap keep their type.
-    assert (small, doc) == (7, {"a": 1})
+    assert rows.columns[3:] == ("doc", "raw")
+    doc, raw = long_values_cut(rows)
+    assert doc == {"a": 1}  # within the cap: keeps its type
     assert isinstance(raw, str) and len(raw.encode()) <= MAX_VALUE_BYTES
 
 
 def test_query_stops_reading_at_the_result_cap(pg: localpostgres.PostgresServer) -> None:
-    rows = browse(
-        pg, lambda b: b.query("select repeat('y', 60000) from generate_series(1, 1000)", 1000)
-    )
-    assert rows.truncated
-    assert 0 < len(rows.rows) < 1000
-    assert sum(len(str(row[0])) for row in rows.rows) <= MAX_RESULT_BYTES
+    sql = "select repeat('y', 60000) from generate_series(1, 1000)"
+    assert_stopped_at_the_result_cap(CALLS.rows(make_request(pg), sql, 1000), 1000)
 
 
 def test_query_within_the_caps_is_whole(pg: localpostgres.PostgresServer) -> None:
-    rows = browse(pg, lambda b: b.query("select id, 'a' as a, 'a' as a from orders order by id", 3))
-    assert rows.columns == ("id", "a", "a")
-    assert rows.rows[:3] == ((1, "a", "a"), (2, "a", "a"), (3, "a", "a"))
-
-
-def querying(sql: str) -> Callable[[SqlBrowser], Awaitable[RowSet]]:
-    return lambda browser: browser.query(sql, 10)
+    assert_orders_whole(CALLS.rows(make_request(pg), ORDERS_UNDER_REPEATED_NAMES, 3))
 
 
 def test_query_runs_only_queries(pg: localpostgres.PostgresServer) -> None:
@@ -543,10 +471,9 @@ def test_query_runs_only_queries(pg: localpostgres.PostgresServer) -> None:
         ("delete from orders returning id", "only a query may run here"),
         ("set transaction read write", "no result set"),
     ):
-        with pytest.raises(DriverError) as refused:
-            browse(pg, querying(sql))
-        assert refused.value.code == Reason.CONFIG_INVALID
-        assert message in refused.value.message
+        refused = CALLS.refusal(make_request(pg), sql)
+        assert refused.code == Reason.CONFIG_INVALID
+        assert message in refused.message
     assert order_count(pg) == before
 
 
@@ -558,7 +485,7 @@ def test_sample_cuts_long_values(pg: localpostgres.PostgresServer) -> None:
         "grant select on public.documents to app",
         "orders",
     )
-    rows = browse(pg, lambda b: b.sample("public", "documents", 3))
+    rows = CALLS.browse(make_request(pg), lambda b: b.sample("public", "documents", 3))
     assert rows.truncated
     assert [row[0] for row in rows.rows] == ["z" * MAX_VALUE_BYTES] * 3
 
@@ -566,9 +493,8 @@ def test_sample_cuts_long_values(pg: localpostgres.PostgresServer) -> None:
 def test_query_check_with_a_long_value_passes_and_says_it_was_cut(
     pg: localpostgres.PostgresServer,
 ) -> None:
-    outcome = run(verify(make_request(pg, checks=(query("select repeat('x', 3000000)"),))))
-    assert (outcome.checks[0].result, outcome.checks[0].code) == ("Succeeded", Reason.VERIFIED)
-    assert f"cut to {MAX_VALUE_BYTES} bytes" in outcome.checks[0].message
+    outcome = run(verify(make_request(pg, checks=(LONG_VALUE_CHECK,))))
+    assert_passed_with_a_value_cut(outcome.checks[0])
 
 
 def test_table_checks(pg: localpostgres.PostgresServer) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from tests.integration.http_server import (
     serve_token_api,
 )
 from tests.integration.operator_harness import (
+    Manifest,
     OperatorProcess,
     apply,
     apply_http_connection,
@@ -48,6 +51,71 @@ def operator_args() -> tuple[str, ...]:
     return ("--egress-deny", "127.0.0.2/32")
 
 
+@dataclass(frozen=True)
+class Site:
+    """The operator watching a fresh namespace, an HTTP API on loopback that accepts
+    ``token``, and what the tests do there."""
+
+    control_plane: localcluster.ControlPlane
+    namespace: str
+    operator: OperatorProcess
+    api: TokenApi
+    token: str
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl in the namespace."""
+        return self.control_plane.kubectl(*args, "-n", self.namespace)
+
+    def apply(self, *objects: Manifest) -> None:
+        apply(self.control_plane, self.namespace, *objects)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return get_json(self.control_plane, kind, name, "-n", self.namespace)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return events_for(self.control_plane, self.namespace, name)
+
+    def connect(
+        self, name: str, *, token: str | None = None, base_url: str | None = None, **spec: Any
+    ) -> None:
+        """An http Connection ``name`` to the API (or ``base_url``) and the Secret api-token
+        holding the token (or ``token``)."""
+        url = self.api.base_url if base_url is None else base_url
+        apply_http_connection(
+            self.control_plane, self.namespace, name, url, token or self.token, **spec
+        )
+
+    def wait(self, name: str, reason: str) -> dict[str, Any]:
+        """The Connection ``name`` once its Ready condition carries ``reason``."""
+        return wait_for_reason(self.control_plane, self.namespace, name, reason)
+
+    def verified(self, name: str, **spec: Any) -> dict[str, Any]:
+        """The Connection ``name`` (``connect``), once verified."""
+        self.connect(name, **spec)
+        return self.wait(name, "Verified")
+
+    def request_verification(self, name: str, at: str) -> None:
+        self.kubectl("annotate", "connection", name, f"patchbay.dev/verify-requested-at={at}")
+
+
+@pytest.fixture
+def site(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    api: TokenApi,
+    token: str,
+) -> Site:
+    return Site(control_plane, namespace, operator, api, token)
+
+
+def inventory_connector() -> Manifest:
+    """The example Connector inventory-api, which locks its apiVersion variable."""
+    example = REPO_ROOT / "deploy/examples/connector-inventory-api.yaml"
+    connector: Manifest = yaml.safe_load(example.read_text())
+    return connector
+
+
 def bearer_connector(name: str, **spec: Any) -> dict[str, Any]:
     """A namespaced http Connector with bearer auth, like the http-api ClusterConnector."""
     return {
@@ -66,16 +134,8 @@ def bearer_connector(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def test_good_token_makes_connection_ready_with_labels_binding_and_event(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "billing", api.base_url, token)
-
-    obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+def test_good_token_makes_connection_ready_with_labels_binding_and_event(site: Site) -> None:
+    obj = site.verified("billing")
     assert obj["status"]["phase"] == "Ready"
     assert obj["metadata"]["labels"] == {
         "patchbay.dev/connector": "http-api",
@@ -97,151 +157,92 @@ def test_good_token_makes_connection_ready_with_labels_binding_and_event(
         for c in obj["status"]["conditions"]
     )
 
-    binding = get_json(control_plane, "secret", "billing-binding", "-n", namespace)
+    binding = site.get("secret", "billing-binding")
     assert binding["type"] == "servicebinding.io/http"
     data = {k: base64.b64decode(v).decode() for k, v in binding["data"].items()}
-    assert data["uri"] == api.base_url and data["token"] == token and data["type"] == "http"
+    assert data["uri"] == site.api.base_url and data["token"] == site.token
+    assert data["type"] == "http"
     assert binding["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
 
-    listed = control_plane.kubectl(
-        "get", "connections", "-n", namespace, "-l", "patchbay.dev/driver=http", "-o", "name"
+    listed = site.kubectl(
+        "get", "connections", "-l", "patchbay.dev/driver=http", "-o", "name"
     ).stdout.split()
     assert listed == ["connection.patchbay.dev/billing"]
-    reasons = [e["reason"] for e in events_for(control_plane, namespace, "billing")]
-    assert reasons == ["Verified"]
+    assert [e["reason"] for e in site.events("billing")] == ["Verified"]
 
 
-def test_wrong_token_fails_authentication_with_one_attempt_per_period(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-) -> None:
-    apply_http_connection(control_plane, namespace, "billing", api.base_url, "wrong-token-value")
+def test_wrong_token_fails_authentication_with_one_attempt_per_period(site: Site) -> None:
+    site.connect("billing", token="wrong-token-value")
 
     obj = wait_for_single_failed_login(
-        control_plane, namespace, "billing", lambda: len(api.requests)
+        site.control_plane, site.namespace, "billing", lambda: len(site.api.requests)
     )
     assert obj["status"]["verification"]["error"]["retryable"] is False
-    events = events_for(control_plane, namespace, "billing")
+    events = site.events("billing")
     assert [e["reason"] for e in events] == ["VerificationFailed"]
     assert events[0]["type"] == "Warning"
 
 
-def test_missing_secret_reports_secret_not_found_then_creating_it_verifies(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply(control_plane, namespace, http_connection("billing", api.base_url))
-    obj = wait_for_reason(control_plane, namespace, "billing", "SecretNotFound")
+def test_missing_secret_reports_secret_not_found_then_creating_it_verifies(site: Site) -> None:
+    site.apply(http_connection("billing", site.api.base_url))
+    obj = site.wait("billing", "SecretNotFound")
     generation = obj["metadata"]["generation"]
     assert "api-token" in condition(obj, "Ready")["message"]
-    assert api.requests == []
+    assert site.api.requests == []
 
-    apply(control_plane, namespace, token_secret("api-token", token))
-    obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+    site.apply(token_secret("api-token", site.token))
+    obj = site.wait("billing", "Verified")
     assert obj["metadata"]["generation"] == generation
 
 
-def test_rotated_secret_reverifies_without_editing_connection(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "billing", api.base_url, "stale-token-value")
-    wait_for_reason(control_plane, namespace, "billing", "AuthenticationFailed")
+def test_rotated_secret_reverifies_without_editing_connection(site: Site) -> None:
+    site.connect("billing", token="stale-token-value")
+    site.wait("billing", "AuthenticationFailed")
 
-    apply(control_plane, namespace, token_secret("api-token", token))
-    wait_for_reason(control_plane, namespace, "billing", "Verified")
-    binding = get_json(control_plane, "secret", "billing-binding", "-n", namespace)
-    assert base64.b64decode(binding["data"]["token"]).decode() == token
+    site.apply(token_secret("api-token", site.token))
+    site.wait("billing", "Verified")
+    binding = site.get("secret", "billing-binding")
+    assert base64.b64decode(binding["data"]["token"]).decode() == site.token
 
 
-def test_suspended_connection_makes_no_calls_and_resumes(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "billing", api.base_url, token, suspend=True)
-    obj = wait_for_reason(control_plane, namespace, "billing", "Suspended")
+def test_suspended_connection_makes_no_calls_and_resumes(site: Site) -> None:
+    site.connect("billing", suspend=True)
+    obj = site.wait("billing", "Suspended")
     assert obj["status"]["phase"] == "Suspended"
     time.sleep(3)
-    assert api.requests == []
+    assert site.api.requests == []
 
-    control_plane.kubectl(
-        "patch",
-        "connection",
-        "billing",
-        "-n",
-        namespace,
-        "--type",
-        "merge",
-        "-p",
-        '{"spec": {"suspend": false}}',
+    site.kubectl(
+        "patch", "connection", "billing", "--type", "merge", "-p", '{"spec": {"suspend": false}}'
     )
-    wait_for_reason(control_plane, namespace, "billing", "Verified")
-    assert len(api.requests) == 1
+    site.wait("billing", "Verified")
+    assert len(site.api.requests) == 1
 
 
-def test_deleting_connection_removes_its_binding_secret_only(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "billing", api.base_url, token)
-    wait_for_reason(control_plane, namespace, "billing", "Verified")
-    control_plane.kubectl("delete", "connection", "billing", "-n", namespace)
+def test_deleting_connection_removes_its_binding_secret_only(site: Site) -> None:
+    site.verified("billing")
+    site.kubectl("delete", "connection", "billing")
 
-    wait_for_binding_deleted(control_plane, namespace, "billing")
-    control_plane.kubectl("get", "secret", "api-token", "-n", namespace)
+    wait_for_binding_deleted(site.control_plane, site.namespace, "billing")
+    site.kubectl("get", "secret", "api-token")
 
 
-def test_host_in_denied_range_is_egress_denied_before_any_request(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    token: str,
-) -> None:
-    with serve_token_api(token, host="127.0.0.2") as denied_api:
-        apply_http_connection(control_plane, namespace, "internal", denied_api.base_url, token)
-        obj = wait_for_reason(control_plane, namespace, "internal", "EgressDenied")
+def test_host_in_denied_range_is_egress_denied_before_any_request(site: Site) -> None:
+    with serve_token_api(site.token, host="127.0.0.2") as denied_api:
+        site.connect("internal", base_url=denied_api.base_url)
+        obj = site.wait("internal", "EgressDenied")
         assert "127.0.0.2" in condition(obj, "Ready")["message"]
         assert denied_api.requests == []
 
 
-def test_verify_requested_annotation_triggers_a_new_verification(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "billing", api.base_url, token)
-    wait_for_reason(control_plane, namespace, "billing", "Verified")
-    assert len(api.requests) == 1
-    control_plane.kubectl(
-        "annotate",
-        "connection",
-        "billing",
-        "-n",
-        namespace,
-        "patchbay.dev/verify-requested-at=2026-11-23T10:00:00Z",
-    )
-    wait_for(lambda: len(api.requests) == 2, "a second verification request")
+def test_verify_requested_annotation_triggers_a_new_verification(site: Site) -> None:
+    site.verified("billing")
+    assert len(site.api.requests) == 1
+    site.request_verification("billing", "2026-11-23T10:00:00Z")
+    wait_for(lambda: len(site.api.requests) == 2, "a second verification request")
     obj = wait_for(
         lambda: (
-            (o := get_json(control_plane, "connection", "billing", "-n", namespace))["status"][
-                "verification"
-            ].get("requestedAt")
+            (o := site.get("connection", "billing"))["status"]["verification"].get("requestedAt")
             == "2026-11-23T10:00:00Z"
             and o
         ),
@@ -262,199 +263,126 @@ def test_verify_requested_annotation_triggers_a_new_verification(
     ids=["unknown", "missing-required", "wrong-type", "bad-url", "inline-secret"],
 )
 def test_invalid_config_reports_config_invalid_naming_the_variable(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    token: str,
-    config: dict[str, Any],
-    variable: str,
+    site: Site, config: dict[str, Any], variable: str
 ) -> None:
     connection = http_connection("bad-config", "unused")
     connection["spec"]["config"] = config
-    apply(control_plane, namespace, token_secret("api-token", token), connection)
-    obj = wait_for_reason(control_plane, namespace, "bad-config", "ConfigInvalid")
+    site.apply(token_secret("api-token", site.token), connection)
+    obj = site.wait("bad-config", "ConfigInvalid")
     message = condition(obj, "Ready")["message"]
     assert variable in message
     assert "inline-canary-value" not in json.dumps(obj["status"])
-    assert "inline-canary-value" not in operator.logs()
+    assert "inline-canary-value" not in site.operator.logs()
 
 
-def test_locked_variable_cannot_be_overridden(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    connector = yaml.safe_load(
-        (REPO_ROOT / "deploy/examples/connector-inventory-api.yaml").read_text()
-    )
+def test_locked_variable_cannot_be_overridden(site: Site) -> None:
     connection = connection_manifest(
         "inventory",
         {"kind": "Connector", "name": "inventory-api"},
-        {"baseUrl": api.base_url, "apiVersion": "v2"},
+        {"baseUrl": site.api.base_url, "apiVersion": "v2"},
     )
-    apply(control_plane, namespace, connector, connection)
-    obj = wait_for_reason(control_plane, namespace, "inventory", "ConfigInvalid")
+    site.apply(inventory_connector(), connection)
+    obj = site.wait("inventory", "ConfigInvalid")
     assert "apiVersion" in condition(obj, "Ready")["message"]
     assert "locked" in condition(obj, "Ready")["message"]
 
 
-def test_missing_connector_reports_connector_not_found(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-) -> None:
-    connection = http_connection("orphan", "http://127.0.0.1:1", connector="nowhere")
-    apply(control_plane, namespace, connection)
-    obj = wait_for_reason(control_plane, namespace, "orphan", "ConnectorNotFound")
+def test_missing_connector_reports_connector_not_found(site: Site) -> None:
+    site.apply(http_connection("orphan", "http://127.0.0.1:1", connector="nowhere"))
+    obj = site.wait("orphan", "ConnectorNotFound")
     assert "nowhere" in condition(obj, "Ready")["message"]
 
 
-def test_second_default_for_a_connector_gets_default_conflict(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "first", api.base_url, token, default=True)
-    wait_for_reason(control_plane, namespace, "first", "Verified")
+def test_second_default_for_a_connector_gets_default_conflict(site: Site) -> None:
+    site.verified("first", default=True)
     time.sleep(1.1)  # creationTimestamp has one-second resolution
-    apply(control_plane, namespace, http_connection("second", api.base_url, default=True))
-    second = wait_for_reason(control_plane, namespace, "second", "DefaultConflict")
+    site.apply(http_connection("second", site.api.base_url, default=True))
+    second = site.wait("second", "DefaultConflict")
     assert "first" in condition(second, "Ready")["message"]
     assert second["status"]["isDefault"] is False
-    first = get_json(control_plane, "connection", "first", "-n", namespace)
-    assert first["status"]["isDefault"] is True
+    assert site.get("connection", "first")["status"]["isDefault"] is True
 
-    control_plane.kubectl("delete", "connection", "first", "-n", namespace)
-    wait_for_reason(control_plane, namespace, "second", "Verified")
-
-
-def test_canary_token_never_reaches_logs_events_status_or_annotations(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "good", api.base_url, token)
-    wait_for_reason(control_plane, namespace, "good", "Verified")
-    control_plane.kubectl("delete", "secret", "api-token", "-n", namespace)
-    wait_for_reason(control_plane, namespace, "good", "SecretNotFound")
-
-    connections = control_plane.kubectl("get", "connections", "-n", namespace, "-o", "json").stdout
-    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-    assert token not in connections
-    assert token not in events
-    assert token not in operator.logs()
+    site.kubectl("delete", "connection", "first")
+    site.wait("second", "Verified")
 
 
-def test_connector_status_counts_its_connections_and_is_ready(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    connector = yaml.safe_load(
-        (REPO_ROOT / "deploy/examples/connector-inventory-api.yaml").read_text()
-    )
+def test_canary_token_never_reaches_logs_events_status_or_annotations(site: Site) -> None:
+    site.verified("good")
+    site.kubectl("delete", "secret", "api-token")
+    site.wait("good", "SecretNotFound")
+
+    connections = site.kubectl("get", "connections", "-o", "json").stdout
+    events = site.kubectl("get", "events", "-o", "json").stdout
+    assert site.token not in connections
+    assert site.token not in events
+    assert site.token not in site.operator.logs()
+
+
+def test_connector_status_counts_its_connections_and_is_ready(site: Site) -> None:
     connections = [
-        http_connection(f"inventory-{i}", api.base_url, secret=None, connector="inventory-api")
+        http_connection(f"inventory-{i}", site.api.base_url, secret=None, connector="inventory-api")
         for i in range(3)
     ]
-    apply(control_plane, namespace, connector, *connections)
+    site.apply(inventory_connector(), *connections)
 
     def counted(expected: int) -> dict[str, Any] | None:
-        obj = get_json(control_plane, "connector", "inventory-api", "-n", namespace)
+        obj = site.get("connector", "inventory-api")
         return obj if obj.get("status", {}).get("connections") == expected else None
 
     obj = wait_for(lambda: counted(3), "the connector to count 3 connections")
     assert condition(obj, "Ready")["status"] == "True"
-    control_plane.kubectl("delete", "connection", "inventory-0", "-n", namespace)
+    site.kubectl("delete", "connection", "inventory-0")
     wait_for(lambda: counted(2), "the connector to count 2 connections")
 
 
-def test_manual_mode_verifies_once_then_only_on_request(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(
-        control_plane, namespace, "manual", api.base_url, token, verification={"mode": "Manual"}
-    )
-    wait_for_reason(control_plane, namespace, "manual", "Verified")
-    apply(control_plane, namespace, token_secret("api-token", "rotated-token-value"))
+def test_manual_mode_verifies_once_then_only_on_request(site: Site) -> None:
+    site.verified("manual", verification={"mode": "Manual"})
+    site.apply(token_secret("api-token", "rotated-token-value"))
     time.sleep(3)
-    assert len(api.requests) == 1
-    control_plane.kubectl(
-        "annotate",
-        "connection",
-        "manual",
-        "-n",
-        namespace,
-        "patchbay.dev/verify-requested-at=2026-11-23T11:00:00Z",
-    )
-    wait_for_reason(control_plane, namespace, "manual", "AuthenticationFailed")
-    assert len(api.requests) == 2
+    assert len(site.api.requests) == 1
+    site.request_verification("manual", "2026-11-23T11:00:00Z")
+    site.wait("manual", "AuthenticationFailed")
+    assert len(site.api.requests) == 2
 
 
-def test_success_older_than_twice_the_interval_shows_stale(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
+def test_success_older_than_twice_the_interval_shows_stale(site: Site) -> None:
     connector = bearer_connector("quick", verification={"interval": "1m", "http": {"path": "/"}})
     connection = http_connection(
-        "onchange", api.base_url, verification={"mode": "OnChange"}, connector="quick"
+        "onchange", site.api.base_url, verification={"mode": "OnChange"}, connector="quick"
     )
-    apply(control_plane, namespace, connector, token_secret("api-token", token), connection)
-    wait_for_reason(control_plane, namespace, "onchange", "Verified")
+    site.apply(connector, token_secret("api-token", site.token), connection)
+    site.wait("onchange", "Verified")
     # Time passes: the last success is now three minutes old, more than twice the interval.
     three_minutes_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 180))
-    control_plane.kubectl(
+    site.kubectl(
         "patch",
         "connection",
         "onchange",
-        "-n",
-        namespace,
         "--subresource=status",
         "--type=merge",
         "-p",
         json.dumps({"status": {"verification": {"lastSuccessTime": three_minutes_ago}}}),
     )
-    obj = wait_for_reason(control_plane, namespace, "onchange", "Stale")
+    obj = site.wait("onchange", "Stale")
     assert condition(obj, "Ready")["status"] == "Unknown"
     assert obj["status"]["phase"] == "Pending"
-    assert len(api.requests) == 1
+    assert len(site.api.requests) == 1
 
 
-def test_interval_stored_below_the_floor_is_held_to_it_and_said_so(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
+def test_interval_stored_below_the_floor_is_held_to_it_and_said_so(site: Site) -> None:
     # The schema refuses such an interval now; an object stored before that rule keeps
     # it, which a test can only recreate by lifting the rules from the installed CRD.
-    with rules_lifted(control_plane, "connectors.patchbay.dev", "verification"):
+    with rules_lifted(site.control_plane, "connectors.patchbay.dev", "verification"):
         connector = bearer_connector(
             "stormy", verification={"interval": "1ms", "http": {"path": "/"}}
         )
         # the API server takes a moment to serve the changed schema
         wait_for(
             lambda: (
-                control_plane.kubectl(
+                site.control_plane.kubectl(
                     "apply",
                     "-n",
-                    namespace,
+                    site.namespace,
                     "-f",
                     "-",
                     input=yaml.safe_dump(connector),
@@ -464,21 +392,13 @@ def test_interval_stored_below_the_floor_is_held_to_it_and_said_so(
             ),
             "the connector admitted without the rule",
         )
-    apply_http_connection(
-        control_plane, namespace, "stormy", api.base_url, token, connector="stormy"
-    )
-    obj = wait_for_reason(control_plane, namespace, "stormy", "Verified")
+    obj = site.verified("stormy", connector="stormy")
     assert "interval 1ms raised to the minimum 1m" in condition(obj, "Verified")["message"]
     time.sleep(5)
-    assert len(api.requests) == 1
+    assert len(site.api.requests) == 1
 
 
-def test_very_long_result_message_is_cut_to_fit_the_status(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    token: str,
-) -> None:
+def test_very_long_result_message_is_cut_to_fit_the_status(site: Site) -> None:
     long_path = "/" + "x" * 7000
 
     async def redirect_far(request: web.Request) -> web.StreamResponse:
@@ -487,10 +407,10 @@ def test_very_long_result_message_is_cut_to_fit_the_status(
         return web.json_response({"error": "gone"}, status=404)
 
     with serve_in_thread({"/{tail:.*}": redirect_far}) as (url, _):
-        apply_http_connection(control_plane, namespace, "far", url, token)
+        site.connect("far", base_url=url)
         obj = wait_for(
             lambda: (
-                (o := get_json(control_plane, "connection", "far", "-n", namespace))
+                (o := site.get("connection", "far"))
                 .get("status", {})
                 .get("verification", {})
                 .get("error")
@@ -532,15 +452,9 @@ def rules_lifted(control_plane: localcluster.ControlPlane, crd: str, field: str)
         replace(original)
 
 
-def test_log_at_info_shows_the_verification_and_not_handler_bookkeeping(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
-    apply_http_connection(control_plane, namespace, "logged", api.base_url, token)
-    wait_for_reason(control_plane, namespace, "logged", "Verified")
+def test_log_at_info_shows_the_verification_and_not_handler_bookkeeping(site: Site) -> None:
+    site.verified("logged")
+    namespace, operator = site.namespace, site.operator
     messages = [
         json.loads(line).get("message", "")
         for line in wait_for(
@@ -555,86 +469,62 @@ def test_log_at_info_shows_the_verification_and_not_handler_bookkeeping(
     assert "Handler 'connection_event' succeeded" not in operator.logs()
 
 
-def test_connector_rate_limit_caps_calls_to_the_system(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
+def test_connector_rate_limit_caps_calls_to_the_system(site: Site) -> None:
     connector = bearer_connector(
         "throttled",
         verification={"http": {"path": "/"}},
         rateLimit={"requests": 1, "per": "1h"},
     )
     connections = [
-        http_connection(f"limited-{i}", api.base_url, connector="throttled") for i in range(3)
+        http_connection(f"limited-{i}", site.api.base_url, connector="throttled") for i in range(3)
     ]
-    apply(control_plane, namespace, connector, token_secret("api-token", token), *connections)
-    wait_for(lambda: len(api.requests) == 1, "the first verification")
+    site.apply(connector, token_secret("api-token", site.token), *connections)
+    wait_for(lambda: len(site.api.requests) == 1, "the first verification")
     time.sleep(5)
-    assert len(api.requests) == 1
-    phases = [
-        get_json(control_plane, "connection", f"limited-{i}", "-n", namespace)
-        .get("status", {})
-        .get("phase")
-        for i in range(3)
-    ]
+    assert len(site.api.requests) == 1
+    limited = [site.get("connection", f"limited-{i}") for i in range(3)]
+    phases = [obj.get("status", {}).get("phase") for obj in limited]
     assert phases.count("Ready") == 1
     assert phases.count("Pending") == 2
-    waiting = [
-        get_json(control_plane, "connection", f"limited-{i}", "-n", namespace) for i in range(3)
-    ]
-    assert sorted(condition(o, "Ready")["reason"] for o in waiting) == [
+    assert sorted(condition(obj, "Ready")["reason"] for obj in limited) == [
         "RateLimited",
         "RateLimited",
         "Verified",
     ]
 
 
-def test_connector_change_reverifies_its_connections_within_its_rate_limit(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
+def test_connector_change_reverifies_its_connections_within_its_rate_limit(site: Site) -> None:
     def connector(path: str) -> dict[str, Any]:
         return bearer_connector(
             "shared", verification={"http": {"path": path}}, rateLimit={"requests": 4, "per": "1h"}
         )
 
+    def wait_for_both(reason: str) -> None:
+        for i in range(2):
+            site.wait(f"user-{i}", reason)
+
+    api = site.api
     connections = [http_connection(f"user-{i}", api.base_url, connector="shared") for i in range(2)]
-    apply(
-        control_plane, namespace, connector("/v1"), token_secret("api-token", token), *connections
-    )
-    for i in range(2):
-        wait_for_reason(control_plane, namespace, f"user-{i}", "Verified")
+    site.apply(connector("/v1"), token_secret("api-token", site.token), *connections)
+    wait_for_both("Verified")
     assert api.paths == ["/v1", "/v1"]
 
-    apply(control_plane, namespace, connector("/v2"))
+    site.apply(connector("/v2"))
     wait_for(lambda: api.paths[2:] == ["/v2", "/v2"], "both connections to use the new request")
-    for i in range(2):
-        wait_for_reason(control_plane, namespace, f"user-{i}", "Verified")
+    wait_for_both("Verified")
 
     # The budget of 4 calls per hour is spent: a further change must wait for it.
-    apply(control_plane, namespace, connector("/v3"))
-    for i in range(2):
-        wait_for_reason(control_plane, namespace, f"user-{i}", "RateLimited")
+    site.apply(connector("/v3"))
+    wait_for_both("RateLimited")
     time.sleep(3)
     assert len(api.paths) == 4
 
 
-def test_metrics_follow_verifications_readiness_and_rate_limits(
-    control_plane: localcluster.ControlPlane,
-    namespace: str,
-    operator: OperatorProcess,
-    api: TokenApi,
-    token: str,
-) -> None:
+def test_metrics_follow_verifications_readiness_and_rate_limits(site: Site) -> None:
+    operator = site.operator
     ready = (
         "patchbay_connection_ready",
-        frozenset({("namespace", namespace), ("name", "watched"), ("connector", "http-api")}),
+        frozenset({("namespace", site.namespace), ("name", "watched"), ("connector", "http-api")}),
     )
 
     def counted(result: str, reason: str) -> float:
@@ -642,8 +532,7 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(
         return operator.metrics().get(key, 0.0)
 
     verified_before = counted("Succeeded", "Verified")
-    apply_http_connection(control_plane, namespace, "watched", api.base_url, token)
-    wait_for_reason(control_plane, namespace, "watched", "Verified")
+    site.verified("watched")
     samples = operator.metrics()
     assert samples[ready] == 1.0
     assert counted("Succeeded", "Verified") == verified_before + 1
@@ -651,19 +540,21 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(
     assert samples[http_count] >= 1
 
     failed_before = counted("Failed", "AuthenticationFailed")
-    apply(control_plane, namespace, token_secret("api-token", "rotated-to-a-wrong-value"))
-    wait_for_reason(control_plane, namespace, "watched", "AuthenticationFailed")
+    site.apply(token_secret("api-token", "rotated-to-a-wrong-value"))
+    site.wait("watched", "AuthenticationFailed")
     assert operator.metrics()[ready] == 0.0
     assert counted("Failed", "AuthenticationFailed") == failed_before + 1
 
-    control_plane.kubectl("delete", "connection", "watched", "-n", namespace)
+    site.kubectl("delete", "connection", "watched")
     wait_for(lambda: ready not in operator.metrics(), "the deleted Connection's series to go")
 
     connector = bearer_connector(
         "metered", verification={"http": {"path": "/"}}, rateLimit={"requests": 1, "per": "1h"}
     )
-    waiting = [http_connection(f"metered-{i}", api.base_url, connector="metered") for i in range(2)]
-    apply(control_plane, namespace, token_secret("api-token", token), connector, *waiting)
+    waiting = [
+        http_connection(f"metered-{i}", site.api.base_url, connector="metered") for i in range(2)
+    ]
+    site.apply(token_secret("api-token", site.token), connector, *waiting)
     wait_for(
         lambda: operator.metrics().get(("patchbay_rate_limited_total", frozenset()), 0) >= 1,
         "a verification to wait for the rate limit",
@@ -671,7 +562,7 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(
 
 
 def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
-    control_plane: localcluster.ControlPlane, namespace: str, operator: OperatorProcess
+    site: Site,
 ) -> None:
     provider = OAuth2Server(
         client_id="billing-sync",
@@ -703,8 +594,8 @@ def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
         connection = http_connection(
             "billing", url, secret="billing-oauth2", connector="billing-oauth2"
         )
-        apply(control_plane, namespace, connector, credentials, connection)
-        obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+        site.apply(connector, credentials, connection)
+        obj = site.wait("billing", "Verified")
 
     assert obj["status"]["phase"] == "Ready"
     assert obj["status"]["verification"]["details"]["serverVersion"] == "oauth2-api/1.0"
@@ -714,15 +605,15 @@ def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
     }
     assert provider.api_auth_headers == [f"Bearer {provider.issued[0]}"]
     status = json.dumps(obj)
-    events = json.dumps(events_for(control_plane, namespace, "billing"))
+    events = json.dumps(site.events("billing"))
     for value in (provider.issued[0], provider.client_secret):
         assert value not in status
         assert value not in events
-        assert value not in operator.logs()
+        assert value not in site.operator.logs()
 
 
 def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets(
-    control_plane: localcluster.ControlPlane, namespace: str, operator: OperatorProcess
+    site: Site,
 ) -> None:
     server_ca, client_ca = CertificateAuthority("server-ca"), CertificateAuthority("client-ca")
     client = client_ca.issue_client("billing-client")
@@ -756,11 +647,11 @@ def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets
                 "clientCertSecretRef": {"name": "billing-client-cert"},
             },
         )
-        apply(control_plane, namespace, connector, *secrets, connection)
-        obj = wait_for_reason(control_plane, namespace, "billing", "Verified")
+        site.apply(connector, *secrets, connection)
+        obj = site.wait("billing", "Verified")
 
     assert obj["status"]["phase"] == "Ready"
     assert server.clients == ["billing-client"]
     key_body = client.key_pem.splitlines()[1]
     assert key_body not in json.dumps(obj)
-    assert key_body not in operator.logs()
+    assert key_body not in site.operator.logs()

@@ -38,6 +38,7 @@ from patchbay.api.connection import (
 from patchbay.api.connector import CheckType, ConnectorSpec
 from patchbay.binding import binding_name, build_binding_secret
 from patchbay.config import ConfigInvalidError, ResolvedConfig, resolve_config
+from patchbay.controller.gates import DestinationGates
 from patchbay.controller.queue import WorkQueue
 from patchbay.credentials import (
     CredentialsError,
@@ -82,7 +83,7 @@ STATUS_REFUSED_MESSAGE = (
 # Verifications to one host:port at once. A host that accepts and never answers
 # holds its verifications until their timeout; capped per destination, it cannot
 # hold the workers that every other system's Connections need.
-PER_DESTINATION = 8
+PER_DESTINATION = 16
 # config variables that name where a driver connects
 _DESTINATION_VARIABLES = ("host", "baseUrl", "endpoint", "url")
 
@@ -223,14 +224,6 @@ class OperatorSettings:
     egress: EgressPolicy = field(default_factory=EgressPolicy)
 
 
-@dataclass
-class _Gate:
-    """Verifications in flight to one destination, and the keys waiting for a turn."""
-
-    in_flight: int = 0
-    waiting: list[Key] = field(default_factory=list)
-
-
 class Reconciler:
     def __init__(
         self,
@@ -251,7 +244,7 @@ class Reconciler:
         # (namespace, connector) -> {name: creationTimestamp} of Connections claiming default
         self.default_claims: dict[tuple[str, ConnectorKey], dict[str, str]] = defaultdict(dict)
         self.buckets: dict[ConnectorKey, TokenBucket] = {}
-        self._gates: dict[str, _Gate] = defaultdict(_Gate)
+        self._gates: DestinationGates[Key] | None = None
         self._queue: WorkQueue[Key] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._recount: set[ConnectorKey] = set()
@@ -259,6 +252,12 @@ class Reconciler:
         self._rng = random.Random()
 
     # ----- events ------------------------------------------------------------------
+
+    @property
+    def gates(self) -> DestinationGates[Key]:
+        if self._gates is None:
+            self._gates = DestinationGates(PER_DESTINATION, self.queue.add)
+        return self._gates
 
     @property
     def queue(self) -> WorkQueue[Key]:
@@ -326,6 +325,7 @@ class Reconciler:
         record = self.tracked.pop(key, None)
         if self._queue is not None:
             self._queue.discard(key)
+            self.gates.forget(key)
         self.metrics.forget_connection(namespace, name)
         if record is not None:
             self._forget(key, record)
@@ -431,6 +431,7 @@ class Reconciler:
                 if delay is not None and key in self.tracked:
                     queue.add_after(key, delay)
             finally:
+                self.gates.release_unused(key)
                 queue.done(key)
 
     # ----- deciding ----------------------------------------------------------------
@@ -604,10 +605,6 @@ class Reconciler:
                     limits = bounds(spec, connector_spec)
                     cadence = limits.cadence
                     config = resolve_config(connector_spec, spec.config)
-                    target = destination(connector_spec.driver, config)
-                    if not self._enter(target, key):
-                        return None  # comes back when a verification to that host ends
-                    gate = target
                     secrets = await self._read_secrets(namespace, record.secrets)
                     try:
                         creds = resolve_credentials(spec, config.secret_variables, secrets)
@@ -623,6 +620,10 @@ class Reconciler:
                         binding = await self._project_binding(
                             key, record, connector_spec.driver, config.values, creds.values
                         )
+                        target = destination(connector_spec.driver, config)
+                        if not self.gates.enter(target, key):
+                            return None  # back when a verification to that host ends
+                        gate = target
                         wait = self._take_budget(record.connector, limits)
                         if wait > 0:
                             await self._write_rate_limited(
@@ -651,7 +652,7 @@ class Reconciler:
                     )
         finally:
             if gate is not None:
-                self._leave(gate)
+                self.gates.leave(gate)
         findings = Findings(
             suspended=False,
             connector=connector_state,
@@ -755,25 +756,6 @@ class Reconciler:
         if next_time is not None:
             return max(0.0, (next_time - _now()).total_seconds())
         return None
-
-    def _enter(self, target: str, key: Key) -> bool:
-        gate = self._gates[target]
-        if gate.in_flight >= PER_DESTINATION:
-            gate.waiting.append(key)
-            return False
-        gate.in_flight += 1
-        return True
-
-    def _leave(self, target: str) -> None:
-        gate = self._gates[target]
-        gate.in_flight -= 1
-        while gate.waiting:
-            waiting = gate.waiting.pop(0)
-            if waiting in self.tracked:
-                self.queue.add(waiting)
-                break
-        if gate.in_flight == 0 and not gate.waiting:
-            del self._gates[target]
 
     def _take_budget(self, ckey: ConnectorKey | None, limits: Bounds) -> float:
         """0 when the connector's rate limit allows a call now, else seconds to wait.

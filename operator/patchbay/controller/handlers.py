@@ -37,6 +37,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # kopf keeps a task per object for this long after its last event; the handlers only
+    # record and queue, so a short linger keeps 10,000 objects from holding 10,000 tasks
+    settings.batching.idle_timeout = 1.0
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     client = kube.KubeClient(kube.load_configuration())
     memo["client"] = client

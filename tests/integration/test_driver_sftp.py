@@ -102,8 +102,14 @@ def make_request(
     )
 
 
-def key_request(sshd: localsshd.SshServer, private_key: str, **kwargs: Any) -> VerifyRequest:
-    return make_request(sshd, auth="sshKey", secrets={"privateKey": private_key}, **kwargs)
+def key_request(
+    sshd: localsshd.SshServer, private_key: str, passphrase: str | None = None, **kwargs: Any
+) -> VerifyRequest:
+    """A request that logs in with ``private_key``, decrypted with ``passphrase`` if given."""
+    secrets = {"privateKey": private_key}
+    if passphrase is not None:
+        secrets["passphrase"] = passphrase
+    return make_request(sshd, auth="sshKey", secrets=secrets, **kwargs)
 
 
 def connection_ends(sshd: localsshd.SshServer) -> int:
@@ -162,14 +168,14 @@ def test_key_login_verifies(sshd: localsshd.SshServer, client_key: str) -> None:
     assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
 
 
-def test_encrypted_key_logs_in_with_its_passphrase(sshd: localsshd.SshServer) -> None:
+@pytest.mark.parametrize("key_format", ["openssh", "pkcs8-pem"])
+def test_encrypted_key_logs_in_with_its_passphrase(
+    sshd: localsshd.SshServer, key_format: str
+) -> None:
     key = asyncssh.generate_private_key("ssh-ed25519")
     sshd.authorize_key(key.export_public_key().decode())
-    encrypted = key.export_private_key("openssh", passphrase="open sesame").decode()
-    request = make_request(
-        sshd, auth="sshKey", secrets={"privateKey": encrypted, "passphrase": "open sesame"}
-    )
-    assert verify(request).code == Reason.VERIFIED
+    encrypted = key.export_private_key(key_format, passphrase="open sesame").decode()
+    assert verify(key_request(sshd, encrypted, "open sesame")).code == Reason.VERIFIED
 
 
 def test_key_that_cannot_be_loaded_is_config_invalid(sshd: localsshd.SshServer) -> None:
@@ -222,11 +228,7 @@ def assert_key_refused(
     sshd: localsshd.SshServer, private_key: str, passphrase: str, message: str
 ) -> None:
     ends = connection_ends(sshd)
-    error = verify_error(
-        make_request(
-            sshd, auth="sshKey", secrets={"privateKey": private_key, "passphrase": passphrase}
-        )
-    )
+    error = verify_error(key_request(sshd, private_key, passphrase))
     assert (error.code, error.message) == (Reason.CONFIG_INVALID, message)
     assert_error_keeps_no_secret(error, passphrase)
     assert_error_keeps_no_secret(error, private_key.splitlines()[1])
@@ -258,22 +260,7 @@ def test_openssh_key_written_by_ssh_keygen_with_its_default_rounds_logs_in(
     keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "open sesame", "-f", str(path)]
     subprocess.run(keygen, check=True, capture_output=True)
     sshd.authorize_key(path.with_suffix(".pub").read_text())
-    request = make_request(
-        sshd,
-        auth="sshKey",
-        secrets={"privateKey": path.read_text(), "passphrase": "open sesame"},
-    )
-    assert verify(request).code == Reason.VERIFIED
-
-
-def test_encrypted_pkcs8_key_logs_in_with_its_passphrase(sshd: localsshd.SshServer) -> None:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    sshd.authorize_key(key.export_public_key().decode())
-    encrypted = key.export_private_key("pkcs8-pem", passphrase="open sesame").decode()
-    request = make_request(
-        sshd, auth="sshKey", secrets={"privateKey": encrypted, "passphrase": "open sesame"}
-    )
-    assert verify(request).code == Reason.VERIFIED
+    assert verify(key_request(sshd, path.read_text(), "open sesame")).code == Reason.VERIFIED
 
 
 def test_pkcs8_key_asking_for_too_many_pbkdf2_iterations_is_config_invalid(

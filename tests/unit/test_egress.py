@@ -19,6 +19,13 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
 
 
+def refusal(policy: EgressPolicy, host: str, port: int = 80) -> DriverError:
+    """The error with which ``policy`` refuses to resolve ``host``."""
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(policy.resolve(host, port))
+    return caught.value
+
+
 @pytest.mark.parametrize(
     "address",
     [
@@ -69,26 +76,20 @@ def test_deny_wins_over_allow() -> None:
 
 
 def test_resolving_a_denied_ip_literal_raises_egress_denied() -> None:
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(DEFAULT.resolve("169.254.169.254", 80))
-
-    assert caught.value.code == Reason.EGRESS_DENIED
-    assert caught.value.retryable is False
-    assert "169.254.169.254" in caught.value.message
+    error = refusal(DEFAULT, "169.254.169.254")
+    assert error.code == Reason.EGRESS_DENIED
+    assert error.retryable is False
+    assert "169.254.169.254" in error.message
 
 
 def test_resolving_a_bracketed_denied_ipv6_literal_raises_egress_denied() -> None:
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(DEFAULT.resolve("[fd00:ec2::254]", 443))
-
-    assert caught.value.code == Reason.EGRESS_DENIED
+    error = refusal(DEFAULT, "[fd00:ec2::254]", 443)
+    assert error.code == Reason.EGRESS_DENIED
 
 
 def test_resolving_an_ipv4_mapped_metadata_literal_raises_egress_denied() -> None:
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(DEFAULT.resolve("::ffff:169.254.169.254", 80))
-
-    assert caught.value.code == Reason.EGRESS_DENIED
+    error = refusal(DEFAULT, "::ffff:169.254.169.254")
+    assert error.code == Reason.EGRESS_DENIED
 
 
 def test_resolving_a_permitted_ip_literal_returns_it_unchanged() -> None:
@@ -106,11 +107,9 @@ def test_resolving_localhost_is_allowed_by_default_and_yields_only_loopback() ->
 def test_resolving_localhost_is_denied_when_loopback_is_not_allowed() -> None:
     policy = EgressPolicy(allowed=parse_networks(["10.0.0.0/8"]))
 
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(policy.resolve("localhost", 5432))
-
-    assert caught.value.code == Reason.EGRESS_DENIED
-    assert "localhost" in caught.value.message
+    error = refusal(policy, "localhost", 5432)
+    assert error.code == Reason.EGRESS_DENIED
+    assert "localhost" in error.message
 
 
 @pytest.mark.parametrize("address", ["::169.254.169.254", "64:ff9b::a9fe:a9fe"])
@@ -141,11 +140,9 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_legacy_ipv4_forms_are_checked_as_the_address_they_stand_for(
     host: str, lookups: list[str]
 ) -> None:
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(LOOPBACK_DENIED.resolve(host, 80))
-
-    assert caught.value.code == Reason.EGRESS_DENIED
-    assert "127.0.0.1" in caught.value.message
+    error = refusal(LOOPBACK_DENIED, host)
+    assert error.code == Reason.EGRESS_DENIED
+    assert "127.0.0.1" in error.message
     assert lookups == []
 
 
@@ -169,11 +166,9 @@ def test_permitted_legacy_ipv4_forms_resolve_to_the_canonical_address(
 def test_metadata_address_in_any_literal_form_is_denied_by_default(
     host: str, address: str, lookups: list[str]
 ) -> None:
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(DEFAULT.resolve(host, 80))
-
-    assert caught.value.code == Reason.EGRESS_DENIED
-    assert address in caught.value.message
+    error = refusal(DEFAULT, host)
+    assert error.code == Reason.EGRESS_DENIED
+    assert address in error.message
     assert lookups == []
 
 
@@ -181,10 +176,8 @@ def test_metadata_address_in_any_literal_form_is_denied_by_default(
 def test_numeric_host_that_is_no_valid_address_is_config_invalid_without_a_lookup(
     host: str, lookups: list[str]
 ) -> None:
-    with pytest.raises(DriverError) as caught:
-        asyncio.run(DEFAULT.resolve(host, 80))
-
-    assert caught.value.code == Reason.CONFIG_INVALID
+    error = refusal(DEFAULT, host)
+    assert error.code == Reason.CONFIG_INVALID
     assert lookups == []
 
 

@@ -248,6 +248,7 @@ class Reconciler:
         self._queue: WorkQueue[Key] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._recount: set[ConnectorKey] = set()
+        self._count_writer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
 
@@ -1090,12 +1091,17 @@ class Reconciler:
     def _count_later(self, ckey: ConnectorKey) -> None:
         """Connector status counts its Connections; batched so a burst costs one write."""
         self._recount.add(ckey)
-        if len(self._recount) == 1:
-            self._start(self._flush_counts())
+        # one writer at a time: two could land out of order and leave an old count
+        if self._count_writer is None or self._count_writer.done():
+            self._count_writer = self._start(self._flush_counts())
 
     async def _flush_counts(self) -> None:
-        await asyncio.sleep(1.0)
-        pending, self._recount = self._recount, set()
+        while self._recount:
+            await asyncio.sleep(1.0)
+            pending, self._recount = self._recount, set()
+            await self._write_counts(pending)
+
+    async def _write_counts(self, pending: set[ConnectorKey]) -> None:
         for ckey in pending:
             body = self.connectors.get(ckey)
             if body is None:
@@ -1103,14 +1109,17 @@ class Reconciler:
             try:
                 await self._write_connector_status(ckey, body)
             except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
+                again = not (isinstance(exc, kube.KubeApiError) and _refused(exc))
                 logger.warning(
-                    "could not update status of %s %s (%s); trying again",
+                    "could not update status of %s %s (%s)%s",
                     ckey[0],
                     ckey[2],
                     _api_problem(exc),
+                    "; trying again" if again else "",
                     extra=object_fields(ckey[1], ckey[2]),
                 )
-                self._count_later(ckey)
+                if again:
+                    self._recount.add(ckey)
 
     async def _write_connector_status(self, ckey: ConnectorKey, body: dict[str, Any]) -> None:
         kind, namespace, name = ckey

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
@@ -224,6 +225,9 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
+        # The replica started first ranks highest, so a new pod of a rollout stands by
+        # until the old one leaves; equal priorities would make every replica pause.
+        priority=-(time.time_ns() // 1000),
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(
             settings=settings,

@@ -438,11 +438,16 @@ class Reconciler:
     # ----- deciding ----------------------------------------------------------------
 
     async def connector_spec(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorSpec | None:
-        """The connector a Connection spec refers to, if it exists and is usable."""
-        _, connector = await self._resolve_connector(namespace, spec)
+        """The connector a Connection spec refers to, read from the API server now: a
+        standby replica serving admissions gets no connector events to keep a cache."""
+        ckey = connector_key(namespace, spec)
+        _, connector = judge_connector(ckey, await self._connector(ckey, fresh=True), self.drivers)
         return connector
 
-    async def _connector(self, ckey: ConnectorKey) -> dict[str, Any] | None:
+    async def _connector(self, ckey: ConnectorKey, fresh: bool = False) -> dict[str, Any] | None:
+        if fresh:
+            kind, namespace, name = ckey
+            return await self.client.get(kube.connector_path(kind, namespace or None, name))
         if ckey not in self.connectors:
             kind, namespace, name = ckey
             self.connectors[ckey] = await self.client.get(
@@ -898,10 +903,12 @@ class Reconciler:
 
     # ----- writing -----------------------------------------------------------------
 
-    async def labels_for(self, namespace: str, spec: Mapping[str, Any]) -> dict[str, str]:
+    async def labels_for(
+        self, namespace: str, spec: Mapping[str, Any], fresh: bool = False
+    ) -> dict[str, str]:
         """The labels that let `kubectl get connections -l` filter by connector and driver."""
         ckey = connector_key(namespace, spec)
-        connector = await self._connector(ckey)
+        connector = await self._connector(ckey, fresh)
         wanted = {CONNECTOR_LABEL: ckey[2]}
         driver = ((connector or {}).get("spec") or {}).get("driver")
         if driver:

@@ -65,15 +65,6 @@ from tests.integration.operator_harness import (
 
 WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
-# Two replicas of the same priority both pause (kopf's rule for equal peers), so the
-# operator must rank its replicas itself; until it does nothing reconciles.
-NEEDS_RANKED_REPLICAS = pytest.mark.xfail(
-    strict=True,
-    reason="patchbay run gives every replica kopf's default peering priority 0, "
-    "and kopf pauses all peers of equal priority",
-)
-
-
 # --- the webhook Service ------------------------------------------------------------------------
 
 
@@ -460,7 +451,6 @@ def _bindings_by_owner(cp: localcluster.ControlPlane, namespace: str) -> Counter
 # --- the tests ----------------------------------------------------------------------------------
 
 
-@NEEDS_RANKED_REPLICAS
 def test_killing_the_working_replica_mid_rollout_refuses_no_write_and_every_connection_converges(
     release: Release, api: TokenApi, token: str
 ) -> None:
@@ -542,7 +532,6 @@ def _dry_run(release: Release, connection: Manifest) -> subprocess.CompletedProc
     )
 
 
-@NEEDS_RANKED_REPLICAS
 def test_a_replica_standing_by_judges_and_labels_connections(
     release: Release, api: TokenApi, token: str
 ) -> None:
@@ -565,11 +554,6 @@ def test_a_replica_standing_by_judges_and_labels_connections(
     assert working.working() and not standby.working()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replica standing by receives no events, so it judges by the connector "
-    "it cached when it first answered for it",
-)
 def test_a_replica_standing_by_judges_by_the_connector_as_it_is_now(
     release: Release, api: TokenApi, token: str
 ) -> None:

@@ -42,7 +42,9 @@ async def label_connection(
     # Labelling at admission saves the reconciler a write per Connection; when this
     # webhook is not installed or fails, the reconciler patches the labels instead.
     reconciler: Reconciler = memo["reconciler"]
-    wanted = await reconciler.labels_for(body["metadata"]["namespace"], body.get("spec") or {})
+    wanted = await reconciler.labels_for(
+        body["metadata"]["namespace"], body.get("spec") or {}, fresh=True
+    )
     labels = body["metadata"].get("labels") or {}
     missing = {k: v for k, v in wanted.items() if labels.get(k) != v}
     if missing:

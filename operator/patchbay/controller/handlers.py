@@ -40,6 +40,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf keeps a task per object for this long after its last event; the handlers only
     # record and queue, so a short linger keeps 10,000 objects from holding 10,000 tasks
     settings.batching.idle_timeout = 1.0
+    # a standby takes over about this long after the active replica was killed
+    settings.peering.lifetime = 15
     operator_settings: OperatorSettings = memo.get("settings") or OperatorSettings()
     client = kube.KubeClient(kube.load_configuration())
     memo["client"] = client

@@ -24,12 +24,24 @@ GROUP = "patchbay.dev"
 VERSION = "v1alpha1"
 
 
+class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf deep-copies every watched body on every event to find what changed for its
+    change handlers. patchbay has none (event handlers only), so there is nothing to
+    find: the essence is empty, and nothing is ever stored on an object."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Decided once: changing these later would make kopf re-handle every object.
     settings.persistence.finalizer = "patchbay.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="patchbay.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = _NoDiffBase(
         prefix="patchbay.dev", key="last-handled-configuration"
     )
     settings.admission.server = memo.get("webhook")

@@ -9,13 +9,13 @@ service account or a kubeconfig, through the kubernetes package's loaders.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -115,7 +115,7 @@ class KubeClient:
         accept: str = "application/json",
     ) -> dict[str, Any] | None:
         """The decoded answer; None for 404 on GET. Raises KubeApiError otherwise."""
-        data = None if body is None else json.dumps(body)
+        data = None if body is None else orjson.dumps(body)
         if data is not None and content_type is None:
             content_type = "application/json"
         async with self._session.request(
@@ -125,7 +125,13 @@ class KubeClient:
             params=params,
             headers=self._headers(content_type, accept),
         ) as response:
-            payload = await response.json(content_type=None) if response.content_length != 0 else {}
+            raw = await response.read()
+            try:
+                payload = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                if response.status < 400:
+                    raise
+                payload = {}  # an error page from something in front of the API server
             if response.status == 404 and method == "GET":
                 return None
             if response.status >= 400:
@@ -186,7 +192,7 @@ class KubeClient:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        event = json.loads(line)
+                        event = orjson.loads(line)
                         if isinstance(event, dict):
                             yield event
 

@@ -12,7 +12,6 @@ patch, and say when to look at it again.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections import defaultdict
@@ -23,6 +22,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from pydantic import ValidationError
 
 from patchbay import kube
@@ -114,8 +114,8 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{location}: {first['msg']}"
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+def _compact(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def connector_key(namespace: str, spec: Mapping[str, Any]) -> ConnectorKey:
@@ -183,8 +183,8 @@ class Tracked:
     resource_version: str | None
     labels: tuple[tuple[str, str], ...]
     requested: str | None
-    spec_json: str
-    status_json: str
+    spec_json: bytes
+    status_json: bytes
     loaded: bool = False  # handled_* taken from the stored status once
     handled_hash: str | None = None
     handled_request: str | None = None
@@ -195,12 +195,12 @@ class Tracked:
 
     @property
     def spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = json.loads(self.spec_json)
+        spec: dict[str, Any] = orjson.loads(self.spec_json)
         return spec
 
     @property
     def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = json.loads(self.status_json)
+        status: dict[str, Any] = orjson.loads(self.status_json)
         return status
 
     def observed(self) -> ConnectionStatus:

@@ -611,6 +611,12 @@ class Reconciler:
                     limits = bounds(spec, connector_spec)
                     cadence = limits.cadence
                     config = resolve_config(connector_spec, spec.config)
+                    # before the Secrets are read: a Connection sent to wait in line
+                    # would read them again when its turn comes
+                    target = destination(connector_spec.driver, config)
+                    if not self.gates.enter(target, key):
+                        return None  # back when a verification to that host ends
+                    gate = target
                     secrets = await self._read_secrets(namespace, record.secrets)
                     try:
                         creds = resolve_credentials(spec, config.secret_variables, secrets)
@@ -626,10 +632,6 @@ class Reconciler:
                         binding = await self._project_binding(
                             key, record, connector_spec.driver, config.values, creds.values
                         )
-                        target = destination(connector_spec.driver, config)
-                        if not self.gates.enter(target, key):
-                            return None  # back when a verification to that host ends
-                        gate = target
                         wait = self._take_budget(record.connector, limits)
                         if wait > 0:
                             await self._write_rate_limited(

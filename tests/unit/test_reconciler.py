@@ -167,8 +167,17 @@ class World:
         return ready["status"], ready["reason"]
 
 
-async def settle(seconds: float = 0.05) -> None:
+_worlds: list[World] = []  # the world of the running scenario, for settle()
+
+
+async def settle(seconds: float = 0.05, *, idle: bool = True) -> None:
+    """Let the reconciler work: at least ``seconds`` and, unless a verification is held
+    on purpose, until its queue is idle."""
     await asyncio.sleep(seconds)
+    for _ in range(500 if idle else 0):
+        await asyncio.sleep(0.01)
+        if all(world.subject.queue.idle for world in _worlds):
+            return
 
 
 def run(
@@ -191,6 +200,7 @@ def run(
             OperatorSettings(max_concurrent_verifications=workers),
         )
         world = World(api, driver, subject)
+        _worlds[:] = [world]
         try:
             await scenario(world)
         finally:
@@ -242,11 +252,11 @@ def test_an_unrelated_secret_change_verifies_nothing() -> None:
 def test_a_change_during_verification_is_verified_after_it_never_alongside() -> None:
     async def scenario(world: World) -> None:
         await world.apply_connection(connection("slow", "http://blackhole.test"))
-        await settle()
+        await settle(idle=False)
         edited = connection("slow", "http://api.test")
         edited["metadata"]["generation"] = 2
         await world.apply_connection(edited)
-        await settle()
+        await settle(idle=False)
         assert world.driver.calls == ["http://blackhole.test"]  # not a second one alongside
         world.driver.release.set()
         await settle()
@@ -287,7 +297,7 @@ def test_connector_rate_limit_verifies_within_budget_and_says_why_others_wait() 
 def test_a_connection_deleted_while_verified_is_not_looked_at_again() -> None:
     async def scenario(world: World) -> None:
         await world.apply_connection(connection("gone", "http://blackhole.test"))
-        await settle()
+        await settle(idle=False)
         await world.subject.connection_deleted(NS, "gone")
         world.driver.release.set()
         await settle()
@@ -321,7 +331,7 @@ def test_a_host_that_never_answers_holds_only_its_own_share_of_workers(
             await world.apply_connection(connection(f"dead{i}", "http://blackhole.test"))
         for i in range(6):
             await world.apply_connection(connection(f"live{i}"))
-        await settle(0.2)
+        await settle(0.2, idle=False)
 
     world = run(scenario, workers=4)
     assert world.driver.calls.count("http://blackhole.test") == 2

@@ -43,6 +43,11 @@ class WorkQueue(Generic[K]):
         """Keys queued or waiting for a wake-up (not those being processed)."""
         return len(self._queued) + len(self._timers)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being processed (wake-ups may be pending)."""
+        return not self._queued and not self._processing
+
     def add(self, key: K) -> None:
         self._cancel_timer(key)
         if key in self._processing:

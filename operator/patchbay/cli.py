@@ -220,18 +220,20 @@ def run_operator(args: argparse.Namespace) -> int:
         max_concurrent_verifications=args.max_concurrent,
         egress=egress_policy(args),
     )
+    # The replica started first ranks highest, so a new pod of a rollout stands by until
+    # the old one leaves; equal priorities would make every replica pause.
+    priority = -(time.time_ns() // 1000)
     kopf.run(
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
-        # The replica started first ranks highest, so a new pod of a rollout stands by
-        # until the old one leaves; equal priorities would make every replica pause.
-        priority=-(time.time_ns() // 1000),
+        priority=priority,
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(
             settings=settings,
             namespaces=args.namespace or None,
+            peering=(args.peering, priority) if args.peering else None,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
             webhook=kopf.WebhookServer(
                 addr=args.webhook_host,

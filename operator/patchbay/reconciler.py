@@ -251,6 +251,9 @@ class Reconciler:
         self._count_writer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
+        # cleared while another replica works: the workers then wait, keys stay queued
+        self.working = asyncio.Event()
+        self.working.set()
 
     # ----- events ------------------------------------------------------------------
 
@@ -403,6 +406,7 @@ class Reconciler:
 
     async def _work(self, queue: WorkQueue[Key]) -> None:
         while True:
+            await self.working.wait()
             key = await queue.get()
             try:
                 delay = await self.reconcile(key)

@@ -429,7 +429,7 @@ def test_peering_rbac_lets_the_operator_patch_only_its_own_peering_object(
             "apiGroups": ["kopf.dev"],
             "resources": [resource],
             "resourceNames": ["pb-peers"],
-            "verbs": ["patch"],
+            "verbs": ["get", "patch"],
         },
     ]
     roles = of_kind(manifests, "ClusterRole") + of_kind(manifests, "Role")

@@ -336,3 +336,16 @@ def test_a_host_that_never_answers_holds_only_its_own_share_of_workers(
     world = run(scenario, workers=4)
     assert world.driver.calls.count("http://blackhole.test") == 2
     assert world.driver.calls.count("http://api.test") == 6
+
+
+def test_a_replica_standing_by_verifies_nothing_until_it_works() -> None:
+    async def scenario(world: World) -> None:
+        world.subject.working.clear()
+        await world.apply_connection(connection("orders"))
+        await settle(0.1, idle=False)
+        assert world.driver.calls == []
+        world.subject.working.set()
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == ["http://api.test"]

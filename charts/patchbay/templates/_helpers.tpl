@@ -104,8 +104,9 @@ watches Namespaces to notice when a listed one is created.
 {{/*
 kopf peering: every replica watches the peering objects to learn about the others
 and writes its keep-alive into the status of the one named by peering.name (the
-CRD has no status subresource, so that is a patch of the object). It never
-creates or deletes one: the chart does. Called with (dict "resource" <plural> "name" <name>).
+CRD has no status subresource, so that is a patch of the object); patchbay reads
+that one to run its workers only on the working replica. It never creates or
+deletes one: the chart does. Called with (dict "resource" <plural> "name" <name>).
 */}}
 {{- define "patchbay.peeringRules" -}}
 - apiGroups: [kopf.dev]
@@ -114,7 +115,7 @@ creates or deletes one: the chart does. Called with (dict "resource" <plural> "n
 - apiGroups: [kopf.dev]
   resources: [{{ .resource }}]
   resourceNames: [{{ .name }}]
-  verbs: [patch]
+  verbs: [get, patch]
 {{- end -}}
 
 {{- define "patchbay.webhookServiceName" -}}

@@ -10,11 +10,13 @@ resourceVersions.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
 from patchbay import kube
+from patchbay.controller.peering import follow_peering, peering_paths
 from patchbay.controller.secrets import SecretMetadataWatch
 from patchbay.drivers import available_drivers
 from patchbay.metrics import Metrics, MetricsServer
@@ -65,6 +67,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         client, memo.get("namespaces"), reconciler.secret_changed, reconciler.secrets_relisted
     )
     watch.start()
+    peering: tuple[str, int] | None = memo.get("peering")
+    if peering is not None:
+        name, priority = peering
+        reconciler.working.clear()  # until the peering object says this replica works
+        paths = peering_paths(name, memo.get("namespaces"))
+        memo["peering_task"] = asyncio.get_running_loop().create_task(
+            follow_peering(client, paths, priority, reconciler.working)
+        )
     address: tuple[str, int] | None = memo.get("metrics_address")
     if address is not None:
         memo["metrics_server"] = server = MetricsServer(metrics, *address)
@@ -79,6 +89,10 @@ async def shut_down(memo: kopf.Memo, **_: Any) -> None:
     watch = memo.get("secret_watch")
     if watch is not None:
         await watch.stop()
+    following = memo.get("peering_task")
+    if following is not None:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
     reconciler = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()

@@ -442,14 +442,16 @@ class Reconciler:
     # ----- deciding ----------------------------------------------------------------
 
     async def connector_spec(self, namespace: str, spec: Mapping[str, Any]) -> ConnectorSpec | None:
-        """The connector a Connection spec refers to, read from the API server now: a
-        standby replica serving admissions gets no connector events to keep a cache."""
+        """The connector a Connection spec refers to, as it is now (for admissions)."""
         ckey = connector_key(namespace, spec)
         _, connector = judge_connector(ckey, await self._connector(ckey, fresh=True), self.drivers)
         return connector
 
     async def _connector(self, ckey: ConnectorKey, fresh: bool = False) -> dict[str, Any] | None:
-        if fresh:
+        """The cached connector, which the watches keep current on the working replica.
+        ``fresh`` asks for the connector as it is now: a standby's watches are paused,
+        so it reads from the API server instead."""
+        if fresh and not self.working.is_set():
             kind, namespace, name = ckey
             return await self.client.get(kube.connector_path(kind, namespace or None, name))
         if ckey not in self.connectors:

@@ -45,10 +45,14 @@ def test_operator_lines_about_a_connection_carry_namespace_and_object(
 
 
 def test_kopf_handler_bookkeeping_is_not_logged_at_info(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _logged("INFO", monkeypatch, ("kopf.objects", "Handler 'connection_event' succeeded.", {}))
+    text = _logged(
+        "INFO", monkeypatch, ("kopf.objects", "Handler 'connection_event' succeeded.", {})
+    )
     assert text == ""
 
 
 def test_kopf_handler_bookkeeping_is_logged_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _logged("DEBUG", monkeypatch, ("kopf.objects", "Handler 'connection_event' succeeded.", {}))
+    text = _logged(
+        "DEBUG", monkeypatch, ("kopf.objects", "Handler 'connection_event' succeeded.", {})
+    )
     assert "succeeded" in text

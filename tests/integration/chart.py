@@ -18,6 +18,7 @@ KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
 KUSTOMIZE_WEBHOOK = REPO_ROOT / "deploy" / "overlays" / "webhook-cert-manager"
 
 Manifest = dict[str, Any]
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
 
 def helm_binary() -> Path:
@@ -125,6 +126,22 @@ def apply_manifests(cp: localcluster.ControlPlane, manifests: list[Manifest]) ->
         "-",
         input=yaml.safe_dump_all(manifests),
     )
+
+
+def install_without_webhooks(
+    cp: localcluster.ControlPlane, manifests: list[Manifest], namespace: str
+) -> str:
+    """Apply a rendered release but its webhook configurations (the API server cannot
+    reach a Service here: there are no Pods), and return a token of its ServiceAccount."""
+    crds = of_kind(manifests, "CustomResourceDefinition")
+    rest = [m for m in manifests if m["kind"] not in {"CustomResourceDefinition", *WEBHOOK_KINDS}]
+    apply_manifests(cp, crds)
+    cp.kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
+    apply_manifests(cp, rest)
+    service_account = the(manifests, "ServiceAccount")["metadata"]["name"]
+    return cp.kubectl(
+        "create", "token", service_account, "-n", namespace, "--duration=2h"
+    ).stdout.strip()
 
 
 def token_kubeconfig(cp: localcluster.ControlPlane, token: str, path: Path) -> Path:

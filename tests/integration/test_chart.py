@@ -30,11 +30,13 @@ from tests.integration.chart import (
     CHART,
     KUSTOMIZE_BASE,
     KUSTOMIZE_WEBHOOK,
+    WEBHOOK_KINDS,
     Manifest,
     apply_manifests,
     decoded,
     helm,
     helm_binary,
+    install_without_webhooks,
     mounted_secret,
     named,
     of_kind,
@@ -82,7 +84,6 @@ VALUE_SETS = {
     "cert-manager": {**EVERYTHING_ON, **CERT_MANAGER},
     "single-replica": SINGLE_REPLICA,
 }
-WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
 
 @pytest.fixture(scope="module")
@@ -649,18 +650,8 @@ def installed(
     manifests = render(
         helm_path, values, release=release, namespace=release_namespace, include_crds=True
     )
-    crds = of_kind(manifests, "CustomResourceDefinition")
-    # The API server cannot reach a Service here (there are no Pods): the webhook
-    # configurations stay out, and the tests call the operator's webhook directly.
-    rest = [m for m in manifests if m["kind"] not in {"CustomResourceDefinition", *WEBHOOK_KINDS}]
-    apply_manifests(control_plane, crds)
-    control_plane.kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
-    apply_manifests(control_plane, rest)
-
-    service_account = the(manifests, "ServiceAccount")["metadata"]["name"]
-    token = control_plane.kubectl(
-        "create", "token", service_account, "-n", release_namespace, "--duration=2h"
-    ).stdout.strip()
+    # the tests call the operator's webhook directly
+    token = install_without_webhooks(control_plane, manifests, release_namespace)
     workdir = tmp_path_factory.mktemp(request.param)
     kubeconfig = token_kubeconfig(control_plane, token, workdir / "kubeconfig")
     service = _webhook(manifests, "ValidatingWebhookConfiguration")["clientConfig"]["service"]
@@ -684,9 +675,9 @@ def installed(
             release_namespace=release_namespace,
             watched=watched,
             unwatched=unwatched,
-            service_account=service_account,
+            service_account=the(manifests, "ServiceAccount")["metadata"]["name"],
             clusterwide=clusterwide,
-            manifests=rest,
+            manifests=manifests,
             operator=operator,
             liveness_port=liveness_port,
             metrics_port=metrics_port,
@@ -697,7 +688,7 @@ def installed(
     finally:
         operator.stop()
         for kind in ("ClusterRoleBinding", "ClusterRole", "ClusterKopfPeering"):
-            for m in of_kind(rest, kind):
+            for m in of_kind(manifests, kind):
                 control_plane.kubectl(
                     "delete", kind.lower(), m["metadata"]["name"], "--ignore-not-found", check=False
                 )

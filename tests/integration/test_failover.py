@@ -42,9 +42,11 @@ import localcluster
 import localwebhooks
 from localserver import free_port
 from tests.integration.chart import (
+    WEBHOOK_KINDS,
     Manifest,
     apply_manifests,
     helm_binary,
+    install_without_webhooks,
     mounted_secret,
     of_kind,
     operator_container,
@@ -62,8 +64,6 @@ from tests.integration.operator_harness import (
     wait_for,
     wait_for_reason,
 )
-
-WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 
 # --- the webhook Service ------------------------------------------------------------------------
 
@@ -329,15 +329,7 @@ def release(
     )
     deployment = the(manifests, "Deployment")
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    crds = of_kind(manifests, "CustomResourceDefinition")
-    rest = [m for m in manifests if m["kind"] not in {"CustomResourceDefinition", *WEBHOOK_KINDS}]
-    apply_manifests(control_plane, crds)
-    control_plane.kubectl("wait", "--for", "condition=Established", "crd", "--all", "--timeout=60s")
-    apply_manifests(control_plane, rest)
-    service_account = the(manifests, "ServiceAccount")["metadata"]["name"]
-    token = control_plane.kubectl(
-        "create", "token", service_account, "-n", release_namespace, "--duration=2h"
-    ).stdout.strip()
+    token = install_without_webhooks(control_plane, manifests, release_namespace)
     # One certificate for every replica, as they all mount the same Secret; for the
     # loopback address the proxy listens on rather than the Service's name.
     serving = localwebhooks.serving(tmp_path / "webhook-tls")
@@ -374,7 +366,7 @@ def release(
                 check=False,
             )
         service.close()
-        for m in of_kind(rest, "ClusterRoleBinding") + of_kind(rest, "ClusterRole"):
+        for m in of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "ClusterRole"):
             control_plane.kubectl(
                 "delete", m["kind"], m["metadata"]["name"], "--ignore-not-found", check=False
             )

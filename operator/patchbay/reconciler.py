@@ -219,7 +219,6 @@ def _ours(labels: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    default_timeout_seconds: float = 10.0
     max_concurrent_verifications: int = 256
     egress: EgressPolicy = field(default_factory=EgressPolicy)
 
@@ -336,16 +335,7 @@ class Reconciler:
         # the binding Secret is owned by the Connection: the garbage collector removes it
 
     def _forget(self, key: Key, record: Tracked) -> None:
-        if record.connector is not None:
-            self.by_connector[record.connector].discard(key)
-            self._count_later(record.connector)
-        for secret in record.secrets:
-            readers = self.secret_readers.get((key[0], secret))
-            if readers is not None:
-                readers.discard(key)
-                if not readers:
-                    del self.secret_readers[(key[0], secret)]
-                    self.secret_versions.pop((key[0], secret), None)
+        self._track(key, record, None, ())
         self._release_default(key)
 
     async def connector_changed(
@@ -476,13 +466,18 @@ class Reconciler:
             self.secret_versions[skey] = secret["metadata"]["resourceVersion"] if secret else None
         return self.secret_versions[skey]
 
-    def _track(self, key: Key, record: Tracked, ckey: ConnectorKey, names: Iterable[str]) -> None:
+    def _track(
+        self, key: Key, record: Tracked, ckey: ConnectorKey | None, names: Iterable[str]
+    ) -> None:
+        """Index the Connection under its connector and the Secrets it reads (None and
+        none: under nothing, as when it is gone)."""
         if record.connector != ckey:
             if record.connector is not None:
                 self.by_connector[record.connector].discard(key)
                 self._count_later(record.connector)
-            self.by_connector[ckey].add(key)
-            self._count_later(ckey)
+            if ckey is not None:
+                self.by_connector[ckey].add(key)
+                self._count_later(ckey)
             record.connector = ckey
         wanted = tuple(sorted(set(names)))
         for old in set(record.secrets) - set(wanted):
@@ -549,17 +544,16 @@ class Reconciler:
                 else f"inputs changed ({record.handled_hash} -> {current})",
                 extra=object_fields(*key),
             )
-            return await self.verify(key, record, current)
+            return await self.verify(key, record, current, status)
         if verification.next_time is not None:
             wait = (verification.next_time - _now()).total_seconds()
-            return wait if wait > 0 else await self.verify(key, record, current)
-        return await self._watch_staleness(key, record, spec)
+            return wait if wait > 0 else await self.verify(key, record, current, status)
+        return await self._watch_staleness(key, record, spec, status)
 
     async def _watch_staleness(
-        self, key: Key, record: Tracked, spec: Mapping[str, Any]
+        self, key: Key, record: Tracked, spec: Mapping[str, Any], observed: ConnectionStatus
     ) -> float | None:
         """Without a next regular verification, a success ages into reason Stale."""
-        observed = record.observed()
         last_success = (observed.verification or VerificationStatus()).last_success_time
         if last_success is None or _ready_reason(observed) != Reason.VERIFIED:
             return None
@@ -595,7 +589,9 @@ class Reconciler:
 
     # ----- verifying ---------------------------------------------------------------
 
-    async def verify(self, key: Key, record: Tracked, handled_hash: str) -> float | None:
+    async def verify(
+        self, key: Key, record: Tracked, handled_hash: str, observed: ConnectionStatus
+    ) -> float | None:
         """Resolve, validate, verify, project the binding and write status once."""
         namespace = key[0]
         spec_body = record.spec
@@ -676,7 +672,7 @@ class Reconciler:
         )
         record.findings = findings
         finished = _now()
-        previous = record.observed().verification or VerificationStatus()
+        previous = observed.verification or VerificationStatus()
         failures = (
             0
             if outcome is not None and outcome.result == "Succeeded"

@@ -45,8 +45,6 @@ class SecretMetadataWatch:
         self._on_secret = on_secret
         self._on_relist = on_relist
         self._tasks: list[asyncio.Task[None]] = []
-        self.synced = asyncio.Event()
-        self._listed: set[str | None] = set()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -62,9 +60,6 @@ class SecretMetadataWatch:
         while True:
             try:
                 version: str | None = await self._list(namespace)
-                self._listed.add(namespace)
-                if len(self._listed) == len(self._namespaces):
-                    self.synced.set()
                 while version is not None:
                     version = await self._watch(namespace, version)
             except asyncio.CancelledError:

@@ -17,6 +17,9 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from patchbay.api.connector import CheckSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy
+from patchbay.core.verification import run_verification
 from patchbay.drivers.base import (
     MAX_RESULT_BYTES,
     MAX_VALUE_BYTES,
@@ -31,9 +34,6 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
 )
-from patchbay.egress import EgressPolicy
-from patchbay.reasons import Reason
-from patchbay.verification import run_verification
 
 T = TypeVar("T")
 OPEN_POLICY = EgressPolicy()

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from patchbay.reasons import Reason
+from patchbay.api.reasons import Reason
 
 # "limited_as_forbidden": over a limit the vendor reports with 403, not 429.
 Access = Literal["granted", "forbidden", "throttled", "limited_as_forbidden"]

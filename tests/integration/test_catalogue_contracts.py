@@ -20,13 +20,13 @@ import yaml
 from patchbay.api import ClusterConnector
 from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import ConnectorSpec
-from patchbay.config import ConfigValue, resolve_config
-from patchbay.credentials import resolve_credentials
+from patchbay.core.config import ConfigValue, resolve_config
+from patchbay.core.credentials import resolve_credentials
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.schedule import parse_duration
+from patchbay.core.verification import build_verify_request, run_verification
 from patchbay.drivers import available_drivers
 from patchbay.drivers.base import VerifyOutcome
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.schedule import parse_duration
-from patchbay.verification import build_verify_request, run_verification
 from tests.conftest import REPO_ROOT
 from tests.integration.saas_contracts import CONTRACTS, Case, Contract, VendorServer, serve_vendor
 

@@ -22,10 +22,10 @@ from aiohttp import web
 
 from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.http import HttpDriver, parse_retry_after
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
 from tests.integration.driver_calls import DriverCalls, run
 from tests.integration.http_server import (
     CertificateAuthority,

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.text import REDACTED
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
 from tests.integration.driver_calls import run
 from tests.integration.http_server import (
     CertificateAuthority,

@@ -19,6 +19,8 @@ from pymysql.constants import CLIENT
 import localmariadb
 from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
@@ -27,8 +29,6 @@ from patchbay.drivers.base import (
     json_value,
 )
 from patchbay.drivers.mysql import MysqlDriver
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import (
     LONG_VALUE_CHECK,

@@ -18,10 +18,10 @@ import pytest
 import localpostgres
 from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import MAX_VALUE_BYTES, DriverError, TlsMaterial
 from patchbay.drivers.postgres import PostgresDriver, _classify
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
 from testpki import CertificateAuthority
 from tests.integration.driver_calls import (
     LONG_VALUE_CHECK,

@@ -17,6 +17,9 @@ from aiohttp import web
 import locals3
 from localserver import free_port, stopping
 from patchbay.api.connector import AuthSpec, CheckSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.verification import run_verification
 from patchbay.drivers.base import (
     ConfigValue,
     DriverError,
@@ -25,9 +28,6 @@ from patchbay.drivers.base import (
     VerifyRequest,
 )
 from patchbay.drivers.s3 import S3Driver
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
-from patchbay.verification import run_verification
 from tests.integration.driver_calls import (
     OPEN_POLICY,
     DriverCalls,

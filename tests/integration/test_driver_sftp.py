@@ -24,11 +24,11 @@ from asyncssh.asn1 import der_decode, der_encode
 import localsshd
 from localserver import free_port
 from patchbay.api.connector import AuthSpec, CheckSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.verification import run_verification
 from patchbay.drivers.base import DriverError, VerifyOutcome, VerifyRequest
 from patchbay.drivers.sftp import MAX_BCRYPT_ROUNDS, MAX_PBKDF2_ITERATIONS, SftpDriver
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
-from patchbay.verification import run_verification
 from tests.integration.driver_calls import (
     OPEN_POLICY,
     DriverCalls,

@@ -24,6 +24,9 @@ import pytest
 from aiohttp import web
 
 from localserver import free_port
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.verification import run_verification
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     DriverError,
@@ -32,9 +35,6 @@ from patchbay.drivers.base import (
     VerifyRequest,
 )
 from patchbay.drivers.sqlserver import TEXT_SIZE, SqlServerDriver
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
-from patchbay.verification import run_verification
 from tests.integration import http_server
 from tests.integration.driver_calls import (
     OPEN_POLICY,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from patchbay.admission import connection_problem
 from patchbay.api.connector import ConnectorSpec
+from patchbay.core.admission import connection_problem
 
 CONNECTOR = ConnectorSpec.model_validate(
     {

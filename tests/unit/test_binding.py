@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from patchbay.binding import build_binding_secret
+from patchbay.core.binding import build_binding_secret
 from patchbay.drivers.base import DriverInfo
 from patchbay.drivers.registry import REGISTERED, UnknownDriverError, driver_names
 

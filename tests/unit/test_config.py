@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from patchbay.api.connector import ConnectorSpec, VariableSpec
-from patchbay.config import ConfigInvalidError, check_value, resolve_config
+from patchbay.core.config import ConfigInvalidError, check_value, resolve_config
 
 
 def _connector(*variables: dict[str, Any]) -> ConnectorSpec:

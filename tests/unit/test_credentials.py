@@ -8,8 +8,9 @@ import pytest
 
 from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import VariableSpec
-from patchbay.config import ConfigInvalidError
-from patchbay.credentials import (
+from patchbay.api.reasons import Reason
+from patchbay.core.config import ConfigInvalidError
+from patchbay.core.credentials import (
     CredentialsError,
     SecretData,
     credential_sources,
@@ -17,7 +18,6 @@ from patchbay.credentials import (
     resolve_credentials,
 )
 from patchbay.drivers.base import TlsMaterial
-from patchbay.reasons import Reason
 
 USERNAME = VariableSpec.model_validate({"key": "username", "secret": True, "required": True})
 PASSWORD = VariableSpec.model_validate({"key": "password", "secret": True, "required": True})

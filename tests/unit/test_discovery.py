@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from patchbay.caller import CommandError
-from patchbay.discovery import check_sql, split_table_name
+from patchbay.api.reasons import Reason
+from patchbay.cli.caller import CommandError
+from patchbay.cli.discovery import check_sql, split_table_name
+from patchbay.cli.manage import answers, request_timestamp
 from patchbay.drivers.base import (
     DriverError,
     FileEntry,
@@ -21,8 +23,6 @@ from patchbay.drivers.base import (
     json_value,
     walk_selection,
 )
-from patchbay.manage import answers, request_timestamp
-from patchbay.reasons import Reason
 
 # path -> entries directly under it; files are (name, size)
 TREE: dict[str, list[tuple[str, int | None]]] = {

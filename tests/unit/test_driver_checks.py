@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from patchbay.api.connector import CheckSpec, CheckType, HttpRequestSpec
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import Deadline, DriverError
 from patchbay.drivers.checks import (
     CheckFunction,
@@ -16,7 +17,6 @@ from patchbay.drivers.checks import (
     check_target,
     run_checks,
 )
-from patchbay.reasons import Reason
 
 QUERY = CheckSpec(type="query", sql="select 1")
 TABLE = CheckSpec(type="table", table="sales.orders")

@@ -7,10 +7,10 @@ import ipaddress
 
 import pytest
 
-from patchbay import egress
+from patchbay.api.reasons import Reason
+from patchbay.core import egress
+from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import DriverError
-from patchbay.egress import EgressPolicy, parse_networks
-from patchbay.reasons import Reason
 
 DEFAULT = EgressPolicy()
 

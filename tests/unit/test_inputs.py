@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from patchbay.inputs import inputs_hash
+from patchbay.core.inputs import inputs_hash
 
 SPEC: dict[str, Any] = {
     "connectorRef": {"kind": "ClusterConnector", "name": "postgres"},

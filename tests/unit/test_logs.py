@@ -35,8 +35,8 @@ def test_operator_lines_about_a_connection_carry_namespace_and_object(
     text = _logged(
         "INFO",
         monkeypatch,
-        ("patchbay.reconciler", "verifying shop/orders now", object_fields("shop", "orders")),
-        ("patchbay.reconciler", "ClusterConnector status", object_fields("", "postgres")),
+        ("patchbay.controller.connection", "verifying shop/orders now", object_fields("shop", "orders")),
+        ("patchbay.controller.connector", "ClusterConnector status", object_fields("", "postgres")),
     )
     first, second = (json.loads(line) for line in text.splitlines())
     assert (first["namespace"], first["object"], first["level"]) == ("shop", "orders", "INFO")

@@ -13,9 +13,9 @@ from patchbay.api.common import ADMISSION, MAX_VALUE_LENGTH
 from patchbay.api.connector import MAX_RATE_LIMIT_REQUESTS, VariableSpec, connector_from_body
 from patchbay.api.limits import MAX_TIMEOUT, MIN_INTERVAL, MIN_RATE_LIMIT_PERIOD
 from patchbay.api.patterns import MAX_PATTERN_LENGTH
+from patchbay.api.reasons import Reason
+from patchbay.core.resolve import judge_connector
 from patchbay.drivers.base import Driver
-from patchbay.reasons import Reason
-from patchbay.reconciler import judge_connector
 
 
 def _documents(directory: Path) -> list[dict[str, object]]:

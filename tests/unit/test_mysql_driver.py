@@ -7,8 +7,8 @@ import ssl
 import pymysql
 import pytest
 
+from patchbay.api.reasons import Reason
 from patchbay.drivers.mysql import _classify, server_version
-from patchbay.reasons import Reason
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from patchbay import output
-from patchbay.cli import Progress
-from patchbay.manage import describe_body
+from patchbay.cli import output
+from patchbay.cli.main import Progress
+from patchbay.cli.manage import describe_body
 
 
 def test_table_columns_line_up_under_their_headers() -> None:

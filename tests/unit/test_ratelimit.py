@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from patchbay.ratelimit import TokenBucket
+from patchbay.core.ratelimit import TokenBucket
 
 
 class Clock:

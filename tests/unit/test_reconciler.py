@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from patchbay import kube, reconciler
+from patchbay import kube
+from patchbay.api.reasons import Reason
+from patchbay.controller import connection as reconciler
+from patchbay.controller.connection import OperatorSettings, Reconciler
 from patchbay.drivers.base import Egress, VerifyOutcome, VerifyRequest
-from patchbay.reasons import Reason
-from patchbay.reconciler import OperatorSettings, Reconciler
 
 NS = "shop"
 TOKEN = "good-token-value"

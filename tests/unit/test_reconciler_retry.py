@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from patchbay import kube, reconciler
-from patchbay.reconciler import Reconciler
+from patchbay import kube
+from patchbay.controller import connection as reconciler
+from patchbay.controller.connection import Reconciler
+from patchbay.controller.writer import STATUS_REFUSED_MESSAGE
 
 
 class FlakyApi:
@@ -113,5 +115,5 @@ def test_refused_status_is_replaced_by_its_reason_and_not_sent_again(
     assert "verification" not in fallback
     ready = next(c for c in fallback["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ConnectorNotFound")
-    assert ready["message"] == reconciler.STATUS_REFUSED_MESSAGE
+    assert ready["message"] == STATUS_REFUSED_MESSAGE
     assert fallback["phase"] == "Failed"

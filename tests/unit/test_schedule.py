@@ -14,7 +14,7 @@ from patchbay.api.limits import (
     MIN_INTERVAL_SECONDS,
     MIN_RATE_LIMIT_PERIOD_SECONDS,
 )
-from patchbay.schedule import (
+from patchbay.core.schedule import (
     BACKOFF_BASE_SECONDS,
     Cadence,
     bounds,

@@ -6,8 +6,8 @@ import OpenSSL.SSL
 import pytest
 from pytds import tds_base
 
+from patchbay.api.reasons import Reason
 from patchbay.drivers.sqlserver import _classify, server_version
-from patchbay.reasons import Reason
 
 
 def server_error(number: int, text: str) -> tds_base.DatabaseError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from patchbay.reasons import Reason
-from patchbay.status import (
+from patchbay.api.reasons import Reason
+from patchbay.core.status import (
     ConditionState,
     Findings,
     connection_conditions,

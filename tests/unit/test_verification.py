@@ -7,7 +7,9 @@ from types import TracebackType
 
 import pytest
 
-from patchbay import verification
+from patchbay.api.reasons import Reason
+from patchbay.core import verification
+from patchbay.core.verification import REDACTED, run_verification, scrub
 from patchbay.drivers.base import (
     CheckOutcome,
     DriverError,
@@ -16,8 +18,6 @@ from patchbay.drivers.base import (
     VerifyOutcome,
     VerifyRequest,
 )
-from patchbay.reasons import Reason
-from patchbay.verification import REDACTED, run_verification, scrub
 
 SECRET = "pa55-w0rd-XYZ"
 REQUEST = VerifyRequest(config={"host": "db"}, secrets={"password": SECRET, "username": "app"})

@@ -13,9 +13,9 @@ import pytest
 
 from patchbay import workers
 from patchbay.api.connector import AuthSpec
+from patchbay.core.egress import EgressPolicy
 from patchbay.drivers.base import VerifyRequest
 from patchbay.drivers.sftp import _auth_options
-from patchbay.egress import EgressPolicy
 
 # Only a guard against a deadlock: a correct pool answers long before.
 DEADLOCK_GUARD_SECONDS = 60

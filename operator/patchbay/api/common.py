@@ -30,6 +30,12 @@ GROUP = "patchbay.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+# labels the operator sets on every Connection, so `kubectl get -l` filters by them
+CONNECTOR_LABEL = f"{GROUP}/connector"
+DRIVER_LABEL = f"{GROUP}/driver"
+# changing this annotation asks for a verification now
+VERIFY_REQUESTED_ANNOTATION = f"{GROUP}/verify-requested-at"
+
 # Go-style durations limited to the units that make sense for network checks.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
@@ -122,7 +128,7 @@ ADMISSION: dict[str, Any] = {"admission": True}
 """Validation context for a manifest on its way in (a webhook, a CLI check): the bounds on
 durations are enforced, as the CRD enforces them. Without it a stored object parses even
 when it predates a bound, and the operator clamps the value and says so
-(patchbay.schedule.bounds), instead of giving up on every Connection it serves."""
+(patchbay.core.schedule.bounds), instead of giving up on every Connection it serves."""
 
 
 def admission_check(within: Callable[[Any], bool], message: str) -> AfterValidator:

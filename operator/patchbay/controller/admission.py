@@ -8,9 +8,9 @@ from typing import Any
 
 import kopf
 
-from patchbay.admission import connection_problem
+from patchbay.controller.connection import Reconciler
 from patchbay.controller.handlers import GROUP, VERSION
-from patchbay.reconciler import Reconciler
+from patchbay.core.admission import connection_problem
 
 
 @kopf.on.validate(

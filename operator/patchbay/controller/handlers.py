@@ -16,11 +16,11 @@ from typing import Any
 import kopf
 
 from patchbay import kube
+from patchbay.controller.connection import OperatorSettings, Reconciler
 from patchbay.controller.peering import follow_peering, peering_paths
 from patchbay.controller.secrets import SecretMetadataWatch
 from patchbay.drivers import available_drivers
 from patchbay.metrics import Metrics, MetricsServer
-from patchbay.reconciler import OperatorSettings, Reconciler
 
 GROUP = "patchbay.dev"
 VERSION = "v1alpha1"

@@ -4,14 +4,14 @@ A driver speaks one protocol. It receives resolved inputs, connects,
 authenticates, runs the requested capability checks through the shared check
 runner (``patchbay.drivers.checks``) and returns a ``VerifyOutcome``. It maps
 its library's exceptions onto ``Reason`` codes by raising ``DriverError``. The
-verification runner (``patchbay.verification``) enforces the timeout, the egress
+verification runner (``patchbay.core.verification``) enforces the timeout, the egress
 policy (through ``Egress``), the rate limit, and scrubs secret values from every
 message.
 
 Drivers may also offer discovery, used by the CLI: ``SqlBrowsing`` (tables,
 columns, samples, read-only queries) and ``FileBrowsing`` (listing and
 selection checks). Each opens a session over one login; the caller
-(``patchbay.discovery``) enforces the timeout and scrubs messages, as for
+(``patchbay.cli.discovery``) enforces the timeout and scrubs messages, as for
 verification.
 """
 
@@ -33,8 +33,8 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
 from patchbay.api.limits import MAX_TIMEOUT_SECONDS
+from patchbay.api.reasons import NOT_RETRYABLE, Reason
 from patchbay.drivers.pem import pem_files
-from patchbay.reasons import NOT_RETRYABLE, Reason
 
 ResultKind = Literal["Succeeded", "Failed", "Unknown"]
 ConfigValue = str | int | bool

@@ -34,8 +34,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from patchbay.api.connector import CheckSpec, CheckType
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import CheckOutcome, Deadline, DriverError, ResultKind, VerifyOutcome
-from patchbay.reasons import Reason
 
 # A check that failed for one of these reasons learnt nothing definite about the
 # capability it tests, so its result is Unknown rather than Failed.

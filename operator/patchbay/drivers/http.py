@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from patchbay.api.connector import AuthSpec, CheckSpec, CredentialPlacement, HttpRequestSpec
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import (
     ConfigValue,
     Deadline,
@@ -54,7 +55,6 @@ from patchbay.drivers.web import (
     egress_session,
     parse_retry_after,
 )
-from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
 MAX_REDIRECTS = 5

@@ -38,6 +38,7 @@ import pymysql
 from pymysql.constants import CLIENT, COMMAND, CR
 from pymysql.protocol import FieldDescriptorPacket
 
+from patchbay.api.reasons import Reason
 from patchbay.drivers import sql
 from patchbay.drivers.base import (
     MAX_ROWS,
@@ -62,7 +63,6 @@ from patchbay.drivers.base import (
     resolve_address,
 )
 from patchbay.drivers.checks import SessionLost, run_checks
-from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
 T = TypeVar("T")

@@ -25,6 +25,7 @@ from psycopg import generators, pq
 from psycopg import sql as pgsql
 from psycopg.abc import Query
 
+from patchbay.api.reasons import Reason
 from patchbay.drivers import sql
 from patchbay.drivers.base import (
     MAX_ROWS,
@@ -49,7 +50,6 @@ from patchbay.drivers.base import (
 )
 from patchbay.drivers.checks import SessionLost, run_checks
 from patchbay.drivers.pem import pem_files
-from patchbay.reasons import Reason
 
 Connection = psycopg.AsyncConnection[Any]
 T = TypeVar("T")

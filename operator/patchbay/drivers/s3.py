@@ -40,6 +40,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from patchbay.api.connector import CheckSpec, CheckType
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import (
     Deadline,
     DriverError,
@@ -67,7 +68,6 @@ from patchbay.drivers.web import (
     is_ip_literal,
     parse_retry_after,
 )
-from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
 DEFAULT_REGION = "us-east-1"

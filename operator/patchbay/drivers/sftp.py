@@ -54,6 +54,7 @@ from asyncssh.saslprep import SASLPrepError
 
 from patchbay import __version__
 from patchbay.api.connector import CheckSpec, CheckType
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import (
     Deadline,
     DriverError,
@@ -75,7 +76,6 @@ from patchbay.drivers.base import (
 )
 from patchbay.drivers.checks import CheckFunction, SessionLost, check_subject, run_checks
 from patchbay.drivers.text import printable
-from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
 T = TypeVar("T")

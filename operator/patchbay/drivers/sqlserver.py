@@ -49,6 +49,7 @@ from pytds import tds_base
 from pytds.tds_socket import _TdsSocket
 
 from patchbay.api.connector import CheckSpec
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
@@ -70,7 +71,6 @@ from patchbay.drivers.base import (
 )
 from patchbay.drivers.checks import SessionLost, check_subject, ok_message, run_checks
 from patchbay.drivers.pem import pem_files
-from patchbay.reasons import Reason
 from patchbay.workers import run_cpu
 
 T = TypeVar("T")

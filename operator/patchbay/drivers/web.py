@@ -24,9 +24,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from patchbay import __version__
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import looks_like_address
 from patchbay.drivers.base import DriverError, Egress, TlsMaterial, load_tls_material
-from patchbay.egress import looks_like_address
-from patchbay.reasons import Reason
 
 USER_AGENT = f"patchbay/{__version__}"
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")

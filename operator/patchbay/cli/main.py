@@ -12,13 +12,14 @@ from typing import TextIO
 
 import aiohttp
 
-from patchbay import __version__, discovery, kube, manage, output
-from patchbay.caller import CommandError, load_caller_config
+from patchbay import __version__, kube
+from patchbay.cli import discovery, manage, output
+from patchbay.cli.caller import CommandError, load_caller_config
+from patchbay.cli.output import OUTPUT_FORMATS, View
+from patchbay.core.egress import DEFAULT_DENIED, EgressPolicy, parse_networks
+from patchbay.core.schedule import parse_duration
 from patchbay.drivers import available_drivers
 from patchbay.drivers.base import MAX_ROWS, SelectionLimits
-from patchbay.egress import DEFAULT_DENIED, EgressPolicy, parse_networks
-from patchbay.output import OUTPUT_FORMATS, View
-from patchbay.schedule import parse_duration
 
 
 def add_egress_flags(parser: argparse.ArgumentParser, traffic: str) -> None:
@@ -205,8 +206,8 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import patchbay.controller.handlers  # noqa: F401  (registers the handlers)
+    from patchbay.controller.connection import OperatorSettings
     from patchbay.logs import configure_logging
-    from patchbay.reconciler import OperatorSettings
 
     if args.webhook_port and not (args.webhook_cert and args.webhook_key):
         print(
@@ -392,7 +393,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ from typing import Any
 from patchbay.api.common import ConditionStatus
 from patchbay.api.connection import ConnectionStatus
 from patchbay.api.crd import JsonSchema, structural_schema
-from patchbay.reasons import Reason
+from patchbay.api.reasons import Reason
 
 ELLIPSIS = "…"
 

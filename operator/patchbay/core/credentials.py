@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import VariableSpec
-from patchbay.config import ConfigInvalidError
+from patchbay.api.reasons import Reason
+from patchbay.core.config import ConfigInvalidError
 from patchbay.drivers.base import TlsMaterial
-from patchbay.reasons import Reason
 
 SecretData = Mapping[str, str]
 

@@ -17,13 +17,13 @@ from dataclasses import replace
 
 from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import ConnectorSpec
-from patchbay.config import ResolvedConfig
-from patchbay.credentials import ResolvedCredentials
+from patchbay.api.reasons import Reason
+from patchbay.core.config import ResolvedConfig
+from patchbay.core.credentials import ResolvedCredentials
 from patchbay.drivers.base import Driver, DriverError, Egress, VerifyOutcome
 from patchbay.drivers.base import VerifyRequest as VerifyRequest
 from patchbay.drivers.text import REDACTED as REDACTED
 from patchbay.drivers.text import scrub as scrub
-from patchbay.reasons import Reason
 
 logger = logging.getLogger(__name__)
 

@@ -21,14 +21,17 @@ from pydantic import ValidationError
 
 from patchbay import kube
 from patchbay.api.connection import ConnectionSpec
-from patchbay.caller import CommandError, explained, get_connection
-from patchbay.config import ConfigInvalidError, resolve_config
-from patchbay.credentials import (
+from patchbay.api.reasons import Reason
+from patchbay.cli.caller import CommandError, explained, get_connection
+from patchbay.core.config import ConfigInvalidError, resolve_config
+from patchbay.core.credentials import (
     CredentialsError,
     credential_sources,
     referenced_secrets,
     resolve_credentials,
 )
+from patchbay.core.resolve import judge_connector, verification_timeout
+from patchbay.core.verification import scrub
 from patchbay.drivers.base import (
     MAX_ROWS,
     MAX_SQL_LENGTH,
@@ -45,9 +48,6 @@ from patchbay.drivers.base import (
     SqlBrowsing,
     VerifyRequest,
 )
-from patchbay.reasons import Reason
-from patchbay.reconciler import judge_connector, verification_timeout
-from patchbay.verification import scrub
 
 T = TypeVar("T")
 S = TypeVar("S")

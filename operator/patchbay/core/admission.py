@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from patchbay.api.connector import ConnectorSpec
-from patchbay.config import ConfigInvalidError, resolve_config
+from patchbay.core.config import ConfigInvalidError, resolve_config
 
 
 def connection_problem(

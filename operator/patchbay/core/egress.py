@@ -24,8 +24,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from patchbay.api.reasons import Reason
 from patchbay.drivers.base import DriverError, IPAddress
-from patchbay.reasons import Reason
 from patchbay.workers import resolve
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from patchbay import kube
+from patchbay.api.common import DRIVER_LABEL, VERIFY_REQUESTED_ANNOTATION
 from patchbay.api.connection import ConnectionStatus, VerificationStatus
-from patchbay.caller import CommandError, explained, get_connection, patch_connection
-from patchbay.reconciler import DRIVER_LABEL, VERIFY_REQUESTED_ANNOTATION
+from patchbay.cli.caller import CommandError, explained, get_connection, patch_connection
 
 POLL_SECONDS = 1.0
 

@@ -1,0 +1,1 @@
+"""The `patchbay` command line (also installed as the kubectl plugin `kubectl-patchbay`)."""

@@ -35,7 +35,11 @@ def test_operator_lines_about_a_connection_carry_namespace_and_object(
     text = _logged(
         "INFO",
         monkeypatch,
-        ("patchbay.controller.connection", "verifying shop/orders now", object_fields("shop", "orders")),
+        (
+            "patchbay.controller.connection",
+            "verifying shop/orders now",
+            object_fields("shop", "orders"),
+        ),
         ("patchbay.controller.connector", "ClusterConnector status", object_fields("", "postgres")),
     )
     first, second = (json.loads(line) for line in text.splitlines())

@@ -2,7 +2,8 @@
 PYTHON ?= python3
 export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
-.PHONY: install crds chart-files lint test test-deps test-unit cluster-up cluster-down control-plane demo \
+.PHONY: install crds chart-files lint test test-deps test-unit test-drivers test-controlplane \
+	test-chart cluster-up cluster-down control-plane demo \
 	helm minio e2e-kind
 
 install:
@@ -46,18 +47,28 @@ test-deps:
 test: install lint control-plane helm minio test-deps
 	$(PYTHON) -m pytest
 
+# One tier at a time, named for what it needs (see tests/conftest.py).
 test-unit: install
 	$(PYTHON) -m pytest tests/unit
 
+test-drivers: install minio test-deps
+	$(PYTHON) -m pytest tests/drivers
+
+test-controlplane: install control-plane minio test-deps
+	$(PYTHON) -m pytest tests/controlplane
+
+test-chart: install control-plane helm test-deps
+	$(PYTHON) -m pytest tests/chart
+
 cluster-up: install control-plane
-	$(PYTHON) hack/localcluster.py up
+	$(PYTHON) tests/support/localcluster.py up
 
 # One command: control plane, PostgreSQL, CRDs, catalogue, operator, two Connections.
 demo: install control-plane test-deps
 	$(PYTHON) hack/demo.py
 
 cluster-down:
-	$(PYTHON) hack/localcluster.py down
+	$(PYTHON) tests/support/localcluster.py down
 
 # End to end on a kind cluster with Docker (not available on every machine; CI
 # runs it in .github/workflows/e2e-kind.yaml): build the image, load it into

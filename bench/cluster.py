@@ -15,7 +15,7 @@ from kubeapi import NAMESPACES_PATH, Api, BenchError, cluster_connector_path, se
 from manifests import CONNECTOR, token_secret
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "hack"))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
 
 import localcluster as localcluster  # noqa: E402
 import localwebhooks as localwebhooks  # noqa: E402

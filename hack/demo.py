@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+# the local control plane and PostgreSQL of the test suite
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 import localcluster
 import localpostgres
 from localserver import stop_process

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs; a no-op when all are present.
-# The packages are those of hack/testprograms.py, the one list of the programs the
+# The packages are those of tests/support/testprograms.py, the one list of the programs the
 # test helpers run and the package that ships each.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mapfile -t PACKAGES < <("${PYTHON:-python3}" "$here/testprograms.py" packages)
+mapfile -t PACKAGES < <("${PYTHON:-python3}" "$here/../tests/support/testprograms.py" packages)
 if [ "${#PACKAGES[@]}" -eq 0 ]; then
-  echo "hack/testprograms.py listed no packages" >&2
+  echo "tests/support/testprograms.py listed no packages" >&2
   exit 1
 fi
 

@@ -1,4 +1,4 @@
-"""hack/testprograms.py, the one list of the programs the test helpers run and the Debian
+"""tests/support/testprograms.py, the one list of the programs the test helpers run and the Debian
 package of each: the helpers find programs only through it, the installer installs exactly
 its packages, and (where dpkg is there) each package really ships its programs."""
 
@@ -27,8 +27,12 @@ from testprograms import (
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "hack" / "install-test-deps.sh"
-# Every hack module that may run a program, except the list itself.
-HELPERS = sorted(p for p in (REPO / "hack").glob("*.py") if p.name != "testprograms.py")
+# Every helper that may run a program, except the list itself.
+HELPERS = sorted(
+    p
+    for p in [*(REPO / "tests" / "support").glob("*.py"), *(REPO / "hack").glob("*.py")]
+    if p.name != "testprograms.py"
+)
 
 
 def _executable(path: Path) -> Path:
@@ -64,7 +68,9 @@ def test_a_program_missing_everywhere_is_reported_with_its_package(
 
 
 def test_an_unlisted_program_cannot_be_looked_up() -> None:
-    with pytest.raises(ProgramNotListed, match=r"not-a-listed-tool is not listed in hack/"):
+    with pytest.raises(
+        ProgramNotListed, match=r"not-a-listed-tool is not listed in tests/support/"
+    ):
         find_program("not-a-listed-tool")
 
 
@@ -228,7 +234,7 @@ def test_the_installer_does_nothing_when_every_listed_package_is_installed(
 
 def test_the_listed_packages_are_printed_for_the_installer() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "testprograms.py"), "packages"],
+        [sys.executable, str(REPO / "tests" / "support" / "testprograms.py"), "packages"],
         capture_output=True,
         text=True,
         check=True,
@@ -308,5 +314,5 @@ def test_each_listed_program_is_shipped_by_a_package_the_installer_installs(
     owners = _owners(path)
     assert owners & installed_with_it, (
         f"{path} belongs to {sorted(owners) or 'no package'}, "
-        f"not to {prog.package}, which hack/testprograms.py lists for {prog.name}"
+        f"not to {prog.package}, which tests/support/testprograms.py lists for {prog.name}"
     )

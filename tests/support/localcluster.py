@@ -3,9 +3,9 @@
 Everything listens on 127.0.0.1 only. Used by the test suite (``import localcluster``) and by
 humans::
 
-    python hack/localcluster.py up [--state-dir DIR]    # prints `export KUBECONFIG=...`
-    python hack/localcluster.py env [--state-dir DIR]
-    python hack/localcluster.py down [--state-dir DIR]
+    python tests/support/localcluster.py up [--state-dir DIR]    # prints `export KUBECONFIG=...`
+    python tests/support/localcluster.py env [--state-dir DIR]
+    python tests/support/localcluster.py down [--state-dir DIR]
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from localserver import free_port
 from testpki import CertificateAuthority, pem_key, subject_alternative_names
 from testprograms import find_program
 
-HACK_DIR = Path(__file__).resolve().parent
-REPO_ROOT = HACK_DIR.parent
-BUILD_SCRIPT = HACK_DIR / "build-control-plane.sh"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 DEFAULT_STATE_DIR = Path.home() / ".cache" / "patchbay" / "cluster"
 CONTEXT_NAME = "patchbay-local"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -489,7 +488,7 @@ def _cmd_up(state_dir: Path, crd_dir: Path) -> int:
     if state is not None and _running_pids(state):
         print(
             f"a cluster from {state_dir} is already running; "
-            "run `python hack/localcluster.py down` first",
+            "run `python tests/support/localcluster.py down` first",
             file=sys.stderr,
         )
         return 1
@@ -553,7 +552,7 @@ def _cmd_env(state_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python hack/localcluster.py up|down|env``."""
+    """Entry point for ``python tests/support/localcluster.py up|down|env``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (

@@ -11,7 +11,7 @@ import pytest
 import localcluster
 import localpostgres
 from localserver import stopping
-from tests.integration.operator_harness import (
+from operator_harness import (
     OperatorProcess,
     apply,
     binding_type,

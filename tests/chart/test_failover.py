@@ -40,8 +40,7 @@ import yaml
 
 import localcluster
 import localwebhooks
-from localserver import free_port
-from tests.integration.chart import (
+from chart import (
     WEBHOOK_KINDS,
     Manifest,
     apply_manifests,
@@ -54,8 +53,9 @@ from tests.integration.chart import (
     the,
     token_kubeconfig,
 )
-from tests.integration.http_server import TokenApi
-from tests.integration.operator_harness import (
+from http_server import TokenApi
+from localserver import free_port
+from operator_harness import (
     OperatorProcess,
     apply,
     get_json,

@@ -36,7 +36,7 @@ from botocore.config import Config
 
 from localserver import free_port, stop_process, tail
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-minio.sh"
 START_TIMEOUT = 60
 REGION = "us-east-1"

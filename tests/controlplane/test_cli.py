@@ -20,14 +20,14 @@ import yaml
 
 import localcluster
 import localpostgres
-from tests.conftest import REPO_ROOT
-from tests.integration.operator_harness import (
+from operator_harness import (
     OperatorProcess,
     get_json,
     wait_for,
     wait_for_reason,
 )
-from tests.integration.test_operator_http import apply
+from tests.conftest import REPO_ROOT
+from tests.controlplane.test_operator_http import apply
 
 PASSWORD = f"cli-canary-{uuid.uuid4().hex}"
 ROWS_IN_ORDERS = 5

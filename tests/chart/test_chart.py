@@ -24,9 +24,7 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 import localcluster
-from localserver import free_port
-from tests.conftest import REPO_ROOT
-from tests.integration.chart import (
+from chart import (
     CHART,
     KUSTOMIZE_BASE,
     KUSTOMIZE_WEBHOOK,
@@ -48,8 +46,9 @@ from tests.integration.chart import (
     token_kubeconfig,
     value_flags,
 )
-from tests.integration.http_server import TokenApi
-from tests.integration.operator_harness import (
+from http_server import TokenApi
+from localserver import free_port
+from operator_harness import (
     OperatorProcess,
     apply,
     apply_http_connection,
@@ -61,6 +60,7 @@ from tests.integration.operator_harness import (
     wait_for_binding_deleted,
     wait_for_reason,
 )
+from tests.conftest import REPO_ROOT
 
 # Values that switch on every optional part of the chart.
 EVERYTHING_ON: dict[str, Any] = {

@@ -20,7 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from tests.integration.fake_tcp import FakeTcpServer
+from fake_tcp import FakeTcpServer
 
 PRELOGIN, LOGIN7, SQL_BATCH, ATTENTION, REPLY = 0x12, 0x10, 0x01, 0x06, 0x04
 END_OF_MESSAGE = 0x01

@@ -13,19 +13,19 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from patchbay.api.reasons import Reason
-from patchbay.core.egress import EgressPolicy, parse_networks
-from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
-from patchbay.drivers.text import REDACTED
-from tests.integration.driver_calls import run
-from tests.integration.http_server import (
+from driver_calls import run
+from http_server import (
     CertificateAuthority,
     Handler,
     OAuth2Server,
     answer,
     serve,
 )
-from tests.integration.test_driver_http import make_request, verify, verify_error
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
+from patchbay.drivers.text import REDACTED
+from tests.drivers.test_driver_http import make_request, verify, verify_error
 
 CLIENT_ID = "patchbay-client"
 

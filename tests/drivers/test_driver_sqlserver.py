@@ -23,6 +23,16 @@ from dataclasses import replace
 import pytest
 from aiohttp import web
 
+import http_server
+from driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    assert_error_keeps_no_secret,
+    outcome_texts,
+    query,
+    run,
+)
+from fake_tcp import FakeTcpServer
 from localserver import free_port
 from patchbay.api.reasons import Reason
 from patchbay.core.egress import EgressPolicy, parse_networks
@@ -35,17 +45,7 @@ from patchbay.drivers.base import (
     VerifyRequest,
 )
 from patchbay.drivers.sqlserver import TEXT_SIZE, SqlServerDriver
-from tests.integration import http_server
-from tests.integration.driver_calls import (
-    OPEN_POLICY,
-    DriverCalls,
-    assert_error_keeps_no_secret,
-    outcome_texts,
-    query,
-    run,
-)
-from tests.integration.fake_tcp import FakeTcpServer
-from tests.integration.tds_fake import Column, FakeSqlServer, ResultSet
+from tds_fake import Column, FakeSqlServer, ResultSet
 
 DRIVER = SqlServerDriver()
 CALLS = DriverCalls(DRIVER)

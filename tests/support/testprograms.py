@@ -1,7 +1,7 @@
 """The external programs the test helpers run, each with the Debian package that ships it.
 
 This is the one list. ``hack/install-test-deps.sh`` installs exactly its packages
-(``python3 hack/testprograms.py packages``), and the helpers find every program
+(``python3 tests/support/testprograms.py packages``), and the helpers find every program
 through ``find_program``, which refuses a name that is not listed here and, when a
 listed program is absent, says which package to install::
 
@@ -95,8 +95,8 @@ def program(name: str) -> Program:
         return _BY_NAME[name]
     except KeyError:
         raise ProgramNotListed(
-            f"{name} is not listed in hack/testprograms.py: add it with the Debian package "
-            f"that ships it, so that {INSTALLER} installs it"
+            f"{name} is not listed in tests/support/testprograms.py: add it with the Debian "
+            f"package that ships it, so that {INSTALLER} installs it"
         ) from None
 
 

@@ -16,14 +16,7 @@ import psycopg
 import pytest
 
 import localpostgres
-from localserver import free_port, stopping
-from patchbay.api.connector import CheckSpec, HttpRequestSpec
-from patchbay.api.reasons import Reason
-from patchbay.core.egress import EgressPolicy, parse_networks
-from patchbay.drivers.base import MAX_VALUE_BYTES, DriverError, TlsMaterial
-from patchbay.drivers.postgres import PostgresDriver, _classify
-from testpki import CertificateAuthority
-from tests.integration.driver_calls import (
+from driver_calls import (
     LONG_VALUE_CHECK,
     LONG_VALUES,
     OPEN_POLICY,
@@ -41,7 +34,14 @@ from tests.integration.driver_calls import (
     run,
     table,
 )
-from tests.integration.fake_tcp import FakeTcpServer
+from fake_tcp import FakeTcpServer
+from localserver import free_port, stopping
+from patchbay.api.connector import CheckSpec, HttpRequestSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.drivers.base import MAX_VALUE_BYTES, DriverError, TlsMaterial
+from patchbay.drivers.postgres import PostgresDriver, _classify
+from testpki import CertificateAuthority
 
 DRIVER = PostgresDriver()
 CALLS = SqlDriverCalls(DRIVER)

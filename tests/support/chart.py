@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.conftest import REPO_ROOT
 
 import localcluster
-from tests.conftest import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "patchbay"
 KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"

@@ -18,8 +18,7 @@ import yaml
 from aiohttp import web
 
 import localcluster
-from tests.conftest import REPO_ROOT
-from tests.integration.http_server import (
+from http_server import (
     CertificateAuthority,
     OAuth2Server,
     TokenApi,
@@ -27,7 +26,7 @@ from tests.integration.http_server import (
     serve_mutual_tls,
     serve_token_api,
 )
-from tests.integration.operator_harness import (
+from operator_harness import (
     Manifest,
     OperatorProcess,
     apply,
@@ -44,6 +43,7 @@ from tests.integration.operator_harness import (
     wait_for_reason,
     wait_for_single_failed_login,
 )
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from patchbay.core.schedule import parse_duration
 from patchbay.core.verification import build_verify_request, run_verification
 from patchbay.drivers import available_drivers
 from patchbay.drivers.base import VerifyOutcome
+from saas_contracts import CONTRACTS, Case, Contract, VendorServer, serve_vendor
 from tests.conftest import REPO_ROOT
-from tests.integration.saas_contracts import CONTRACTS, Case, Contract, VendorServer, serve_vendor
 
 CATALOGUE = REPO_ROOT / "deploy" / "connectors"
 # Entries that are not SaaS products: they have tests of their own.

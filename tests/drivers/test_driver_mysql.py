@@ -17,20 +17,7 @@ import pytest
 from pymysql.constants import CLIENT
 
 import localmariadb
-from localserver import free_port, stopping
-from patchbay.api.connector import CheckSpec, HttpRequestSpec
-from patchbay.api.reasons import Reason
-from patchbay.core.egress import EgressPolicy, parse_networks
-from patchbay.drivers.base import (
-    MAX_VALUE_BYTES,
-    NO_RESULT_SET,
-    DriverError,
-    TlsMaterial,
-    json_value,
-)
-from patchbay.drivers.mysql import MysqlDriver
-from testpki import CertificateAuthority
-from tests.integration.driver_calls import (
+from driver_calls import (
     LONG_VALUE_CHECK,
     LONG_VALUES,
     ORDERS_UNDER_REPEATED_NAMES,
@@ -47,7 +34,20 @@ from tests.integration.driver_calls import (
     run,
     table,
 )
-from tests.integration.fake_tcp import FakeTcpServer
+from fake_tcp import FakeTcpServer
+from localserver import free_port, stopping
+from patchbay.api.connector import CheckSpec, HttpRequestSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.drivers.base import (
+    MAX_VALUE_BYTES,
+    NO_RESULT_SET,
+    DriverError,
+    TlsMaterial,
+    json_value,
+)
+from patchbay.drivers.mysql import MysqlDriver
+from testpki import CertificateAuthority
 
 DRIVER = MysqlDriver()
 CALLS = SqlDriverCalls(DRIVER)

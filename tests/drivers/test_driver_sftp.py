@@ -22,14 +22,7 @@ import pytest
 from asyncssh.asn1 import der_decode, der_encode
 
 import localsshd
-from localserver import free_port
-from patchbay.api.connector import AuthSpec, CheckSpec
-from patchbay.api.reasons import Reason
-from patchbay.core.egress import EgressPolicy, parse_networks
-from patchbay.core.verification import run_verification
-from patchbay.drivers.base import DriverError, VerifyOutcome, VerifyRequest
-from patchbay.drivers.sftp import MAX_BCRYPT_ROUNDS, MAX_PBKDF2_ITERATIONS, SftpDriver
-from tests.integration.driver_calls import (
+from driver_calls import (
     OPEN_POLICY,
     DriverCalls,
     assert_error_keeps_no_secret,
@@ -38,7 +31,14 @@ from tests.integration.driver_calls import (
     read_object,
     run,
 )
-from tests.integration.fake_tcp import FakeTcpServer
+from fake_tcp import FakeTcpServer
+from localserver import free_port
+from patchbay.api.connector import AuthSpec, CheckSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.verification import run_verification
+from patchbay.drivers.base import DriverError, VerifyOutcome, VerifyRequest
+from patchbay.drivers.sftp import MAX_BCRYPT_ROUNDS, MAX_PBKDF2_ITERATIONS, SftpDriver
 
 DRIVER = SftpDriver()
 CALLS = DriverCalls(DRIVER)

@@ -25,8 +25,8 @@ import localmariadb
 import locals3
 import localsshd
 from tests.conftest import REPO_ROOT
-from tests.integration import test_cli
-from tests.integration.test_operator_http import apply
+from tests.controlplane import test_cli
+from tests.controlplane.test_operator_http import apply
 
 SUFFIX = uuid.uuid4().hex[:8]
 DATABASE = f"shop_{SUFFIX}"

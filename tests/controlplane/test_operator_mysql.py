@@ -9,7 +9,7 @@ import pytest
 
 import localcluster
 import localmariadb
-from tests.integration.operator_harness import (
+from operator_harness import (
     OperatorProcess,
     apply,
     binding_type,

@@ -15,6 +15,22 @@ import pytest
 from aiohttp import web
 
 import locals3
+from driver_calls import (
+    OPEN_POLICY,
+    DriverCalls,
+    assert_error_keeps_no_secret,
+    list_files,
+    outcome_texts,
+    read_object,
+    run,
+)
+from http_server import (
+    CertificateAuthority,
+    Handler,
+    answer,
+    serve,
+    serve_silence,
+)
 from localserver import free_port, stopping
 from patchbay.api.connector import AuthSpec, CheckSpec
 from patchbay.api.reasons import Reason
@@ -28,22 +44,6 @@ from patchbay.drivers.base import (
     VerifyRequest,
 )
 from patchbay.drivers.s3 import S3Driver
-from tests.integration.driver_calls import (
-    OPEN_POLICY,
-    DriverCalls,
-    assert_error_keeps_no_secret,
-    list_files,
-    outcome_texts,
-    read_object,
-    run,
-)
-from tests.integration.http_server import (
-    CertificateAuthority,
-    Handler,
-    answer,
-    serve,
-    serve_silence,
-)
 
 DRIVER = S3Driver()
 CALLS = DriverCalls(DRIVER)

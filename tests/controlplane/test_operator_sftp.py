@@ -7,7 +7,7 @@ from typing import Any
 
 import localcluster
 import localsshd
-from tests.integration.operator_harness import (
+from operator_harness import (
     OperatorProcess,
     apply,
     condition,

@@ -14,13 +14,13 @@ import yaml
 
 import localcluster
 import localwebhooks
-from tests.conftest import REPO_ROOT
-from tests.integration.operator_harness import (
+from operator_harness import (
     OperatorProcess,
     connection_manifest,
     get_json,
     wait_for_reason,
 )
+from tests.conftest import REPO_ROOT
 
 
 def connection(name: str, config: dict[str, Any]) -> dict[str, Any]:

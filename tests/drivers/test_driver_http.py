@@ -20,14 +20,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from localserver import free_port
-from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
-from patchbay.api.reasons import Reason
-from patchbay.core.egress import EgressPolicy, parse_networks
-from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
-from patchbay.drivers.http import HttpDriver, parse_retry_after
-from tests.integration.driver_calls import DriverCalls, run
-from tests.integration.http_server import (
+from driver_calls import DriverCalls, run
+from http_server import (
     CertificateAuthority,
     Handler,
     MutualTlsServer,
@@ -36,6 +30,12 @@ from tests.integration.http_server import (
     serve_mutual_tls,
     serve_silence,
 )
+from localserver import free_port
+from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.api.reasons import Reason
+from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
+from patchbay.drivers.http import HttpDriver, parse_retry_after
 
 
 def make_request(

@@ -227,6 +227,23 @@ def test_deleting_connection_removes_its_binding_secret_only(site: Site) -> None
     site.kubectl("get", "secret", "api-token")
 
 
+def test_secret_of_the_binding_name_that_is_not_ours_is_left_untouched(site: Site) -> None:
+    foreign = token_secret("billing-binding", "somebody-elses-value")
+    site.apply(foreign)
+    before = site.get("secret", "billing-binding")
+    site.connect("billing")
+
+    obj = site.wait("billing", "BindingConflict")
+    assert obj["status"]["phase"] == "Failed"
+    assert "billing-binding" in condition(obj, "Ready")["message"]
+    assert condition(obj, "Verified")["reason"] == "Verified"
+    assert "binding" not in obj["status"]
+    after = site.get("secret", "billing-binding")
+    assert after["data"] == before["data"]
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert "ownerReferences" not in after["metadata"]
+
+
 def test_host_in_denied_range_is_egress_denied_before_any_request(site: Site) -> None:
     with serve_token_api(site.token, host="127.0.0.2") as denied_api:
         site.connect("internal", base_url=denied_api.base_url)

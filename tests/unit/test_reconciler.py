@@ -74,7 +74,12 @@ class FakeApi:
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         self.writes.append(("POST", path))
-        return body
+        name = body["metadata"].get("name")
+        if name is None:  # generateName: an Event
+            return body
+        if f"{path}/{name}" in self.objects:
+            raise kube.KubeApiError(409, "AlreadyExists", f"{name} already exists")
+        return self.put(f"{path}/{name}", body)
 
     def count(self, verb: str, suffix: str) -> int:
         return sum(1 for v, p in self.writes if v == verb and p.endswith(suffix))
@@ -88,13 +93,14 @@ class FakeHttpDriver:
     name: str = "http"
     calls: list[str] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    accept: str = TOKEN
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         base_url = str(request.config["baseUrl"])
         self.calls.append(base_url)
         if "blackhole" in base_url:
             await self.release.wait()
-        if request.secrets.get("token") != TOKEN:
+        if request.secrets.get("token") != self.accept:
             return VerifyOutcome("Failed", Reason.AUTHENTICATION_FAILED, "HTTP 401")
         return VerifyOutcome("Succeeded", Reason.VERIFIED, "connected and authenticated")
 
@@ -223,8 +229,41 @@ def test_new_connection_is_verified_once_with_one_status_patch_binding_and_event
     assert world.driver.calls == ["http://api.test"]
     assert world.ready("orders") == ("True", "Verified")
     assert world.api.count("PATCH", "/orders/status") == 1
-    assert world.api.count("APPLY", "/orders-binding") == 1
+    assert world.api.count("POST", "/secrets") == 1  # the binding, created
+    assert world.api.count("APPLY", "/orders-binding") == 0
     assert world.api.count("POST", "/events") == 1
+
+
+def test_a_secret_of_the_binding_name_owned_by_another_is_never_written() -> None:
+    foreign = {"metadata": {"name": "orders-binding", "namespace": NS}, "data": {"x": "eA=="}}
+
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "orders-binding"), foreign)
+        await world.apply_connection(connection("orders"))
+        await settle()
+
+    world = run(scenario)
+    assert world.ready("orders") == ("False", "BindingConflict")
+    assert world.status("orders")["binding"] is None
+    assert world.api.count("APPLY", "/orders-binding") == 0
+    assert world.api.objects[kube.secret_path(NS, "orders-binding")]["data"] == foreign["data"]
+
+
+def test_a_binding_this_connection_owns_already_is_updated_after_a_restart() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders"))
+        await settle()
+        world.api.put(kube.secret_path(NS, "token"), secret("rotated-but-accepted"))
+        world.subject.cache.tracked[(NS, "orders")].binding_digest = None  # a new process
+        world.driver.accept = "rotated-but-accepted"
+        await world.subject.secret_changed(NS, "token", "999")
+        await settle()
+
+    world = run(scenario)
+    assert world.ready("orders") == ("True", "Verified")
+    assert world.api.count("APPLY", "/orders-binding") == 1
+    binding = world.api.objects[kube.secret_path(NS, "orders-binding")]
+    assert binding["stringData"]["token"] == "rotated-but-accepted"
 
 
 def test_rotated_secret_reverifies_without_editing_the_connection() -> None:

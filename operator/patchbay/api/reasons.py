@@ -31,6 +31,7 @@ class Reason(StrEnum):
     EGRESS_DENIED = "EgressDenied"
     PROTOCOL_ERROR = "ProtocolError"
     DEFAULT_CONFLICT = "DefaultConflict"
+    BINDING_CONFLICT = "BindingConflict"
     PROVIDER_ERROR = "ProviderError"
 
 

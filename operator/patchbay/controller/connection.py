@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -448,6 +448,7 @@ class Reconciler:
         verified_state: ConditionState | None = None
         secret_fields: dict[str, bool] = {}
         binding: str | None = None
+        binding_conflict: str | None = None
         duration_ms: int | None = None
         cadence = Cadence("Periodic", 3600.0)
         gate: str | None = None
@@ -479,6 +480,11 @@ class Reconciler:
                         binding = await self._project_binding(
                             key, record, connector_spec.driver, config.values, creds.values
                         )
+                        if binding is None:
+                            binding_conflict = (
+                                f"Secret {binding_name(key[1])!r} exists and is not this "
+                                "Connection's binding; it is left untouched"
+                            )
                         wait = self._take_budget(record.connector, limits)
                         if wait > 0:
                             await self._write_rate_limited(
@@ -514,6 +520,7 @@ class Reconciler:
             credentials=credentials_state,
             verified=verified_state,
             default_conflict=self.defaults.conflict(key, _claimed(key, record.spec)),
+            binding_conflict=binding_conflict,
         )
         record.findings = findings
         finished = now()
@@ -670,7 +677,9 @@ class Reconciler:
         driver: str,
         config: Mapping[str, str | int | bool],
         secrets: Mapping[str, str],
-    ) -> str:
+    ) -> str | None:
+        """Create or update the binding Secret; None when a Secret of that name exists
+        that this Connection does not own, which is left untouched."""
         manifest = build_binding_secret(
             connection=key[1],
             namespace=key[0],
@@ -680,9 +689,25 @@ class Reconciler:
             secrets=secrets,
         )
         digest = inputs_hash(manifest, None, None, {})
-        if record.binding_digest != digest:
-            await self.client.apply(kube.secret_path(key[0], binding_name(key[1])), manifest)
-            record.binding_digest = digest
+        if record.binding_digest == digest:
+            return binding_name(key[1])
+        path = kube.secret_path(key[0], binding_name(key[1]))
+        if record.binding_digest is not None:
+            await self.client.apply(path, manifest)
+        else:
+            # The first write of this record: applying over any Secret of that name would
+            # take it over, data and all, so it is created, or found to be ours already.
+            try:
+                await self.client.create(kube.secrets_path(key[0]), manifest)
+            except kube.KubeApiError as exc:
+                if exc.status != 409:
+                    raise
+                existing = await self.client.request("GET", path, accept=kube.METADATA)
+                owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+                if not any(o.get("uid") == record.uid for o in owners):
+                    return None
+                await self.client.apply(path, manifest)
+        record.binding_digest = digest
         return binding_name(key[1])
 
     # ----- defaults ----------------------------------------------------------------
@@ -705,13 +730,7 @@ class Reconciler:
         conflict = self.defaults.conflict(key, _claimed(key, record.spec))
         if conflict == record.findings.default_conflict:
             return
-        findings = Findings(
-            suspended=False,
-            connector=record.findings.connector,
-            credentials=record.findings.credentials,
-            verified=record.findings.verified,
-            default_conflict=conflict,
-        )
+        findings = replace(record.findings, suspended=False, default_conflict=conflict)
         record.findings = findings
         try:
             await self._write_status(key, record, findings, {})

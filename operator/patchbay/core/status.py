@@ -68,6 +68,7 @@ class Findings:
     verified: ConditionState | None
     stale: bool = False
     default_conflict: str | None = None
+    binding_conflict: str | None = None
 
 
 PENDING = ConditionState("Unknown", Reason.PENDING, "not verified yet")
@@ -89,6 +90,8 @@ def ready_condition(findings: Findings) -> ConditionState:
             return step
     if findings.default_conflict is not None:
         return ConditionState("False", Reason.DEFAULT_CONFLICT, findings.default_conflict)
+    if findings.binding_conflict is not None:
+        return ConditionState("False", Reason.BINDING_CONFLICT, findings.binding_conflict)
     if findings.stale:
         return ConditionState(
             "Unknown", Reason.STALE, "the last success is older than twice the interval"

@@ -59,7 +59,8 @@ def token_secret(name: str, token: str = TOKEN) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name},
+        # the bench runs without admission webhooks: every Connection may use it
+        "metadata": {"name": name, "annotations": {"patchbay.dev/allowed-connections": "*"}},
         "type": "Opaque",
         "stringData": {"token": token},
     }

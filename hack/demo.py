@@ -32,7 +32,11 @@ def _connection(name: str, port: int, secret: str) -> list[dict[str, object]]:
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": f"{name}-credentials"},
+            "metadata": {
+                "name": f"{name}-credentials",
+                # the demo runs without admission webhooks: the Secret allows its Connection
+                "annotations": {"patchbay.dev/allowed-connections": name},
+            },
             "stringData": {"password": secret},
         },
         {

@@ -142,13 +142,16 @@ def test_listed_namespaces_get_roles_and_only_cluster_scoped_rules_in_the_cluste
     helm_path: Path,
 ) -> None:
     manifests = render(helm_path, {"watchNamespaces": ["team-a", "team-b"]})
-    roles = of_kind(manifests, "Role")
+    roles = [r for r in of_kind(manifests, "Role") if r["metadata"]["name"] == "patchbay"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in of_kind(manifests, "RoleBinding")) == [
-        "team-a",
-        "team-b",
-    ]
-    cluster_resources = {res for _, res, _ in rule_set(the(manifests, "ClusterRole")["rules"])}
+    bindings = [b for b in of_kind(manifests, "RoleBinding") if b["metadata"]["name"] == "patchbay"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    key_role = named(manifests, "Role", "patchbay-admission-key")
+    assert key_role["metadata"]["namespace"] == "patchbay-system"
+    assert key_role["rules"][0]["resourceNames"] == ["patchbay-admission-key"]
+    cluster_resources = {
+        res for _, res, _ in rule_set(named(manifests, "ClusterRole", "patchbay")["rules"])
+    }
     assert "secrets" not in cluster_resources
     assert "connections" not in cluster_resources
     assert operator_container(manifests)["args"][:2] == [
@@ -325,6 +328,47 @@ def test_default_install_runs_two_peered_replicas_rolling_a_new_pod_in_before_an
     } in container["env"]
 
 
+def test_loopback_is_denied_to_verification_by_default(helm_path: Path) -> None:
+    args = operator_container(render(helm_path))["args"]
+    assert "--egress-deny=127.0.0.0/8" in args
+    assert "--egress-deny=::1/128" in args
+    opened = operator_container(render(helm_path, {"egress": {"deny": []}}))["args"]
+    assert not any(a.startswith("--egress-deny") for a in opened)
+
+
+def test_network_policy_is_off_by_default_and_admits_only_the_operator_ports(
+    control_plane: localcluster.ControlPlane, helm_path: Path
+) -> None:
+    assert of_kind(render(helm_path), "NetworkPolicy") == []
+    manifests = render(
+        helm_path,
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "ingressFrom": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+            }
+        },
+    )
+    policy = the(manifests, "NetworkPolicy")
+    spec = policy["spec"]
+    assert (
+        spec["podSelector"]["matchLabels"]
+        == the(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    webhook, probes = spec["ingress"]
+    assert webhook == {"ports": [{"port": 9443, "protocol": "TCP"}]}
+    assert probes["ports"] == [{"port": 8081, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}]
+    assert probes["from"] == [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}]
+    blocks = [peer["ipBlock"] for peer in spec["egress"][0]["to"]]
+    assert blocks == [
+        {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]},
+        {"cidr": "::/0", "except": ["fe80::/10"]},
+    ]
+    # the API server accepts it as rendered
+    policy["metadata"]["namespace"] = "default"
+    control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(policy))
+
+
 def test_disruption_budget_keeps_a_replica_through_voluntary_disruptions(helm_path: Path) -> None:
     manifests = render(helm_path)
     budget = the(manifests, "PodDisruptionBudget")
@@ -433,7 +477,11 @@ def test_peering_rbac_lets_the_operator_patch_only_its_own_peering_object(
             "verbs": ["get", "patch"],
         },
     ]
-    roles = of_kind(manifests, "ClusterRole") + of_kind(manifests, "Role")
+    roles = [
+        role
+        for role in of_kind(manifests, "ClusterRole") + of_kind(manifests, "Role")
+        if role["metadata"]["name"] == "patchbay"
+    ]
     granted = {
         (role["kind"], role["metadata"].get("namespace")): [
             rule for rule in role["rules"] if rule["apiGroups"] == ["kopf.dev"]
@@ -456,10 +504,24 @@ def test_peering_rbac_lets_the_operator_patch_only_its_own_peering_object(
 # --- the admission webhooks --------------------------------------------------------------------
 
 
-def _webhook(manifests: list[Manifest], kind: str) -> dict[str, Any]:
+# (kind, webhook, path) of every admission webhook the chart registers
+WEBHOOKS = (
+    ("ValidatingWebhookConfiguration", "validate-connection.patchbay.dev", "/validate-connection"),
+    ("MutatingWebhookConfiguration", "authorize-connection.patchbay.dev", "/authorize-connection"),
+    ("MutatingWebhookConfiguration", "label-connection.patchbay.dev", "/label-connection"),
+)
+
+
+def _webhook(
+    manifests: list[Manifest], kind: str, name: str = "validate-connection.patchbay.dev"
+) -> dict[str, Any]:
     webhooks: list[dict[str, Any]] = the(manifests, kind)["webhooks"]
-    assert len(webhooks) == 1
-    return webhooks[0]
+    (webhook,) = (w for w in webhooks if w["name"] == name)
+    return webhook
+
+
+def _webhooks(manifests: list[Manifest]) -> list[dict[str, Any]]:
+    return [_webhook(manifests, kind, name) for kind, name, _ in WEBHOOKS]
 
 
 def test_webhooks_call_the_operator_through_its_service_on_their_paths(helm_path: Path) -> None:
@@ -475,12 +537,17 @@ def test_webhooks_call_the_operator_through_its_service_on_their_paths(helm_path
     assert "--webhook-port=9443" in container["args"]
     assert f"--webhook-cert={mount_path}/tls.crt" in container["args"]
     assert f"--webhook-key={mount_path}/tls.key" in container["args"]
+    assert "--admission-key=patchbay-system/patchbay-admission-key" in container["args"]
     assert named(manifests, "Secret", secret_name)["type"] == "kubernetes.io/tls"
 
-    for kind, path in zip(
-        WEBHOOK_KINDS, ("/validate-connection", "/label-connection"), strict=True
-    ):
-        webhook = _webhook(manifests, kind)
+    assert [
+        w["name"] for m in of_kind(manifests, "MutatingWebhookConfiguration") for w in m["webhooks"]
+    ] == [
+        "authorize-connection.patchbay.dev",
+        "label-connection.patchbay.dev",
+    ]
+    for kind, name, path in WEBHOOKS:
+        webhook = _webhook(manifests, kind, name)
         assert webhook["clientConfig"]["service"] == {
             "name": "patchbay-webhook",
             "namespace": "patchbay-system",
@@ -510,10 +577,8 @@ def test_self_signed_certificate_is_trusted_by_both_webhooks_for_the_service_nam
     served.verify_directly_issued_by(ca)
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "patchbay-webhook.patchbay-system.svc" in names.get_values_for_type(x509.DNSName)
-    for kind in WEBHOOK_KINDS:
-        assert base64.b64decode(_webhook(manifests, kind)["clientConfig"]["caBundle"]) == (
-            decoded(secret, "ca.crt")
-        )
+    for webhook in _webhooks(manifests):
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == decoded(secret, "ca.crt")
     # a new certificate restarts the operator, which reads it at start
     annotations = the(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert (
@@ -522,18 +587,18 @@ def test_self_signed_certificate_is_trusted_by_both_webhooks_for_the_service_nam
     )
 
 
-def test_failure_policy_value_applies_to_the_validating_webhook_only(helm_path: Path) -> None:
-    defaults = render(helm_path)
-    assert _webhook(defaults, "ValidatingWebhookConfiguration")["failurePolicy"] == "Fail"
-    assert _webhook(defaults, "MutatingWebhookConfiguration")["failurePolicy"] == "Ignore"
-    lenient = render(helm_path, {"webhook": {"failurePolicy": "Ignore"}})
-    assert _webhook(lenient, "ValidatingWebhookConfiguration")["failurePolicy"] == "Ignore"
+def test_failure_policy_value_applies_to_validation_and_authorisation_not_labelling(
+    helm_path: Path,
+) -> None:
+    for policy in ("Fail", "Ignore"):
+        manifests = render(helm_path, {"webhook": {"failurePolicy": policy}})
+        assert [w["failurePolicy"] for w in _webhooks(manifests)] == [policy, policy, "Ignore"]
 
 
 def test_webhooks_judge_only_the_listed_namespaces(helm_path: Path) -> None:
     manifests = render(helm_path, {"watchNamespaces": ["team-a", "team-b"]})
-    for kind in WEBHOOK_KINDS:
-        assert _webhook(manifests, kind)["namespaceSelector"] == {
+    for webhook in _webhooks(manifests):
+        assert webhook["namespaceSelector"] == {
             "matchExpressions": [
                 {
                     "key": "kubernetes.io/metadata.name",
@@ -550,7 +615,9 @@ def test_disabled_webhook_renders_no_webhook_objects_or_arguments(helm_path: Pat
         assert of_kind(manifests, kind) == [], kind
     assert [s["metadata"]["name"] for s in of_kind(manifests, "Service")] == ["patchbay-metrics"]
     container = operator_container(manifests)
-    assert not any(a.startswith("--webhook") for a in container["args"])
+    assert not any(a.startswith(("--webhook", "--admission-key")) for a in container["args"])
+    assert [r["metadata"]["name"] for r in of_kind(manifests, "ClusterRole")] == ["patchbay"]
+    assert of_kind(manifests, "Role") == []
     assert "readinessProbe" not in container
     assert [
         v["name"] for v in the(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -644,6 +711,8 @@ def installed(
         "metrics": {"port": metrics_port},
         "webhook": {"port": webhook_port},
         "peering": {"enabled": True, "name": release},
+        # the chart denies loopback by default; here every system under test is on it
+        "egress": {"deny": []},
     }
     if not clusterwide:
         values["watchNamespaces"] = [watched]
@@ -912,7 +981,8 @@ def test_applied_rbac_rules_have_no_wildcards(
         get_json(control_plane, "role", m["metadata"]["name"], "-n", m["metadata"]["namespace"])
         for m in of_kind(installed.manifests, "Role")
     ]
-    assert len(roles) == (1 if installed.clusterwide else 2)
+    # the operator's own, and the admission webhooks' ClusterRole and key Role
+    assert len(roles) == (3 if installed.clusterwide else 4)
     for group, resource, verb in rule_set([r for role in roles for r in role["rules"]]):
         assert "*" not in (group, resource, verb)
 

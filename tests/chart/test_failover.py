@@ -323,7 +323,12 @@ def release(
     name = f"fo-{uuid.uuid4().hex[:8]}"
     release_namespace = f"{name}-system"
     control_plane.kubectl("create", "namespace", release_namespace)
-    values = {"watchNamespaces": [namespace], "peering": {"enabled": True, "name": name}}
+    values = {
+        "watchNamespaces": [namespace],
+        "peering": {"enabled": True, "name": name},
+        # the chart denies loopback by default; here every system under test is on it
+        "egress": {"deny": []},
+    }
     manifests = render(
         helm_path, values, release=name, namespace=release_namespace, include_crds=True
     )

@@ -23,6 +23,7 @@ import localpostgres
 from operator_harness import (
     OperatorProcess,
     get_json,
+    secret_manifest,
     wait_for,
     wait_for_reason,
 )
@@ -90,12 +91,7 @@ def connection(
 
 
 def credentials(password: str = PASSWORD) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "shop-credentials"},
-        "stringData": {"password": password},
-    }
+    return secret_manifest("shop-credentials", password=password)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import localcluster
 import localmariadb
 import locals3
 import localsshd
+from operator_harness import secret_manifest
 from tests.conftest import REPO_ROOT
 from tests.controlplane import test_cli
 from tests.controlplane.test_operator_http import apply
@@ -80,7 +81,7 @@ def connection(name: str, connector: str, secret: str, config: dict[str, Any]) -
 
 
 def secret(name: str, **values: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": values}
+    return secret_manifest(name, **values)
 
 
 def apply_connection(

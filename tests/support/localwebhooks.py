@@ -21,11 +21,15 @@ from localcluster import ControlPlane
 from localserver import free_port
 from testpki import CertificateAuthority, subject_alternative_names
 
-# (kind, path served by the operator, failurePolicy)
+# (kind, path served by the operator, failurePolicy), as the chart registers them
 WEBHOOKS = (
     ("ValidatingWebhookConfiguration", "validate-connection", "Fail"),
+    ("MutatingWebhookConfiguration", "authorize-connection", "Fail"),
     ("MutatingWebhookConfiguration", "label-connection", "Ignore"),
 )
+KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+# where the operator keeps the key of admission records, out of the tests' namespaces
+ADMISSION_KEY = "default/patchbay-admission-key"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class WebhookServing:
             str(self.cert_file),
             "--webhook-key",
             str(self.key_file),
+            "--admission-key",
+            ADMISSION_KEY,
         ]
 
 
@@ -60,9 +66,7 @@ def serving(directory: Path) -> WebhookServing:
     return WebhookServing(free_port(), ca.cert_pem, directory / "tls.crt", directory / "tls.key")
 
 
-def _configuration(
-    kind: str, name: str, path: str, failure_policy: str, serving: WebhookServing, namespace: str
-) -> dict[str, Any]:
+def _configuration(kind: str, name: str, serving: WebhookServing, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": kind,
@@ -88,6 +92,8 @@ def _configuration(
                 "admissionReviewVersions": ["v1"],
                 "timeoutSeconds": 5,
             }
+            for webhook_kind, path, failure_policy in WEBHOOKS
+            if webhook_kind == kind
         ],
     }
 
@@ -95,14 +101,14 @@ def _configuration(
 def register(cp: ControlPlane, serving: WebhookServing, namespace: str) -> str:
     """Both configurations, named after the returned name."""
     name = f"patchbay-{namespace}-{uuid.uuid4().hex[:6]}"
-    for kind, path, policy in WEBHOOKS:
-        manifest = _configuration(kind, name, path, policy, serving, namespace)
+    for kind in KINDS:
+        manifest = _configuration(kind, name, serving, namespace)
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
     return name
 
 
 def unregister(cp: ControlPlane, name: str) -> None:
-    for kind, _, _ in WEBHOOKS:
+    for kind in KINDS:
         cp.kubectl("delete", kind, name, "--ignore-not-found", check=False)
 
 

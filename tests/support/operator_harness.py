@@ -179,13 +179,13 @@ def wait_for_binding_deleted(cp: localcluster.ControlPlane, namespace: str, name
 # --- manifests ----------------------------------------------------------------------------
 
 
-def secret_manifest(name: str, **values: str) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "stringData": values,
-    }
+def secret_manifest(name: str, *, allowed: str | None = "*", **values: str) -> Manifest:
+    """A Secret; by default it allows every Connection of its namespace to use it, as
+    the operator requires where no admission webhook records an author's access."""
+    metadata: dict[str, Any] = {"name": name}
+    if allowed is not None:
+        metadata["annotations"] = {"patchbay.dev/allowed-connections": allowed}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": values}
 
 
 def credentials_secret(connection: str, **values: str) -> Manifest:

@@ -55,3 +55,38 @@ def test_edit_that_leaves_config_and_connector_alone_is_admitted() -> None:
 
     assert connection_problem(CONNECTOR, new, old) is None
     assert connection_problem(CONNECTOR, {**new, "config": {"x": 1}}, old) is not None
+
+
+CHECK = {"type": "query", "sql": "select cast((select secret from t) as int)"}
+
+
+def test_own_checks_are_refused_unless_the_connector_allows_them() -> None:
+    spec = {
+        "connectorRef": REF,
+        "config": {"baseUrl": "https://a.test"},
+        "verification": {"checks": [CHECK]},
+    }
+    problem = connection_problem(CONNECTOR, spec)
+    assert problem is not None and problem.startswith("spec.verification.checks:")
+    assert "allowConnectionChecks" in problem
+
+    allowing = CONNECTOR.model_copy(
+        update={
+            "verification": CONNECTOR.verification.model_copy(
+                update={"allow_connection_checks": True}
+            )
+        }
+    )
+    assert connection_problem(allowing, spec) is None
+
+
+def test_checks_stored_before_the_rule_do_not_block_other_edits() -> None:
+    old = {
+        "connectorRef": REF,
+        "config": {"baseUrl": "https://a.test"},
+        "verification": {"checks": [CHECK]},
+    }
+    suspended = {**old, "suspend": True}
+    assert connection_problem(CONNECTOR, suspended, old) is None
+    more = {**old, "verification": {"checks": [CHECK, CHECK]}}
+    assert connection_problem(CONNECTOR, more, old) is not None

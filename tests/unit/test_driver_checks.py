@@ -8,7 +8,7 @@ import pytest
 
 from patchbay.api.connector import CheckSpec, CheckType, HttpRequestSpec
 from patchbay.api.reasons import Reason
-from patchbay.drivers.base import Deadline, DriverError
+from patchbay.drivers.base import Deadline, DriverError, VerifyRequest
 from patchbay.drivers.checks import (
     CheckFunction,
     CheckResults,
@@ -40,8 +40,13 @@ def _run(
     checks: tuple[CheckSpec, ...],
     functions: dict[CheckType, CheckFunction],
     deadline: Deadline | None = None,
+    *,
+    connection_checks: int = 0,
 ) -> CheckResults:
-    return asyncio.run(run_checks("fake", checks, functions, deadline or Deadline(10)))
+    request = VerifyRequest(
+        config={}, secrets={}, checks=checks, connection_checks=connection_checks
+    )
+    return asyncio.run(run_checks("fake", request, functions, deadline or Deadline(10)))
 
 
 @pytest.mark.parametrize(
@@ -218,3 +223,23 @@ def test_check_without_its_subject_is_config_invalid(check: CheckSpec, message: 
     with pytest.raises(DriverError) as info:
         check_subject(check)
     assert (info.value.code, info.value.message) == (Reason.CONFIG_INVALID, message)
+
+
+def test_a_failed_check_the_connection_defines_says_its_code_not_the_servers_words() -> None:
+    leak = DriverError(
+        Reason.PROVIDER_ERROR,
+        'invalid input syntax for type integer: "the-salary-table-secret"',
+        server_code="22P02",
+    )
+    own = CheckSpec(type="query", sql="select cast((select secret from t) as int)")
+    results = _run((QUERY, own), {"query": _failing(leak)}, connection_checks=1)
+
+    connector_check, connection_check = results.checks
+    assert "the-salary-table-secret" in connector_check.message  # the connector's: shown
+    assert "the-salary-table-secret" not in connection_check.message
+    assert "22P02" in connection_check.message
+    assert connection_check.code == Reason.PROVIDER_ERROR
+
+    alone = _run((own,), {"query": _failing(leak)}, connection_checks=1)
+    outcome = alone.outcome(server_version=None, latency_ms=None)
+    assert "the-salary-table-secret" not in outcome.message

@@ -17,6 +17,7 @@ from patchbay import kube
 from patchbay.api.reasons import Reason
 from patchbay.controller import connection as reconciler
 from patchbay.controller.connection import OperatorSettings, Reconciler
+from patchbay.core.authorization import admission_record, scope
 from patchbay.drivers.base import Egress, VerifyOutcome, VerifyRequest
 
 NS = "shop"
@@ -144,9 +145,10 @@ def connection(name: str, base_url: str = "http://api.test", **spec: Any) -> dic
     }
 
 
-def secret(value: str) -> dict[str, Any]:
+def secret(value: str, allowed: str | None = "*") -> dict[str, Any]:
+    annotations = {"patchbay.dev/allowed-connections": allowed} if allowed is not None else {}
     return {
-        "metadata": {"name": "token", "namespace": NS},
+        "metadata": {"name": "token", "namespace": NS, "annotations": annotations},
         "data": {"token": base64.b64encode(value.encode()).decode()},
     }
 
@@ -389,3 +391,76 @@ def test_a_replica_standing_by_verifies_nothing_until_it_works() -> None:
 
     world = run(scenario)
     assert world.driver.calls == ["http://api.test"]
+
+
+def test_a_secret_neither_recorded_nor_opted_in_is_never_used() -> None:
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "token"), secret(TOKEN, allowed=None))
+        await world.apply_connection(connection("orders"))
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == []
+    assert world.ready("orders") == ("False", "SecretNotAuthorized")
+    assert world.status("orders")["verification"]["error"]["retryable"] is False
+    assert world.api.count("POST", "/secrets") == 0  # no binding
+
+
+def test_a_secret_allowing_other_connections_only_is_not_used() -> None:
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "token"), secret(TOKEN, allowed="reports"))
+        await world.apply_connection(connection("orders"))
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == []
+    assert world.ready("orders") == ("False", "SecretNotAuthorized")
+
+
+def test_an_admission_record_for_this_spec_authorises_its_secrets() -> None:
+    key = b"admission-key-for-the-test-32byt"
+
+    async def scenario(world: World) -> None:
+        world.subject.admission_key = key
+        world.api.put(kube.secret_path(NS, "token"), secret(TOKEN, allowed=None))
+        body = connection("orders")
+        record = admission_record(key, scope(NS, "orders", body["spec"]))
+        body["metadata"]["annotations"] = {"patchbay.dev/authorization": record}
+        await world.apply_connection(body)
+        await settle()
+
+    world = run(scenario)
+    assert world.ready("orders") == ("True", "Verified")
+
+
+def test_a_record_made_for_another_host_does_not_authorise_this_one() -> None:
+    key = b"admission-key-for-the-test-32byt"
+
+    async def scenario(world: World) -> None:
+        world.subject.admission_key = key
+        world.api.put(kube.secret_path(NS, "token"), secret(TOKEN, allowed=None))
+        admitted = connection("orders")
+        record = admission_record(key, scope(NS, "orders", admitted["spec"]))
+        redirected = connection("orders", "http://attacker.test")
+        redirected["metadata"]["annotations"] = {"patchbay.dev/authorization": record}
+        await world.apply_connection(redirected)
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == []
+    assert world.ready("orders") == ("False", "SecretNotAuthorized")
+
+
+def test_own_checks_on_a_connector_that_does_not_allow_them_are_config_invalid() -> None:
+    async def scenario(world: World) -> None:
+        own = connection(
+            "orders", verification={"checks": [{"type": "http", "http": {"path": "/admin"}}]}
+        )
+        await world.apply_connection(own)
+        await settle()
+
+    world = run(scenario)
+    assert world.driver.calls == []
+    assert world.ready("orders") == ("False", "ConfigInvalid")
+    message = world.status("orders")["verification"]["error"]["message"]
+    assert "allowConnectionChecks" in message

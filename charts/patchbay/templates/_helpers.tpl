@@ -118,6 +118,10 @@ deletes one: the chart does. Called with (dict "resource" <plural> "name" <name>
   verbs: [get, patch]
 {{- end -}}
 
+{{- define "patchbay.admissionKeyName" -}}
+{{- printf "%s-admission-key" (include "patchbay.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "patchbay.webhookServiceName" -}}
 {{- printf "%s-webhook" (include "patchbay.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -195,4 +199,13 @@ timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
 {{/* The metrics Service's labels: its component tells it apart from the webhook Service for the ServiceMonitor. */}}
 {{- define "patchbay.metricsLabels" -}}
 {{- merge (dict "app.kubernetes.io/component" "metrics") (include "patchbay.labels" . | fromYaml) | toYaml -}}
+{{- end -}}
+
+{{/* The CIDRs of one IP version, as YAML list items (an ipBlock's except must lie in its cidr). */}}
+{{- define "patchbay.exceptOf" -}}
+{{- range .cidrs }}
+{{- if eq (contains ":" .) (eq $.version 6) }}
+- {{ . }}
+{{- end }}
+{{- end }}
 {{- end -}}

@@ -35,6 +35,10 @@ CONNECTOR_LABEL = f"{GROUP}/connector"
 DRIVER_LABEL = f"{GROUP}/driver"
 # changing this annotation asks for a verification now
 VERIFY_REQUESTED_ANNOTATION = f"{GROUP}/verify-requested-at"
+# the admission record of a Connection: proof that its author may read the Secrets it uses
+AUTHORIZATION_ANNOTATION = f"{GROUP}/authorization"
+# on a Secret: the Connections of its namespace that may use it ("*": all of them)
+ALLOWED_CONNECTIONS_ANNOTATION = f"{GROUP}/allowed-connections"
 
 # Go-style durations limited to the units that make sense for network checks.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"

@@ -312,6 +312,14 @@ class ConnectorVerificationSpec(ApiModel):
         max_length=32,
         description="Checks run for every Connection by default.",
     )
+    allow_connection_checks: bool = Field(
+        default=False,
+        description="Whether a Connection may add checks of its own (spec.verification.checks). "
+        "They run with the connector's credentials, which the Connection's author may not be "
+        "able to read, so this is off unless the connector is for a system whose author owns "
+        "what the checks can reach (a generic database). A failed check of a Connection "
+        "reports its reason and the server's error code, never the server's message.",
+    )
     http: HttpRequestSpec | None = Field(
         default=None,
         description="The authenticated request that proves an http connection works.",

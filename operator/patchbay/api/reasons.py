@@ -21,6 +21,7 @@ class Reason(StrEnum):
     CONFIG_INVALID = "ConfigInvalid"
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_KEY_MISSING = "SecretKeyMissing"
+    SECRET_NOT_AUTHORIZED = "SecretNotAuthorized"
     AUTHENTICATION_FAILED = "AuthenticationFailed"
     PERMISSION_DENIED = "PermissionDenied"
     RESOURCE_NOT_FOUND = "ResourceNotFound"

@@ -75,6 +75,13 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration such as 90s or 2m: {text!r}") from None
 
 
+def secret_reference(text: str) -> tuple[str, str]:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
+    return namespace, name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patchbay",
@@ -124,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-cert", metavar="FILE", help="PEM serving certificate of the webhook"
     )
     run.add_argument("--webhook-key", metavar="FILE", help="PEM private key of the webhook")
+    run.add_argument(
+        "--admission-key",
+        metavar="NAMESPACE/NAME",
+        type=secret_reference,
+        help="Secret with the key of admission records (created when absent); needed "
+        "with --webhook-port. Without it, a Connection may use only Secrets that allow "
+        "it by annotation",
+    )
     run.add_argument(
         "--liveness",
         metavar="URL",
@@ -209,9 +224,10 @@ def run_operator(args: argparse.Namespace) -> int:
     from patchbay.controller.connection import OperatorSettings
     from patchbay.logs import configure_logging
 
-    if args.webhook_port and not (args.webhook_cert and args.webhook_key):
+    if args.webhook_port and not (args.webhook_cert and args.webhook_key and args.admission_key):
         print(
-            "patchbay run: --webhook-port needs --webhook-cert and --webhook-key", file=sys.stderr
+            "patchbay run: --webhook-port needs --webhook-cert, --webhook-key and --admission-key",
+            file=sys.stderr,
         )
         return 2
     configure_logging(args.log_level, args.log_format == "json")
@@ -236,6 +252,7 @@ def run_operator(args: argparse.Namespace) -> int:
             namespaces=args.namespace or None,
             peering=(args.peering, priority) if args.peering else None,
             metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+            admission_key=args.admission_key,
             webhook=kopf.WebhookServer(
                 addr=args.webhook_host,
                 port=args.webhook_port,

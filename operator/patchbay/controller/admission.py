@@ -8,9 +8,12 @@ from typing import Any
 
 import kopf
 
+from patchbay.api.common import ALLOWED_CONNECTIONS_ANNOTATION, AUTHORIZATION_ANNOTATION
+from patchbay.controller.authorization import first_denied
 from patchbay.controller.connection import Reconciler
 from patchbay.controller.handlers import GROUP, VERSION
 from patchbay.core.admission import connection_problem
+from patchbay.core.authorization import admission_record, record_holds, scope, secret_uses
 
 
 @kopf.on.validate(
@@ -49,3 +52,60 @@ async def label_connection(
     missing = {k: v for k, v in wanted.items() if labels.get(k) != v}
     if missing:
         patch.setdefault("metadata", {}).setdefault("labels", {}).update(missing)
+
+
+@kopf.on.mutate(
+    GROUP, VERSION, "connections", id="authorize-connection", operations=["CREATE", "UPDATE"]
+)
+async def authorize_connection(
+    *,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    userinfo: kopf.UserInfo,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    """Refuse a Connection that references a Secret its writer may not get; stamp the
+    others with an admission record, which the operator requires before it uses them
+    (see core/authorization.py)."""
+    reconciler: Reconciler = memo["reconciler"]
+    key = reconciler.admission_key
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    spec = body.get("spec") or {}
+    covered = scope(namespace, name, spec)
+    record = (meta.get("annotations") or {}).get(AUTHORIZATION_ANNOTATION)
+    if old is not None:
+        kept = (old["metadata"].get("annotations") or {}).get(AUTHORIZATION_ANNOTATION)
+        if scope(namespace, name, old.get("spec") or {}) == covered and (
+            record_holds(key, covered, kept) or userinfo.get("username") == memo.get("own_user")
+        ):
+            # Nothing that decides the Secrets' use changed: the record stays what it was,
+            # whatever this request wrote into it.
+            if record != kept:
+                patch.setdefault("metadata", {}).setdefault("annotations", {})[
+                    AUTHORIZATION_ANNOTATION
+                ] = kept
+            return
+    denied = await first_denied(reconciler.client, userinfo, namespace, name, secret_uses(spec))
+    if denied is not None:
+        if old is not None and scope(namespace, name, old.get("spec") or {}) == covered:
+            # an edit of something else (an annotation, a label) by someone who may not
+            # read the Secrets: admitted, and the Connection stays without a record
+            if record is not None:
+                patch.setdefault("metadata", {}).setdefault("annotations", {})[
+                    AUTHORIZATION_ANNOTATION
+                ] = None
+            return
+        raise kopf.AdmissionError(
+            f"{denied.field}: user {userinfo.get('username', '')!r} may not get Secret "
+            f"{denied.name!r} (missing permission: get secrets in {namespace!r}), and the "
+            f"Secret does not allow this Connection in its {ALLOWED_CONNECTIONS_ANNOTATION} "
+            "annotation; a Connection may use only Secrets its author may read",
+            code=403,
+        )
+    if key is not None:
+        patch.setdefault("metadata", {}).setdefault("annotations", {})[AUTHORIZATION_ANNOTATION] = (
+            admission_record(key, covered)
+        )

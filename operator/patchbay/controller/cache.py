@@ -62,6 +62,7 @@ class Tracked:
     secrets: tuple[str, ...] = ()
     connector: ConnectorKey | None = None
     findings: Findings | None = None
+    authorization: str | None = None  # the admission record annotation
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -22,7 +22,13 @@ import aiohttp
 from pydantic import ValidationError
 
 from patchbay import kube
-from patchbay.api.common import CONNECTOR_LABEL, DRIVER_LABEL, VERIFY_REQUESTED_ANNOTATION
+from patchbay.api.common import (
+    ALLOWED_CONNECTIONS_ANNOTATION,
+    AUTHORIZATION_ANNOTATION,
+    CONNECTOR_LABEL,
+    DRIVER_LABEL,
+    VERIFY_REQUESTED_ANNOTATION,
+)
 from patchbay.api.connection import (
     CheckResult,
     ConnectionSpec,
@@ -53,8 +59,9 @@ from patchbay.controller.writer import (
     timestamp,
     wire,
 )
+from patchbay.core.authorization import opted_in, record_holds, scope
 from patchbay.core.binding import binding_name, build_binding_secret
-from patchbay.core.config import ConfigInvalidError, resolve_config
+from patchbay.core.config import ConfigInvalidError, allow_connection_checks, resolve_config
 from patchbay.core.credentials import (
     CredentialsError,
     credential_sources,
@@ -109,6 +116,8 @@ class Reconciler:
         self.settings = settings or OperatorSettings()
         self.metrics = metrics or Metrics()
         self.cache = Cache()
+        # the key of admission records (None: no record holds; Secrets must opt in)
+        self.admission_key: bytes | None = None
         self.defaults = DefaultClaims()
         self.buckets: dict[ConnectorKey, TokenBucket] = {}
         self._gates: DestinationGates[Key] | None = None
@@ -161,6 +170,7 @@ class Reconciler:
             (meta.get("annotations") or {}).get(VERIFY_REQUESTED_ANNOTATION),
             compact(spec),
             compact(body.get("status") or {}),
+            (meta.get("annotations") or {}).get(AUTHORIZATION_ANNOTATION),
         )
         if known is not None and known.uid == meta.get("uid"):
             unchanged = observed == (
@@ -168,9 +178,16 @@ class Reconciler:
                 known.requested,
                 known.spec_json,
                 known.status_json,
+                known.authorization,
             )
             # Updated in place: a verification running now updates the same record.
-            known.labels, known.requested, known.spec_json, known.status_json = observed
+            (
+                known.labels,
+                known.requested,
+                known.spec_json,
+                known.status_json,
+                known.authorization,
+            ) = observed
             known.generation, known.resource_version = meta.get("generation"), version
             if unchanged:
                 return  # our own status write coming back: the decision state has it
@@ -187,6 +204,7 @@ class Reconciler:
                 requested=observed[1],
                 spec_json=observed[2],
                 status_json=observed[3],
+                authorization=observed[4],
             )
         self._claim_default(key, record, spec)
         self.queue.add(key)
@@ -343,7 +361,9 @@ class Reconciler:
         self.connector_status.count_later(self.cache.index(key, record, ckey, names))
         versions = {n: await self._secret_version(key[0], n) for n in names}
         meta = (connector or {}).get("metadata", {})
-        return inputs_hash(spec, meta.get("uid"), meta.get("generation"), versions)
+        return inputs_hash(
+            spec, meta.get("uid"), meta.get("generation"), versions, record.authorization
+        )
 
     @staticmethod
     def _secret_names(spec: Mapping[str, Any], connector: dict[str, Any] | None) -> list[str]:
@@ -459,14 +479,16 @@ class Reconciler:
                     limits = bounds(spec, connector_spec)
                     cadence = limits.cadence
                     config = resolve_config(connector_spec, spec.config)
+                    allow_connection_checks(connector_spec, spec.verification.checks)
                     # before the Secrets are read: a Connection sent to wait in line
                     # would read them again when its turn comes
                     target = destination(connector_spec.driver, config)
                     if not self.gates.enter(target, key):
                         return None  # back when a verification to that host ends
                     gate = target
-                    secrets = await self._read_secrets(namespace, record.secrets)
+                    secrets, allowing = await self._read_secrets(namespace, key[1], record.secrets)
                     try:
+                        self._authorise(key, record, spec_body, secrets, allowing)
                         creds = resolve_credentials(spec, config.secret_variables, secrets)
                         secret_fields = creds.configured
                         credentials_state = ConditionState(
@@ -540,7 +562,12 @@ class Reconciler:
             if outcome
             else code not in NOT_RETRYABLE
             and code
-            not in (Reason.CONNECTOR_NOT_FOUND, Reason.SECRET_NOT_FOUND, Reason.SECRET_KEY_MISSING)
+            not in (
+                Reason.CONNECTOR_NOT_FOUND,
+                Reason.SECRET_NOT_FOUND,
+                Reason.SECRET_KEY_MISSING,
+                Reason.SECRET_NOT_AUTHORIZED,
+            )
         )
         next_time = next_attempt(
             cadence,
@@ -659,16 +686,43 @@ class Reconciler:
         )
 
     async def _read_secrets(
-        self, namespace: str, names: Iterable[str]
-    ) -> dict[str, dict[str, str] | None]:
+        self, namespace: str, connection: str, names: Iterable[str]
+    ) -> tuple[dict[str, dict[str, str] | None], set[str]]:
+        """The Secrets' values (None: absent), and which of them allow the Connection
+        by annotation."""
         found: dict[str, dict[str, str] | None] = {}
+        allowing: set[str] = set()
         for name in names:
             secret = await self.client.get(kube.secret_path(namespace, name))
             self.cache.secret_versions[(namespace, name)] = (
                 secret["metadata"]["resourceVersion"] if secret else None
             )
             found[name] = None if secret is None else kube.secret_values(secret)
-        return found
+            if secret is not None and opted_in(secret["metadata"].get("annotations"), connection):
+                allowing.add(name)
+        return found, allowing
+
+    def _authorise(
+        self,
+        key: Key,
+        record: Tracked,
+        spec: Mapping[str, Any],
+        secrets: Mapping[str, dict[str, str] | None],
+        allowing: set[str],
+    ) -> None:
+        """Raise SecretNotAuthorized for the first Secret whose use by this Connection
+        was never authorised (see core/authorization.py). An absent Secret is left to
+        credential resolution, which reports it as not found."""
+        if record_holds(self.admission_key, scope(*key, spec), record.authorization):
+            return
+        for name, values in secrets.items():
+            if values is not None and name not in allowing:
+                raise CredentialsError(
+                    Reason.SECRET_NOT_AUTHORIZED,
+                    f"Secret {name!r} is not authorised for this Connection: no admission "
+                    "record shows that its author may get it, and the Secret's annotation "
+                    f"{ALLOWED_CONNECTIONS_ANNOTATION} does not name it",
+                )
 
     async def _project_binding(
         self,

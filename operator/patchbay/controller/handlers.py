@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from patchbay import kube
+from patchbay.controller.authorization import load_admission_key, own_username
 from patchbay.controller.connection import OperatorSettings, Reconciler
 from patchbay.controller.peering import follow_peering, peering_paths
 from patchbay.controller.secrets import SecretMetadataWatch
@@ -67,6 +68,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         client, memo.get("namespaces"), reconciler.secret_changed, reconciler.secrets_relisted
     )
     watch.start()
+    admission_key: tuple[str, str] | None = memo.get("admission_key")
+    if admission_key is not None:
+        reconciler.admission_key = await load_admission_key(client, *admission_key)
+    if memo.get("webhook") is not None:
+        memo["own_user"] = await own_username(client)
     peering: tuple[str, int] | None = memo.get("peering")
     if peering is not None:
         name, priority = peering

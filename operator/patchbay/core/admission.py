@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from patchbay.api.connector import ConnectorSpec
-from patchbay.core.config import ConfigInvalidError, resolve_config
+from patchbay.core.config import (
+    ChecksNotAllowedError,
+    ConfigInvalidError,
+    allow_connection_checks,
+    resolve_config,
+)
 
 
 def connection_problem(
@@ -21,7 +26,8 @@ def connection_problem(
 ) -> str | None:
     """Why the API server should refuse this Connection, or None to admit it.
 
-    Only a new Connection, or an edit of its config or connector, is judged:
+    Only a new Connection, or an edit of its config, its own checks or its connector, is
+    judged:
     a Connection stored before its connector changed can still be labelled,
     suspended or otherwise edited, and then reports ConfigInvalid on its status.
     An unknown connector is admitted too (it may be applied in the same batch);
@@ -29,6 +35,17 @@ def connection_problem(
     """
     if connector is None:
         return None
+    checks = (spec.get("verification") or {}).get("checks") or []
+    old_checks = ((old_spec or {}).get("verification") or {}).get("checks") or []
+    if (
+        old_spec is None
+        or checks != old_checks
+        or old_spec.get("connectorRef") != spec.get("connectorRef")
+    ):
+        try:
+            allow_connection_checks(connector, checks)
+        except ChecksNotAllowedError as exc:
+            return str(exc)
     if old_spec is not None and all(
         old_spec.get(field) == spec.get(field) for field in ("config", "connectorRef")
     ):

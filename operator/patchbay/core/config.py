@@ -12,7 +12,7 @@ the finished URL, and a Connection can still replace the whole URL.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -98,6 +98,24 @@ def _matches(variable: VariableSpec, pattern: str, value: str) -> bool:
         return fullmatch(pattern, value)
     except PatternError as exc:
         raise ConfigInvalidError(variable.key, f"has a pattern that {exc}") from None
+
+
+class ChecksNotAllowedError(ConfigInvalidError):
+    """A Connection adds checks of its own to a connector that does not allow it."""
+
+    def __init__(self) -> None:
+        ValueError.__init__(
+            self,
+            "spec.verification.checks: this connector does not allow Connections to add "
+            "checks (its spec.verification.allowConnectionChecks is false)",
+        )
+        self.variable = "checks"
+
+
+def allow_connection_checks(connector: ConnectorSpec, checks: Sequence[object]) -> None:
+    """Raise ChecksNotAllowedError unless the connector allows these checks of its own."""
+    if checks and not connector.verification.allow_connection_checks:
+        raise ChecksNotAllowedError
 
 
 def resolve_config(connector: ConnectorSpec, config: Mapping[str, object]) -> ResolvedConfig:

@@ -20,6 +20,7 @@ def inputs_hash(
     connector_uid: str | None,
     connector_generation: int | None,
     secret_versions: Mapping[str, str | None],
+    admission_record: str | None = None,
 ) -> str:
     relevant = {k: v for k, v in spec.items() if k not in ("suspend", "default")}
     document = {
@@ -27,5 +28,7 @@ def inputs_hash(
         "connector": [connector_uid, connector_generation],
         "secrets": dict(sorted(secret_versions.items())),
     }
+    if admission_record is not None:  # a new record may authorise what was refused
+        document["admission"] = admission_record
     digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

@@ -48,6 +48,7 @@ def build_verify_request(
         secrets=credentials.values,
         auth=connector.auth,
         checks=[*connector.verification.checks, *connection.verification.checks],
+        connection_checks=len(connection.verification.checks),
         http=connector.verification.http,
         tls=credentials.tls,
     )

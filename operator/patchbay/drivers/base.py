@@ -46,10 +46,19 @@ NO_RESULT_SET = "the query returned no result set; use a statement that returns 
 class DriverError(Exception):
     """A classified failure. ``message`` must already be safe to show a user."""
 
-    def __init__(self, code: Reason, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(
+        self,
+        code: Reason,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        server_code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # the server's own error code (SQLSTATE, error number), where it has one
+        self.server_code = server_code
         self.retryable = code not in NOT_RETRYABLE if retryable is None else retryable
         self.retry_after: float | None = None
 
@@ -80,6 +89,9 @@ class VerifyRequest:
     secrets: Mapping[str, str] = field(repr=False)
     auth: AuthSpec = field(default_factory=AuthSpec)
     checks: Sequence[CheckSpec] = ()
+    # The last this many checks come from the Connection, not its connector: their
+    # author may not read what the server says (a query's error can quote data).
+    connection_checks: int = 0
     http: HttpRequestSpec | None = None
     tls: TlsMaterial | None = field(default=None, repr=False)
     # Seconds the whole verification (or discovery session) may take. Drivers give the

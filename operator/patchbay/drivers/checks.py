@@ -30,12 +30,19 @@ retryability and Retry-After with it; ``Succeeded`` when every check did.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from patchbay.api.connector import CheckSpec, CheckType
 from patchbay.api.reasons import Reason
-from patchbay.drivers.base import CheckOutcome, Deadline, DriverError, ResultKind, VerifyOutcome
+from patchbay.drivers.base import (
+    CheckOutcome,
+    Deadline,
+    DriverError,
+    ResultKind,
+    VerifyOutcome,
+    VerifyRequest,
+)
 
 # A check that failed for one of these reasons learnt nothing definite about the
 # capability it tests, so its result is Unknown rather than Failed.
@@ -131,8 +138,21 @@ class CheckResults:
         )
 
 
-async def _run_one(driver: str, check: CheckSpec, function: CheckFunction | None) -> _Done:
-    """One check's outcome; SessionLost propagates after it is classified."""
+def withheld(error: DriverError) -> str:
+    """What a Connection's own failed check says: the code, never the server's words,
+    which can quote data the Connection's author may not read."""
+    code = f" (server code {error.server_code})" if error.server_code else ""
+    return (
+        f"the check failed{code}; the server's message is not shown for a check the "
+        "Connection defines"
+    )
+
+
+async def _run_one(
+    driver: str, check: CheckSpec, function: CheckFunction | None, *, own: bool
+) -> _Done:
+    """One check's outcome; SessionLost propagates after it is classified. ``own``: the
+    Connection defined it, so a failure's message is withheld."""
     target = check_target(check)
     try:
         if function is None:
@@ -142,9 +162,8 @@ async def _run_one(driver: str, check: CheckSpec, function: CheckFunction | None
             )
         message = await function(check)
     except DriverError as error:
-        outcome = CheckOutcome(
-            check.type, target, check_result(error.code), error.code, error.message
-        )
+        message = withheld(error) if own else error.message
+        outcome = CheckOutcome(check.type, target, check_result(error.code), error.code, message)
         return _Done(outcome, error)
     return _Done(CheckOutcome(check.type, target, "Succeeded", Reason.VERIFIED, message))
 
@@ -158,23 +177,26 @@ def _not_run(check: CheckSpec, why: DriverError, reason: str) -> _Done:
 
 async def run_checks(
     driver: str,
-    checks: Sequence[CheckSpec],
+    request: VerifyRequest,
     functions: Mapping[CheckType, CheckFunction],
     deadline: Deadline,
 ) -> CheckResults:
-    """Run ``checks`` in order with the driver's function for each type, while time is left.
+    """Run the request's checks in order with the driver's function for each type, while
+    time is left.
 
     ``driver`` names the driver in the message of an unsupported check type.
     """
     done: list[_Done] = []
     ended: tuple[DriverError, str] | None = None  # what keeps the rest from running
-    for check in checks:
+    checks = list(request.checks)
+    first_own = len(checks) - request.connection_checks
+    for index, check in enumerate(checks):
         if ended is None and deadline.expired():
             ended = DriverError(Reason.TIMEOUT, "no time was left"), "no time was left"
         if ended is not None:
             done.append(_not_run(check, *ended))
             continue
-        result = await _run_one(driver, check, functions.get(check.type))
+        result = await _run_one(driver, check, functions.get(check.type), own=index >= first_own)
         done.append(result)
         if isinstance(result.error, SessionLost):
             ended = result.error, f"check {check.type} {result.outcome.target} ended the session"

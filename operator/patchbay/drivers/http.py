@@ -765,9 +765,7 @@ class HttpDriver:
             started = time.monotonic()
             response = await exchange.request(spec)
             latency_ms = round((time.monotonic() - started) * 1000)
-            results = await run_checks(
-                self.name, request.checks, {"http": exchange.check}, deadline
-            )
+            results = await run_checks(self.name, request, {"http": exchange.check}, deadline)
         return results.outcome(server_version=response.server, latency_ms=latency_ms)
 
 

@@ -158,7 +158,8 @@ def _classify(exc: pymysql.err.MySQLError, context: str = "") -> DriverError:
         code = Reason.PROTOCOL_ERROR  # e.g. "Packet sequence number wrong"
     else:
         code = Reason.PROVIDER_ERROR
-    return DriverError(code, f"{context}{message}")
+    server_code = str(number) if number is not None else None
+    return DriverError(code, f"{context}{message}", server_code=server_code)
 
 
 class _ServerNameContext(ssl.SSLContext):
@@ -629,7 +630,7 @@ class MysqlDriver:
         async with _logged_in(request, egress) as (conn, latency_ms):
             version = server_version(conn.get_server_info())
             checks = _Checks(_Session(conn, deadline)).functions()
-            results = await run_checks(self.name, request.checks, checks, deadline)
+            results = await run_checks(self.name, request, checks, deadline)
         return results.outcome(server_version=version, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager

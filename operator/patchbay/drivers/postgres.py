@@ -132,7 +132,9 @@ def _classify(exc: psycopg.Error, context: str = "") -> DriverError:
         code = _BY_SQLSTATE.get(exc.sqlstate, Reason.PROVIDER_ERROR)
     else:
         code = next((r for p, r in _BY_MESSAGE if p.search(message)), None)
-    return DriverError(code or Reason.PROVIDER_ERROR, f"{context}{message}")
+    return DriverError(
+        code or Reason.PROVIDER_ERROR, f"{context}{message}", server_code=exc.sqlstate
+    )
 
 
 @contextlib.contextmanager
@@ -482,7 +484,7 @@ class PostgresDriver:
         async with _logged_in(request, egress) as (conn, latency_ms):
             version = _server_version(conn)
             checks = _Checks(conn, deadline).functions()
-            results = await run_checks(self.name, request.checks, checks, deadline)
+            results = await run_checks(self.name, request, checks, deadline)
         return results.outcome(server_version=version, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager

@@ -574,7 +574,7 @@ class S3Driver:
             await bucket.list_one(prefix)
             latency_ms = round((time.monotonic() - started) * 1000)
             checks = _Checks(bucket, prefix).functions()
-            results = await run_checks(self.name, request.checks, checks, deadline)
+            results = await run_checks(self.name, request, checks, deadline)
         return results.outcome(server_version=bucket.server, latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager

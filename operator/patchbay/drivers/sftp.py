@@ -704,7 +704,7 @@ class SftpDriver:
         async with _logged_in(request, egress) as (conn, latency_ms):
             sftp = await _guarded(conn, _sftp_client(conn, base_path))
             checks = _Checks(conn, sftp, base_path).functions()
-            results = await run_checks(self.name, request.checks, checks, deadline)
+            results = await run_checks(self.name, request, checks, deadline)
         return results.outcome(server_version=_server_version(conn), latency_ms=latency_ms)
 
     @contextlib.asynccontextmanager

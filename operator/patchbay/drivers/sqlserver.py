@@ -209,7 +209,7 @@ def _classify(exc: BaseException, context: str = "", *, connected: bool = True) 
             message += " (SQL Server also says this when the login has no user in the database)"
         else:
             code = _BY_NUMBER.get(exc.number, Reason.PROVIDER_ERROR)
-        return DriverError(code, f"{context}{message}")
+        return DriverError(code, f"{context}{message}", server_code=str(exc.number))
     if isinstance(exc, OpenSSL.SSL.Error):
         return DriverError(Reason.TLS_ERROR, f"{context}TLS: {_tls_reason(exc)}")
     if isinstance(exc, TimeoutError):
@@ -536,7 +536,7 @@ class SqlServerDriver:
                 return await _in_thread(sock, lambda: _checked(conn, sock, spec, deadline))
 
             results = await run_checks(
-                self.name, request.checks, {"query": check, "table": check}, deadline
+                self.name, request, {"query": check, "table": check}, deadline
             )
             # Only closes the socket. Not in a finally: after a cancellation the thread may
             # still be ending, and leaving the with block closes the socket anyway.

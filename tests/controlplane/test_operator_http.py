@@ -672,3 +672,64 @@ def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets
     key_body = client.key_pem.splitlines()[1]
     assert key_body not in json.dumps(obj)
     assert key_body not in site.operator.logs()
+
+
+def test_a_connector_restricted_to_its_hosts_sends_nothing_anywhere_else(site: Site) -> None:
+    """Base URL, a redirect hop and an OAuth token URL outside the connector's networks:
+    each is EgressDenied, and the server outside never sees a request."""
+    elsewhere_seen: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        elsewhere_seen.append(request.path)
+        return web.json_response({"access_token": "x", "token_type": "bearer"})
+
+    def restricted(name: str, auth: dict[str, Any], variables: list[dict[str, Any]]) -> Any:
+        return {
+            "apiVersion": "patchbay.dev/v1alpha1",
+            "kind": "Connector",
+            "metadata": {"name": name},
+            "spec": {
+                "driver": "http",
+                "auth": auth,
+                "variables": [{"key": "baseUrl", "type": "url", "required": True}, *variables],
+                "verification": {"http": {"path": "/v1/me"}},
+                "egress": {"networks": ["127.0.0.1/32"]},
+            },
+        }
+
+    bearer = restricted(
+        "restricted-bearer",
+        {"type": "bearer"},
+        [{"key": "token", "required": True, "secret": True}],
+    )
+    oauth2 = restricted(
+        "restricted-oauth2",
+        {"type": "oauth2ClientCredentials", "oauth2": {"tokenUrl": "{tokenUrl}"}},
+        [
+            {"key": "tokenUrl", "type": "url", "required": True},
+            {"key": "clientId", "required": True, "secret": True},
+            {"key": "clientSecret", "required": True, "secret": True},
+        ],
+    )
+    oauth2_secret = secret_manifest("oauth2-client", clientId="id", clientSecret=site.token)
+    with serve_in_thread({"/{tail:.*}": elsewhere}, host="127.0.0.3") as (outside, _):
+
+        async def redirect(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"{outside}/v1/me")
+
+        with serve_in_thread({"/{tail:.*}": redirect}) as (inside, _):
+            site.apply(bearer, oauth2, oauth2_secret, token_secret("api-token", site.token))
+            site.apply(
+                http_connection("direct", outside, connector="restricted-bearer"),
+                http_connection("redirected", inside, connector="restricted-bearer"),
+                connection_manifest(
+                    "token-elsewhere",
+                    {"kind": "Connector", "name": "restricted-oauth2"},
+                    {"baseUrl": inside, "tokenUrl": f"{outside}/oauth/token"},
+                    "oauth2-client",
+                ),
+            )
+            for name in ("direct", "redirected", "token-elsewhere"):
+                obj = site.wait(name, "EgressDenied")
+                assert "127.0.0.3" in condition(obj, "Ready")["message"]
+    assert elsewhere_seen == []

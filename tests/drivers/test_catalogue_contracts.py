@@ -22,7 +22,7 @@ from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import ConnectorSpec
 from patchbay.core.config import ConfigValue, resolve_config
 from patchbay.core.credentials import resolve_credentials
-from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.egress import EgressPolicy, host_matches, parse_networks
 from patchbay.core.schedule import parse_duration
 from patchbay.core.verification import build_verify_request, run_verification
 from patchbay.drivers import available_drivers
@@ -157,6 +157,27 @@ def test_catalogue_urls_default_to_the_vendor_and_contracts_replace_every_one(
     assert {k for k, v in local.items() if str(v).startswith("http://127.0.0.1:1")} == set(
         _url_variables(spec)
     )
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.connector)
+def test_each_vendor_entry_lets_its_connections_reach_its_vendor_hosts_only(
+    contract: Contract,
+) -> None:
+    spec = _connector(contract.connector)
+    if contract.connector in NO_VENDOR_HOST:
+        assert spec.egress is None  # self-hosted or per-partner hosts: docs/connectors.md
+        return
+    assert spec.egress is not None and spec.egress.hosts
+    for key, url in _vendor_urls(contract, spec).items():
+        host = urlsplit(url).hostname or ""
+        assert any(host_matches(p, host) for p in spec.egress.hosts), (key, host)
+        look_alikes = (
+            f"{host}.attacker.test",
+            host.rsplit(".", 1)[0] + ".attacker",
+            "attacker.test",
+        )
+        for elsewhere in look_alikes:
+            assert not any(host_matches(p, elsewhere) for p in spec.egress.hosts), elsewhere
 
 
 def _is_ip(host: str) -> bool:

@@ -7,9 +7,10 @@ import ipaddress
 
 import pytest
 
+from patchbay.api.connector import ConnectorSpec
 from patchbay.api.reasons import Reason
 from patchbay.core import egress
-from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.egress import EgressPolicy, connector_egress, host_matches, parse_networks
 from patchbay.drivers.base import DriverError
 
 DEFAULT = EgressPolicy()
@@ -188,3 +189,68 @@ def test_host_names_that_merely_contain_digits_or_hex_are_looked_up(
     assert egress.address_literal(host) is None
     assert asyncio.run(DEFAULT.resolve(host, 80)) == [_ip("192.0.2.1")]
     assert lookups == [host]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "matches"),
+    [
+        ("api.example.com", "api.example.com", True),
+        ("api.example.com", "API.Example.com.", True),
+        ("api.example.com", "x.api.example.com", False),
+        ("*.myshopify.com", "shop.myshopify.com", True),
+        ("*.myshopify.com", "a.b.myshopify.com", True),
+        ("*.myshopify.com", "myshopify.com", False),
+        ("*.myshopify.com", "evilmyshopify.com", False),
+        ("*.myshopify.com", "shop.myshopify.com.evil.test", False),
+    ],
+)
+def test_connector_host_patterns(pattern: str, host: str, matches: bool) -> None:
+    assert host_matches(pattern, host) is matches
+
+
+class CountingPolicy(EgressPolicy):
+    """The default policy, counting lookups."""
+
+    lookups: list[str]
+
+    async def resolve(
+        self, host: str, port: int
+    ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        self.lookups.append(host)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+
+def restricted(**egress_spec: list[str]) -> tuple[CountingPolicy, object]:
+    policy = CountingPolicy()
+    object.__setattr__(policy, "lookups", [])
+    connector = ConnectorSpec.model_validate({"driver": "http", "egress": egress_spec})
+    return policy, connector_egress(policy, connector)
+
+
+def test_a_host_outside_the_connectors_hosts_is_denied_without_a_lookup() -> None:
+    policy, allowed = restricted(hosts=["*.myshopify.com"])
+    assert asyncio.run(allowed.resolve("shop.myshopify.com", 443))  # type: ignore[attr-defined]
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(allowed.resolve("attacker.test", 443))  # type: ignore[attr-defined]
+    assert caught.value.code == Reason.EGRESS_DENIED
+    assert "attacker.test" in caught.value.message
+    assert policy.lookups == ["shop.myshopify.com"]
+
+
+def test_a_host_resolving_into_the_connectors_networks_passes() -> None:
+    _, inside = restricted(networks=["127.0.0.0/8"])
+    assert asyncio.run(inside.resolve("db.internal", 5432))  # type: ignore[attr-defined]
+    _, outside = restricted(networks=["10.0.0.0/8"])
+    with pytest.raises(DriverError) as caught:
+        asyncio.run(outside.resolve("db.internal", 5432))  # type: ignore[attr-defined]
+    assert caught.value.code == Reason.EGRESS_DENIED
+
+
+def test_a_connector_without_egress_leaves_the_policy_alone() -> None:
+    policy = EgressPolicy()
+    assert connector_egress(policy, ConnectorSpec.model_validate({"driver": "http"})) is policy
+
+
+def test_a_connector_network_that_is_no_cidr_makes_the_connector_invalid() -> None:
+    with pytest.raises(ValueError, match="is not a CIDR"):
+        ConnectorSpec.model_validate({"driver": "http", "egress": {"networks": ["10.0.0.0/33"]}})

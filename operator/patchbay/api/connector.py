@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from patchbay.api.common import (
@@ -348,6 +349,42 @@ class RateLimitSpec(ApiModel):
     per: RateLimitPeriod = Field(description="Length of the period, at least 1s, e.g. 1m.")
 
 
+# A host name, or a pattern whose leading "*." stands for one or more labels.
+HOST_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class EgressSpec(ApiModel):
+    """Where the Connections of a connector may connect. A destination passes when its host
+    name matches one of ``hosts`` or every address it resolves to lies in ``networks``;
+    the operator-wide egress policy applies in addition."""
+
+    hosts: list[Annotated[str, Field(max_length=253, pattern=HOST_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Host names, lower case; a leading '*.' matches one or more labels, "
+        "e.g. '*.myshopify.com'. Checked for every connection: the configured host or base "
+        "URL, OAuth token URLs and every redirect hop.",
+    )
+    networks: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="CIDRs, e.g. '10.20.0.0/16'.",
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self.all(n, isCIDR(n))", "must be CIDRs")]
+        },
+    )
+
+    @field_validator("networks")
+    @classmethod
+    def _cidrs(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a CIDR") from None
+        return networks
+
+
 class ConnectorSpec(ApiModel):
     """A reusable template for one external system."""
 
@@ -380,6 +417,12 @@ class ConnectorSpec(ApiModel):
     )
     rate_limit: RateLimitSpec | None = Field(
         default=None, description="Call budget for this system, shared by all its Connections."
+    )
+    egress: EgressSpec | None = Field(
+        default=None,
+        description="Where its Connections may connect; unset: anywhere the operator's "
+        "egress policy allows. A Connection going elsewhere gets EgressDenied before "
+        "anything is sent.",
     )
     timezone: str = Field(default="UTC", max_length=64, description="IANA time zone name.")
     date_format: str = Field(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from patchbay import kube
 from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
 from patchbay.api.reasons import Reason
 from patchbay.cli.caller import CommandError, explained, get_connection
 from patchbay.core.config import ConfigInvalidError, resolve_config
@@ -30,6 +31,7 @@ from patchbay.core.credentials import (
     referenced_secrets,
     resolve_credentials,
 )
+from patchbay.core.egress import connector_egress
 from patchbay.core.resolve import judge_connector, verification_timeout
 from patchbay.core.verification import scrub
 from patchbay.drivers.base import (
@@ -63,6 +65,7 @@ class Target:
     driver: Driver
     request: VerifyRequest = field(repr=False)
     timeout_seconds: float
+    connector: ConnectorSpec = field(repr=False)
 
 
 def sql_driver(driver: Driver) -> SqlBrowsing:
@@ -166,7 +169,7 @@ async def resolve_target(
         tls=credentials.tls,
         timeout_seconds=timeout,
     )
-    return Target(namespace, name, driver, request, timeout)
+    return Target(namespace, name, driver, request, timeout, connector)
 
 
 async def _within_limits(
@@ -192,8 +195,9 @@ async def with_sql(
     target: Target, egress: Egress, operation: Callable[[SqlBrowser], Awaitable[T]]
 ) -> T:
     driver = sql_driver(target.driver)
+    allowed = connector_egress(egress, target.connector)
     return await _within_limits(
-        target, lambda: driver.browse_sql(target.request, egress), operation
+        target, lambda: driver.browse_sql(target.request, allowed), operation
     )
 
 
@@ -201,8 +205,9 @@ async def with_files(
     target: Target, egress: Egress, operation: Callable[[FileBrowser], Awaitable[T]]
 ) -> T:
     driver = file_driver(target.driver)
+    allowed = connector_egress(egress, target.connector)
     return await _within_limits(
-        target, lambda: driver.browse_files(target.request, egress), operation
+        target, lambda: driver.browse_files(target.request, allowed), operation
     )
 
 

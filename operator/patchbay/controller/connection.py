@@ -68,7 +68,7 @@ from patchbay.core.credentials import (
     referenced_secrets,
     resolve_credentials,
 )
-from patchbay.core.egress import EgressPolicy
+from patchbay.core.egress import EgressPolicy, connector_egress
 from patchbay.core.inputs import inputs_hash
 from patchbay.core.ratelimit import TokenBucket
 from patchbay.core.resolve import (
@@ -518,7 +518,7 @@ class Reconciler:
                             build_verify_request(
                                 connector_spec, spec, config, creds, limits.timeout_seconds
                             ),
-                            egress=self.settings.egress,
+                            egress=connector_egress(self.settings.egress, connector_spec),
                             timeout_seconds=limits.timeout_seconds,
                         )
                         duration_ms = int(elapsed * 1000)

@@ -24,8 +24,9 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from patchbay.api.connector import ConnectorSpec
 from patchbay.api.reasons import Reason
-from patchbay.drivers.base import DriverError, IPAddress
+from patchbay.drivers.base import DriverError, Egress, IPAddress
 from patchbay.workers import resolve
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,3 +150,48 @@ class EgressPolicy:
                 Reason.HOST_UNREACHABLE, f"cannot resolve host {host}: {exc.strerror}"
             ) from None
         return list(dict.fromkeys(ipaddress.ip_address(address) for address in found))
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """A connector's host pattern: exact, or '*.' then one or more labels before the rest."""
+    host = host.rstrip(".").lower()
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+@dataclass(frozen=True)
+class ConnectorEgress:
+    """The operator's egress policy narrowed to the hosts and networks a connector allows.
+    Drivers resolve every host they connect to through it (the configured host, OAuth
+    token URLs, each redirect hop), so a destination outside is refused before anything
+    is sent to it."""
+
+    policy: Egress
+    hosts: tuple[str, ...]
+    networks: tuple[Network, ...]
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        if any(host_matches(pattern, host) for pattern in self.hosts):
+            return await self.policy.resolve(host, port)
+        if self.networks:
+            addresses = await self.policy.resolve(host, port)
+            inside = (
+                any(a in net for net in self.networks if net.version == a.version)
+                for a in map(_normalize, addresses)
+            )
+            if all(inside):
+                return addresses
+        allowed = ", ".join([*self.hosts, *map(str, self.networks)])
+        raise DriverError(
+            Reason.EGRESS_DENIED,
+            f"{host} is not a host this connector allows ({allowed}); nothing was sent",
+        )
+
+
+def connector_egress(policy: Egress, connector: ConnectorSpec) -> Egress:
+    """The egress a connector's Connections use: the policy itself when it restricts none."""
+    allowed = connector.egress
+    if allowed is None or not (allowed.hosts or allowed.networks):
+        return policy
+    return ConnectorEgress(policy, tuple(allowed.hosts), parse_networks(allowed.networks))

@@ -166,6 +166,44 @@ def test_role_without_login_is_authentication_failed(pg: localpostgres.PostgresS
     assert "not permitted to log in" in error.message
 
 
+def test_required_scram_sends_no_password_to_a_server_asking_for_it_in_clear_text() -> None:
+    passwords: list[bytes] = []
+    clear_text_please = b"R" + struct.pack("!II", 8, 3)  # AuthenticationCleartextPassword
+
+    class CleartextServer(FakeTcpServer):
+        async def converse(
+            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            header = await reader.readexactly(4)
+            await reader.readexactly(struct.unpack("!I", header)[0] - 4)  # StartupMessage
+            writer.write(clear_text_please)
+            await writer.drain()
+            tag = await reader.read(1)
+            if tag == b"p":  # PasswordMessage
+                passwords.append(await reader.read(1024))
+
+    async def attempt(**config: str) -> DriverError:
+        server = CleartextServer()
+        async with server.serve():
+            with pytest.raises(DriverError) as info:
+                await verify(make_request(port=server.port, sslmode="disable", **config))
+        return info.value
+
+    refused = run(attempt(requireAuth="scram-sha-256"))
+    assert refused.code == Reason.CONFIG_INVALID
+    assert "server requested a cleartext password" in refused.message
+    assert passwords == []
+    # without the requirement, libpq hands the password over: what the catalogue prevents
+    run(attempt())
+    assert len(passwords) == 1 and APP_PASSWORD.encode() in passwords[0]
+
+
+def test_require_auth_that_is_no_method_list_is_config_invalid() -> None:
+    error = verify_error(make_request(port=1, requireAuth="scram; drop"))
+    assert error.code == Reason.CONFIG_INVALID
+    assert "requireAuth" in error.message
+
+
 def test_missing_database_is_resource_not_found(pg: localpostgres.PostgresServer) -> None:
     error = verify_error(make_request(pg, database="nosuchdb"))
     assert error.code == Reason.RESOURCE_NOT_FOUND

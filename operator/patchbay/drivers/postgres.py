@@ -82,6 +82,8 @@ _BY_SQLSTATE: dict[str, Reason] = {
 _BY_MESSAGE: tuple[tuple[re.Pattern[str], Reason], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), reason)
     for pattern, reason in (
+        # libpq refused the method the server asked for (requireAuth): nothing was sent
+        (r"authentication method requirement", Reason.CONFIG_INVALID),
         (
             r"authentication failed|not permitted to log in|no pg_hba\.conf entry"
             r"|no password supplied|role \".*\" does not exist",
@@ -110,6 +112,8 @@ _BY_MESSAGE: tuple[tuple[re.Pattern[str], Reason], ...] = tuple(
         (r"protocol", Reason.PROTOCOL_ERROR),
     )
 )
+# libpq's require_auth: methods, each possibly negated with "!", comma-separated
+_REQUIRE_AUTH = re.compile(r"!?[a-z0-9-]{1,32}(,!?[a-z0-9-]{1,32}){0,7}")
 # libpq prefixes every attempt with 'connection to server at "HOST", port P failed: '.
 _ATTEMPT_PREFIX = re.compile(r"^.*?connection to server at .*? failed: ", re.DOTALL)
 _SEVERITY = re.compile(r"^(?:FATAL|ERROR|PANIC):\s+")
@@ -345,6 +349,12 @@ async def _logged_in(
     sslmode = config_text(request, "sslmode", "prefer")
     if sslmode not in SSL_MODES:
         raise DriverError(Reason.CONFIG_INVALID, f"sslmode must be one of {', '.join(SSL_MODES)}")
+    require_auth = config_text(request, "requireAuth", "")
+    if require_auth and not _REQUIRE_AUTH.fullmatch(require_auth):
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "requireAuth must be libpq's require_auth list, e.g. scram-sha-256",
+        )
     # The policy decides on the address actually used; libpq still checks TLS
     # against the name given in host.
     address = await resolve_address(egress, host, port)
@@ -363,6 +373,9 @@ async def _logged_in(
                 user=username,
                 password=password,
                 sslmode=sslmode,
+                # the methods libpq may answer with: scram-sha-256 never shows the server
+                # the password, so a server asking for it in clear text gets nothing
+                require_auth=require_auth or None,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 application_name="patchbay",
                 # Never pick up the operator's own ~/.pgpass or a GSSAPI ticket.

@@ -142,3 +142,33 @@ def test_silent_listener_times_out_within_the_connection_timeout(
         )
         obj = wait_for_reason(control_plane, namespace, "silent", "Timeout")
     assert "2s" in condition(obj, "Ready")["message"]
+
+
+def test_a_connections_own_check_cannot_read_data_back_through_the_error_text(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    postgres: localpostgres.PostgresServer,
+) -> None:
+    salary = f"salary-canary-{uuid.uuid4().hex}"
+    localpostgres.execute(postgres, "create table if not exists payroll (note text)", "orders")
+    localpostgres.execute(postgres, f"insert into payroll values ('{salary}')", "orders")
+    localpostgres.execute(postgres, "grant select on payroll to app", "orders")
+    connection = pg_connection("probe", postgres.port)
+    leak = "select cast((select note from payroll limit 1) as int)"
+    connection[0]["spec"]["verification"] = {"checks": [{"type": "query", "sql": leak}]}
+    apply(
+        control_plane,
+        namespace,
+        credentials_secret("probe", password=PASSWORD),
+        *connection,
+    )
+
+    obj = wait_for_reason(control_plane, namespace, "probe", "ProviderError")
+    (check,) = obj["status"]["verification"]["checks"]
+    assert check["result"] == "Failed"
+    assert "22P02" in check["message"]  # invalid_text_representation: the code only
+    text = control_plane.kubectl("get", "connection", "probe", "-n", namespace, "-o", "yaml")
+    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "yaml")
+    for seen in (text.stdout, events.stdout, operator.logs()):
+        assert salary not in seen

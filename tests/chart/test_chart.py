@@ -852,7 +852,12 @@ class _LoopbackConnection(http.client.HTTPConnection):
         self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host_name)
 
 
-def _admission_review(installed: Installation, path: str, connection: Manifest) -> dict[str, Any]:
+def _admission_review(
+    installed: Installation,
+    path: str,
+    connection: Manifest,
+    user: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -863,7 +868,7 @@ def _admission_review(installed: Installation, path: str, connection: Manifest) 
             "namespace": installed.watched,
             "name": connection["metadata"]["name"],
             "operation": "CREATE",
-            "userInfo": {"username": "admin"},
+            "userInfo": user or {"username": "admin"},
             "object": {
                 **connection,
                 "metadata": {**connection["metadata"], "namespace": installed.watched},
@@ -917,6 +922,38 @@ def test_chart_webhook_certificate_and_paths_serve_admission_for_the_service_nam
             "patchbay.dev/driver": "http",
         },
     } in patch
+
+
+def test_chart_identity_reviews_a_connections_secrets_for_its_author_and_records_it(
+    control_plane: localcluster.ControlPlane, installed: Installation
+) -> None:
+    secret = _name()
+    control_plane.kubectl(
+        "create", "secret", "generic", secret, "-n", installed.watched, "--from-literal=token=x"
+    )
+    connection = http_connection(_name(), "http://127.0.0.1:9", secret=secret)
+    stranger = _admission_review(
+        installed, "/authorize-connection", connection, {"username": "stranger", "groups": []}
+    )
+    assert stranger["allowed"] is False
+    assert f"user 'stranger' may not get Secret '{secret}'" in stranger["status"]["message"]
+
+    admin = {"username": "an-admin", "groups": ["system:masters", "system:authenticated"]}
+    admitted = _admission_review(installed, "/authorize-connection", connection, admin)
+    assert admitted["allowed"] is True
+    patch = json.loads(base64.b64decode(admitted["patch"]))
+    (record,) = [op for op in patch if "authorization" in json.dumps(op)]
+    assert json.dumps(record["value"]).count("v1:") == 1
+    # the key was created by the operator under the chart's identity, in its namespace
+    (where,) = [
+        a.removeprefix("--admission-key=")
+        for a in operator_container(installed.manifests)["args"]
+        if a.startswith("--admission-key=")
+    ]
+    key_namespace, key_name = where.split("/")
+    assert key_namespace == installed.release_namespace
+    key = get_json(control_plane, "secret", key_name, "-n", key_namespace)
+    assert key["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "patchbay"
 
 
 def test_deleting_connection_removes_its_binding_secret_without_secret_delete_rights(

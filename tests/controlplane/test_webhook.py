@@ -98,6 +98,19 @@ def test_config_breaking_variable_rules_is_refused_naming_the_variable(
     assert "colour" not in stored.stdout
 
 
+def test_own_checks_on_a_connector_that_does_not_allow_them_are_refused(
+    control_plane: localcluster.ControlPlane, namespace: str, webhook: OperatorProcess
+) -> None:
+    probing = connection("probing", {"baseUrl": "http://127.0.0.1:9"})
+    probing["spec"]["verification"] = {
+        "checks": [{"type": "http", "http": {"method": "GET", "path": "/admin/export"}}]
+    }
+    refused = apply(control_plane, namespace, probing)
+    assert refused.returncode != 0
+    assert "spec.verification.checks: this connector does not allow" in refused.stderr
+    assert not stored(control_plane, namespace, "probing")
+
+
 def test_connections_are_labelled_at_admission_without_a_patch_from_the_operator(
     control_plane: localcluster.ControlPlane, namespace: str, webhook: OperatorProcess
 ) -> None:

@@ -31,6 +31,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: list[tuple[str, str]] = []
+        self.reads: list[str] = []
         self.fail_next: dict[tuple[str, str], int] = {}
         self._versions = itertools.count(100)
 
@@ -54,6 +55,7 @@ class FakeApi:
 
     async def get(self, path: str) -> dict[str, Any] | None:
         self._maybe_fail("GET", path)
+        self.reads.append(path)
         found = self.objects.get(path)
         return copy.deepcopy(found) if found is not None else None
 
@@ -464,3 +466,20 @@ def test_own_checks_on_a_connector_that_does_not_allow_them_are_config_invalid()
     assert world.ready("orders") == ("False", "ConfigInvalid")
     message = world.status("orders")["verification"]["error"]["message"]
     assert "allowConnectionChecks" in message
+
+
+def test_a_new_connection_reads_its_secret_once_and_a_rotation_verifies_it_again() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders"))
+        await settle()
+        await world.echo_status("orders")
+        await settle()
+        assert world.api.reads.count(kube.secret_path(NS, "token")) == 1
+        assert len(world.driver.calls) == 1  # the hash it stored is the one it computes now
+        rotated = world.api.put(kube.secret_path(NS, "token"), secret("revoked-token"))
+        await world.subject.secret_changed(NS, "token", rotated["metadata"]["resourceVersion"])
+        await settle()
+
+    world = run(scenario)
+    assert len(world.driver.calls) == 2
+    assert world.ready("orders") == ("False", "AuthenticationFailed")

@@ -337,12 +337,6 @@ class Reconciler:
             )
         return self.cache.connectors[ckey]
 
-    async def _resolve_connector(
-        self, namespace: str, spec: Mapping[str, Any]
-    ) -> tuple[ConditionState, ConnectorSpec | None]:
-        ckey = connector_key(namespace, spec)
-        return judge_connector(ckey, await self._connector(ckey), self.drivers)
-
     async def _secret_version(self, namespace: str, name: str) -> str | None:
         skey = (namespace, name)
         if skey not in self.cache.secret_versions:
@@ -354,12 +348,32 @@ class Reconciler:
             )
         return self.cache.secret_versions[skey]
 
-    async def _current_hash(self, key: Key, record: Tracked, spec: Mapping[str, Any]) -> str:
+    async def _current_hash(
+        self, key: Key, record: Tracked, spec: Mapping[str, Any], *, fetch: bool = True
+    ) -> str | None:
+        connector = await self._connector(connector_key(key[0], spec))
+        return await self._inputs_hash(key, record, spec, connector, fetch=fetch)
+
+    async def _inputs_hash(
+        self,
+        key: Key,
+        record: Tracked,
+        spec: Mapping[str, Any],
+        connector: dict[str, Any] | None,
+        *,
+        fetch: bool = True,
+    ) -> str | None:
+        """The inputs hash, after indexing the Connection under its connector and Secrets.
+        Without ``fetch``, None when a Secret's version is not known yet, instead of
+        reading its metadata."""
         ckey = connector_key(key[0], spec)
-        connector = await self._connector(ckey)
         names = self._secret_names(spec, connector)
         self.connector_status.count_later(self.cache.index(key, record, ckey, names))
-        versions = {n: await self._secret_version(key[0], n) for n in names}
+        versions: dict[str, str | None] = {}
+        for name in names:
+            if not fetch and (key[0], name) not in self.cache.secret_versions:
+                return None
+            versions[name] = await self._secret_version(key[0], name)
         meta = (connector or {}).get("metadata", {})
         return inputs_hash(
             spec, meta.get("uid"), meta.get("generation"), versions, record.authorization
@@ -395,17 +409,21 @@ class Reconciler:
             if status.phase != "Suspended":
                 await self._write_suspended(key, record)
             return None
-        current = await self._current_hash(key, record, spec)
+        first = status.verification is None
+        requested = record.requested != record.handled_request
+        # A first or requested verification reads the Secrets anyway and learns their
+        # versions from them: no read of their metadata before it.
+        current = await self._current_hash(key, record, spec, fetch=not (first or requested))
         resumed = status.phase == "Suspended"
-        changed = current != record.handled_hash or resumed
+        changed = first or current != record.handled_hash or resumed
         if (spec.get("verification") or {}).get("mode") == "Manual":
-            changed = status.verification is None  # once at creation, then only on request
-        if changed or record.requested != record.handled_request:
+            changed = first  # once at creation, then only on request
+        if changed or requested:
             logger.info(
                 "verifying %s/%s now: %s",
                 *key,
                 "verification requested"
-                if record.requested != record.handled_request
+                if requested
                 else f"inputs changed ({record.handled_hash} -> {current})",
                 extra=object_fields(*key),
             )
@@ -455,14 +473,17 @@ class Reconciler:
     # ----- verifying ---------------------------------------------------------------
 
     async def verify(
-        self, key: Key, record: Tracked, handled_hash: str, observed: ConnectionStatus
+        self, key: Key, record: Tracked, handled_hash: str | None, observed: ConnectionStatus
     ) -> float | None:
-        """Resolve, validate, verify, project the binding and write status once."""
+        """Resolve, validate, verify, project the binding and write status once.
+        ``handled_hash`` None: the inputs hash is taken once the Secrets were read."""
         namespace = key[0]
         spec_body = record.spec
         requested = record.requested
         started = now()
-        connector_state, connector_spec = await self._resolve_connector(namespace, spec_body)
+        ckey = connector_key(namespace, spec_body)
+        connector_body = await self._connector(ckey)
+        connector_state, connector_spec = judge_connector(ckey, connector_body, self.drivers)
         outcome: VerifyOutcome | None = None
         credentials_state: ConditionState | None = None
         verified_state: ConditionState | None = None
@@ -545,6 +566,9 @@ class Reconciler:
             binding_conflict=binding_conflict,
         )
         record.findings = findings
+        if handled_hash is None:
+            # the versions of the Secrets just read, with the connector verified against
+            handled_hash = await self._inputs_hash(key, record, spec_body, connector_body) or ""
         finished = now()
         previous = observed.verification or VerificationStatus()
         failures = (

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,7 +96,9 @@ class Site:
         return self.wait(name, "Verified")
 
     def request_verification(self, name: str, at: str) -> None:
-        self.kubectl("annotate", "connection", name, f"patchbay.dev/verify-requested-at={at}")
+        self.kubectl(
+            "annotate", "connection", name, "--overwrite", f"patchbay.dev/verify-requested-at={at}"
+        )
 
 
 @pytest.fixture
@@ -627,6 +630,84 @@ def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
         assert value not in status
         assert value not in events
         assert value not in site.operator.logs()
+
+
+def test_single_use_refresh_tokens_keep_working_across_verifications_and_a_restart(
+    site: Site, tmp_path: Path
+) -> None:
+    provider = OAuth2Server(
+        client_id="crm-sync",
+        client_secret=f"canary-{uuid.uuid4().hex}",
+        refresh_token=f"canary-rt-{uuid.uuid4().hex}",
+        rotate_refresh_token=True,
+    )
+    first = provider.refresh_token
+    connector = {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "crm-oauth2"},
+        "spec": {
+            "driver": "http",
+            "auth": {
+                "type": "oauth2RefreshToken",
+                "oauth2": {"tokenUrl": "{baseUrl}/oauth/token"},
+            },
+            "variables": [
+                {"key": "baseUrl", "type": "url", "required": True},
+                {"key": "clientId", "required": True, "secret": True},
+                {"key": "clientSecret", "required": True, "secret": True},
+                {"key": "refreshToken", "required": True, "secret": True},
+            ],
+            "verification": {"http": {"path": "/v1/me"}},
+        },
+    }
+    credentials = secret_manifest(
+        "crm-oauth2",
+        clientId=provider.client_id,
+        clientSecret=provider.client_secret,
+        refreshToken=first,
+    )
+
+    def answered(at: str) -> dict[str, Any] | None:
+        obj = site.get("connection", "crm")
+        verification = obj.get("status", {}).get("verification", {})
+        return obj if verification.get("requestedAt") == at else None
+
+    with serve_in_thread(provider.routes()) as (url, _):
+        site.apply(
+            connector,
+            credentials,
+            http_connection("crm", url, secret="crm-oauth2", connector="crm-oauth2"),
+        )
+        site.wait("crm", "Verified")
+        site.request_verification("crm", "second")
+        assert (
+            condition(wait_for(lambda: answered("second"), "a second"), "Ready")["reason"]
+            == "Verified"
+        )
+        site.operator.stop()
+        restarted = OperatorProcess(
+            site.control_plane, tmp_path / "restarted.log", "-n", site.namespace
+        )
+        try:
+            site.request_verification("crm", "third")
+            obj = wait_for(lambda: answered("third"), "a third, after the restart")
+        finally:
+            restarted.stop()
+
+    assert condition(obj, "Ready")["reason"] == "Verified"
+    presented = [form["refresh_token"] for form in provider.token_forms]
+    assert len(presented) == 3 and len(set(presented)) == 3 and presented[0] == first
+    users = site.get("secret", "crm-oauth2")
+    assert base64.b64decode(users["data"]["refreshToken"]).decode() == first
+    for kept in ("crm-token-state", "crm-binding"):
+        data = site.get("secret", kept)["data"]
+        assert base64.b64decode(data["refreshToken"]).decode() == provider.refresh_token
+    shown = json.dumps(obj) + json.dumps(site.events("crm"))
+    logs = site.operator.logs() + restarted.logs()
+    for value in (*presented, provider.refresh_token, provider.client_secret):
+        assert value not in shown
+        assert value not in logs
 
 
 def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets(

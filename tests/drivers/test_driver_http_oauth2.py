@@ -169,6 +169,37 @@ def test_refresh_token_is_exchanged_for_an_access_token_that_verifies() -> None:
     run(scenario())
 
 
+def test_a_rotated_refresh_token_is_handed_back_and_the_spent_one_no_longer_works() -> None:
+    server = provider(refresh_token=f"rt-{uuid.uuid4().hex}")
+    server.rotate_refresh_token = True
+    first_token = server.refresh_token
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+
+            def request(refresh: str) -> VerifyRequest:
+                return make_request(
+                    url,
+                    path="/v1/me",
+                    auth=refresh_token_grant(),
+                    secrets=client_secrets(server, refreshToken=refresh),
+                )
+
+            first = request(first_token)
+            assert (await verify(first)).code == Reason.VERIFIED
+            issued = first.issued["refreshToken"]
+            assert issued == server.refresh_token != first_token
+            second = request(issued)
+            outcome = await verify(second)
+            assert outcome.code == Reason.VERIFIED
+            assert issued not in outcome.message
+            assert second.issued["refreshToken"] == server.refresh_token != issued
+            spent = await verify_error(request(first_token))
+            assert spent.code == Reason.AUTHENTICATION_FAILED
+
+    run(scenario())
+
+
 def test_expired_refresh_token_is_authentication_failed() -> None:
     server = provider(refresh_token="rt-current")
 

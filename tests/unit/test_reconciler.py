@@ -37,6 +37,12 @@ class FakeApi:
 
     def put(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
+        if "stringData" in obj:  # as the API server stores a Secret
+            written = {
+                k: base64.b64encode(v.encode()).decode() for k, v in obj["stringData"].items()
+            }
+            obj["data"] = {**(obj.get("data") or {}), **written}
+            del obj["stringData"]
         obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
         self.objects[path] = obj
         return obj
@@ -97,10 +103,22 @@ class FakeHttpDriver:
     calls: list[str] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     accept: str = TOKEN
+    # refresh tokens presented, and the one the fake token endpoint takes next (it rotates)
+    refreshes: list[str] = field(default_factory=list)
+    refresh: str = "rt-0"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         base_url = str(request.config["baseUrl"])
         self.calls.append(base_url)
+        if request.auth.type == "oauth2RefreshToken":
+            presented = request.secrets.get("refreshToken", "")
+            self.refreshes.append(presented)
+            if presented != self.refresh:
+                return VerifyOutcome(
+                    "Failed", Reason.AUTHENTICATION_FAILED, "invalid_grant", retryable=False
+                )
+            self.refresh = request.issued["refreshToken"] = f"rt-{len(self.refreshes)}"
+            return VerifyOutcome("Succeeded", Reason.VERIFIED, "connected and authenticated")
         if "blackhole" in base_url:
             await self.release.wait()
         if request.secrets.get("token") != self.accept:
@@ -145,6 +163,10 @@ def connection(name: str, base_url: str = "http://api.test", **spec: Any) -> dic
             **spec,
         },
     }
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
 
 def secret(value: str, allowed: str | None = "*") -> dict[str, Any]:
@@ -267,7 +289,7 @@ def test_a_binding_this_connection_owns_already_is_updated_after_a_restart() -> 
     assert world.ready("orders") == ("True", "Verified")
     assert world.api.count("APPLY", "/orders-binding") == 1
     binding = world.api.objects[kube.secret_path(NS, "orders-binding")]
-    assert binding["stringData"]["token"] == "rotated-but-accepted"
+    assert decoded(binding)["token"] == "rotated-but-accepted"
 
 
 def test_rotated_secret_reverifies_without_editing_the_connection() -> None:
@@ -483,3 +505,95 @@ def test_a_new_connection_reads_its_secret_once_and_a_rotation_verifies_it_again
     world = run(scenario)
     assert len(world.driver.calls) == 2
     assert world.ready("orders") == ("False", "AuthenticationFailed")
+
+
+REFRESHING = {
+    "auth": {"type": "oauth2RefreshToken", "oauth2": {"tokenUrl": "http://api.test/token"}},
+    "variables": [
+        {"key": "baseUrl", "type": "url", "required": True},
+        {"key": "clientId", "required": True, "secret": True},
+        {"key": "refreshToken", "required": True, "secret": True},
+    ],
+}
+
+
+def oauth_secret(refresh_token: str) -> dict[str, Any]:
+    values = {"clientId": "billing", "refreshToken": refresh_token}
+    return {
+        "metadata": {
+            "name": "token",
+            "namespace": NS,
+            "annotations": {"patchbay.dev/allowed-connections": "*"},
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    }
+
+
+async def verify_again(world: World, name: str, when: str) -> None:
+    body = copy.deepcopy(world.api.objects[kube.connection_path(NS, name)])
+    body["metadata"].setdefault("annotations", {})["patchbay.dev/verify-requested-at"] = when
+    await world.apply_connection(body)
+    await settle()
+
+
+def test_rotated_refresh_tokens_are_kept_by_the_operator_across_a_restart() -> None:
+    state_path = kube.secret_path(NS, "orders-token-state")
+
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "token"), oauth_secret("rt-0"))
+        await world.apply_connection(connection("orders"))
+        await settle()
+        await verify_again(world, "orders", "1")
+        # a new operator process: nothing in memory, the kept token is read back
+        await world.subject.close()
+        world.subject = Reconciler(
+            world.api,  # type: ignore[arg-type]
+            {"http": world.driver},
+            OperatorSettings(max_concurrent_verifications=4),
+        )
+        _worlds[:] = [world]
+        await verify_again(world, "orders", "2")
+
+    world = run(scenario, connector_spec=REFRESHING)
+    assert world.driver.refreshes == ["rt-0", "rt-1", "rt-2"]
+    assert world.ready("orders") == ("True", "Verified")
+    # the user's Secret is never written; the state Secret is the operator's, owned
+    users = world.api.objects[kube.secret_path(NS, "token")]
+    assert decoded(users) == {"clientId": "billing", "refreshToken": "rt-0"}
+    assert not any(path.endswith("/secrets/token") for _, path in world.api.writes)
+    state = world.api.objects[state_path]
+    assert decoded(state) == {"refreshToken": "rt-3"}
+    assert state["metadata"]["ownerReferences"][0]["uid"] == "u-orders"
+    binding = world.api.objects[kube.secret_path(NS, "orders-binding")]
+    assert decoded(binding)["refreshToken"] == "rt-3"
+
+
+def test_new_credentials_in_the_users_secret_win_over_a_kept_token() -> None:
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "token"), oauth_secret("rt-0"))
+        await world.apply_connection(connection("orders"))
+        await settle()
+        # the token endpoint revoked everything; the user authorised again
+        world.driver.refresh = "rt-fresh"
+        renewed = world.api.put(kube.secret_path(NS, "token"), oauth_secret("rt-fresh"))
+        await world.subject.secret_changed(NS, "token", renewed["metadata"]["resourceVersion"])
+        await settle()
+
+    world = run(scenario, connector_spec=REFRESHING)
+    assert world.driver.refreshes == ["rt-0", "rt-fresh"]
+    assert world.ready("orders") == ("True", "Verified")
+
+
+def test_a_revoked_refresh_token_fails_once_and_is_not_retried_before_its_time() -> None:
+    async def scenario(world: World) -> None:
+        world.driver.refresh = "rt-somebody-elses"
+        world.api.put(kube.secret_path(NS, "token"), oauth_secret("rt-0"))
+        await world.apply_connection(connection("orders"))
+        await settle(0.5)
+        await world.echo_status("orders")
+        await settle(0.5)
+
+    world = run(scenario, connector_spec=REFRESHING)
+    assert world.driver.refreshes == ["rt-0"]
+    assert world.ready("orders") == ("False", "AuthenticationFailed")
+    assert world.status("orders")["verification"]["error"]["retryable"] is False

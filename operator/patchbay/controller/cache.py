@@ -63,6 +63,7 @@ class Tracked:
     connector: ConnectorKey | None = None
     findings: Findings | None = None
     authorization: str | None = None  # the admission record annotation
+    token_state: bool = False  # its token state Secret written by this process
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -61,7 +61,12 @@ from patchbay.controller.writer import (
 )
 from patchbay.core.authorization import opted_in, record_holds, scope
 from patchbay.core.binding import binding_name, build_binding_secret
-from patchbay.core.config import ConfigInvalidError, allow_connection_checks, resolve_config
+from patchbay.core.config import (
+    ConfigInvalidError,
+    ResolvedConfig,
+    allow_connection_checks,
+    resolve_config,
+)
 from patchbay.core.credentials import (
     CredentialsError,
     credential_sources,
@@ -80,6 +85,7 @@ from patchbay.core.resolve import (
 )
 from patchbay.core.schedule import Bounds, Cadence, bounds, next_attempt
 from patchbay.core.status import ConditionState, Findings, merge_conditions
+from patchbay.core.tokens import build_token_state, standing_values, token_state_name
 from patchbay.core.verification import build_verify_request, run_verification
 from patchbay.drivers.base import Driver, VerifyOutcome
 from patchbay.logs import object_fields
@@ -511,6 +517,10 @@ class Reconciler:
                     try:
                         self._authorise(key, record, spec_body, secrets, allowing)
                         creds = resolve_credentials(spec, config.secret_variables, secrets)
+                        sources = self._sources(namespace, spec, config)
+                        if connector_spec.auth.type == "oauth2RefreshToken":
+                            standing = await self._standing_tokens(key, sources)
+                            creds = replace(creds, values={**creds.values, **standing})
                         secret_fields = creds.configured
                         credentials_state = ConditionState(
                             "True", Reason.VERIFIED, "all referenced Secrets and keys found"
@@ -534,15 +544,26 @@ class Reconciler:
                                 key, record, connector_state, credentials_state
                             )
                             return wait
+                        request = build_verify_request(
+                            connector_spec, spec, config, creds, limits.timeout_seconds
+                        )
                         outcome, elapsed = await run_verification(
                             self.drivers[connector_spec.driver],
-                            build_verify_request(
-                                connector_spec, spec, config, creds, limits.timeout_seconds
-                            ),
+                            request,
                             egress=connector_egress(self.settings.egress, connector_spec),
                             timeout_seconds=limits.timeout_seconds,
                         )
                         duration_ms = int(elapsed * 1000)
+                        if request.issued:
+                            await self._keep_issued(key, record, request.issued, sources)
+                            # workloads get the token that works now
+                            binding = await self._project_binding(
+                                key,
+                                record,
+                                connector_spec.driver,
+                                config.values,
+                                {**creds.values, **request.issued},
+                            )
                         verified_state = _verified_state(outcome, limits)
                 except ValidationError as exc:
                     verified_state = ConditionState(
@@ -769,24 +790,69 @@ class Reconciler:
         digest = inputs_hash(manifest, None, None, {})
         if record.binding_digest == digest:
             return binding_name(key[1])
-        path = kube.secret_path(key[0], binding_name(key[1]))
-        if record.binding_digest is not None:
-            await self.client.apply(path, manifest)
-        else:
-            # The first write of this record: applying over any Secret of that name would
-            # take it over, data and all, so it is created, or found to be ours already.
+        if not await self._write_owned(key, record, manifest, first=record.binding_digest is None):
+            return None
+        record.binding_digest = digest
+        return binding_name(key[1])
+
+    async def _write_owned(
+        self, key: Key, record: Tracked, manifest: dict[str, Any], *, first: bool
+    ) -> bool:
+        """Create or update a Secret this Connection owns; False, and nothing written, when
+        a Secret of that name belongs to something else. ``first``: not written by this
+        record yet, so it is created, or updated only when it is ours already, since
+        applying over any Secret of that name would take it over, data and all."""
+        path = kube.secret_path(key[0], manifest["metadata"]["name"])
+        if first:
             try:
                 await self.client.create(kube.secrets_path(key[0]), manifest)
+                return True
             except kube.KubeApiError as exc:
                 if exc.status != 409:
                     raise
-                existing = await self.client.request("GET", path, accept=kube.METADATA)
-                owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
-                if not any(o.get("uid") == record.uid for o in owners):
-                    return None
-                await self.client.apply(path, manifest)
-        record.binding_digest = digest
-        return binding_name(key[1])
+            existing = await self.client.request("GET", path, accept=kube.METADATA)
+            owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+            if not any(o.get("uid") == record.uid for o in owners):
+                return False
+        await self.client.apply(path, manifest)
+        return True
+
+    def _sources(
+        self, namespace: str, spec: ConnectionSpec, config: ResolvedConfig
+    ) -> dict[str, str]:
+        """Where each secret variable's value comes from, as it is now: SECRET/KEY@VERSION."""
+        versions = self.cache.secret_versions
+        return {
+            s.variable: f"{s.secret}/{s.key}@{versions.get((namespace, s.secret))}"
+            for s in credential_sources(spec, config.secret_variables)
+        }
+
+    async def _standing_tokens(self, key: Key, sources: Mapping[str, str]) -> dict[str, str]:
+        """Refresh tokens a token endpoint issued in place of the user's, still standing."""
+        state = await self.client.get(kube.secret_path(key[0], token_state_name(key[1])))
+        return standing_values(state, sources)
+
+    async def _keep_issued(
+        self, key: Key, record: Tracked, issued: Mapping[str, str], sources: Mapping[str, str]
+    ) -> None:
+        """Store what a token endpoint issued: the values it replaced may be spent."""
+        manifest = build_token_state(
+            connection=key[1], namespace=key[0], uid=record.uid, issued=issued, sources=sources
+        )
+        try:
+            kept = await self._write_owned(key, record, manifest, first=not record.token_state)
+            problem = f"Secret {token_state_name(key[1])!r} belongs to something else"
+        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError) as exc:
+            kept, problem = False, api_problem(exc)
+        record.token_state = kept
+        if not kept:
+            logger.error(
+                "could not keep the refresh token issued for %s/%s (%s); the token endpoint "
+                "may have spent the one in its Secret",
+                *key,
+                problem,
+                extra=object_fields(*key),
+            )
 
     # ----- defaults ----------------------------------------------------------------
 

@@ -18,6 +18,25 @@ def binding_name(connection: str) -> str:
     return f"{connection}-binding"
 
 
+def owned_secret_metadata(name: str, connection: str, namespace: str, uid: str) -> dict[str, Any]:
+    """Metadata of a Secret the operator writes for a Connection: labelled with it and
+    owned by it, so the garbage collector removes it with the Connection."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, CONNECTION_LABEL: connection},
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Connection",
+                "name": connection,
+                "uid": uid,
+                "controller": True,
+            }
+        ],
+    }
+
+
 def _uri(driver: DriverInfo, values: Mapping[str, str]) -> str | None:
     if driver.binding_uri == "baseUrl":
         return values.get("baseUrl")
@@ -64,20 +83,7 @@ def build_binding_secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": binding_name(connection),
-            "namespace": namespace,
-            "labels": {**MANAGED_BY, CONNECTION_LABEL: connection},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Connection",
-                    "name": connection,
-                    "uid": uid,
-                    "controller": True,
-                }
-            ],
-        },
+        "metadata": owned_secret_metadata(binding_name(connection), connection, namespace, uid),
         "type": f"servicebinding.io/{binding_type}",
         "stringData": data,
     }

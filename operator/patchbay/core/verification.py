@@ -130,4 +130,5 @@ async def run_verification(
                 "Unknown", Reason.PROVIDER_ERROR, f"{type(exc).__name__}: {exc}"
             )
         elapsed = time.monotonic() - started
-    return _scrub_outcome(outcome, request.secrets.values()), elapsed
+    secrets = [*request.secrets.values(), *request.issued.values()]
+    return _scrub_outcome(outcome, secrets), elapsed

@@ -98,6 +98,10 @@ class VerifyRequest:
     # server the same limit, so that a statement the caller gave up on does not run on;
     # None means the ceiling, MAX_TIMEOUT_SECONDS.
     timeout_seconds: float | None = None
+    # Secret values the system issued during the verification in place of given ones, by
+    # variable: a rotated refresh token. The old value may no longer work, so the caller
+    # keeps these, also when the verification then fails.
+    issued: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def value(self, key: str) -> ConfigValue | None:
         """A variable's value, secret or not."""

@@ -329,6 +329,7 @@ class _Exchange:
         credentials: _Credentials,
         tls: _TlsContexts,
         server_name: str | None,
+        issued: dict[str, str],
     ) -> None:
         self.session = session
         self.egress = egress
@@ -337,6 +338,7 @@ class _Exchange:
         self.credentials = credentials
         self.tls = tls
         self.server_name = server_name
+        self.issued = issued
 
     def fail(self, code: Reason, message: str, *, retryable: bool | None = None) -> DriverError:
         return DriverError(code, _scrub(message, self.credentials.sensitive), retryable=retryable)
@@ -584,9 +586,9 @@ class _Exchange:
         """Exchange the grant for an access token, which later requests carry as the
         grant says (a Bearer token unless the connector names another place).
 
-        The token is never kept beyond this verification. A new refresh token
-        in the answer (rotation) is dropped too, since writing it back would
-        mean storing it: it is only scrubbed like the old one.
+        The access token is never kept beyond this verification. A new refresh
+        token in the answer (rotation: the old one may be spent) goes to the
+        request's ``issued``, for the caller to keep.
         """
         url = self.token_url(grant.token_url)
         label = f"POST {safe_url(url)}"
@@ -633,6 +635,9 @@ class _Exchange:
                     "supported, only Bearer",
                 )
             rotated = answer.get("refresh_token")
+            given = grant.form.get("refresh_token")
+            if given and isinstance(rotated, str) and rotated and rotated != given:
+                self.issued["refreshToken"] = rotated
             self.credentials = _placed(
                 grant.access_token,
                 token,
@@ -759,6 +764,7 @@ class HttpDriver:
                 credentials,
                 tls_contexts,
                 tls.server_name if tls else None,
+                request.issued,
             )
             if grant is not None:
                 await exchange.authorize(grant)

@@ -243,8 +243,12 @@ def test_429_with_retry_after_is_rate_limited_with_retry_after() -> None:
     run(scenario())
 
 
-def test_retry_after_accepts_an_http_date() -> None:
+def test_retry_after_accepts_an_http_date_and_fractional_seconds() -> None:
     now = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    assert parse_retry_after("2.0", now=now) == 2.0
+    assert parse_retry_after(" 0.5 ", now=now) == 0.5
+    assert parse_retry_after("1e3", now=now) is None
+    assert parse_retry_after("-1", now=now) is None
     assert parse_retry_after("Wed, 01 Jan 2025 12:01:30 GMT", now=now) == 90
     assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now=now) == 0
     assert parse_retry_after("soon", now=now) is None

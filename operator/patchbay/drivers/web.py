@@ -29,7 +29,8 @@ from patchbay.core.egress import looks_like_address
 from patchbay.drivers.base import DriverError, Egress, TlsMaterial, load_tls_material
 
 USER_AGENT = f"patchbay/{__version__}"
-_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
+# RFC 9110 says whole seconds; some APIs send a fraction (Shopify: "2.0")
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 # TLS alerts (OpenSSL reason names) a server sends about the client's
 # certificate: it refused the certificate, which is a credential like a password.
 _CLIENT_CERT_ALERTS = frozenset(
@@ -107,7 +108,8 @@ async def check_ip_literal(egress: Egress, url: URL) -> None:
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta seconds or an HTTP date."""
+    """Seconds to wait from a Retry-After header: delta seconds (a fraction too) or an
+    HTTP date."""
     if value is None:
         return None
     value = value.strip()

@@ -46,8 +46,10 @@ def test_catalogue_and_examples_apply_and_show_printer_columns(
     assert names == {"orders-db", "inventory"}
 
     connectors = control_plane.kubectl("get", "clusterconnectors").stdout.splitlines()
-    assert connectors[0].split() == ["NAME", "DRIVER", "READY", "CONNECTIONS", "AGE"]
+    assert connectors[0].split() == ["NAME", "DRIVER", "READY", "CONNECTIONS", "MATURITY", "AGE"]
     assert {"postgres", "mysql", "http-api"} <= {line.split()[0] for line in connectors[1:]}
+    experimental = {line.split()[0] for line in connectors[1:] if "experimental" in line.split()}
+    assert "flexiroam" in experimental and "postgres" not in experimental
 
 
 def _is_contained(wanted: object, stored: object) -> bool:

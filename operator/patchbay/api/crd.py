@@ -60,6 +60,8 @@ _CONNECTOR_COLUMNS = [
     {"name": "Driver", "type": "string", "jsonPath": ".spec.driver"},
     _ready_column("Ready", "status"),
     {"name": "Connections", "type": "integer", "jsonPath": ".status.connections"},
+    # "experimental": an entry that rests on assumptions rather than vendor documentation
+    {"name": "Maturity", "type": "string", "jsonPath": ".metadata.labels.patchbay\\.dev/maturity"},
     _AGE,
     {"name": "Deprecated", "type": "boolean", "jsonPath": ".spec.deprecated", "priority": 1},
 ]

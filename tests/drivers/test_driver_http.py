@@ -7,6 +7,7 @@ connects anywhere else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import uuid
 from collections.abc import (
@@ -31,11 +32,11 @@ from http_server import (
     serve_silence,
 )
 from localserver import free_port
-from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.api.connector import AuthSpec, CheckSpec, HttpErrorRule, HttpRequestSpec
 from patchbay.api.reasons import Reason
 from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
-from patchbay.drivers.http import HttpDriver, parse_retry_after
+from patchbay.drivers.http import HttpDriver, json_pointer, parse_retry_after
 
 
 def make_request(
@@ -230,6 +231,75 @@ def test_error_status_maps_to_reason(status: int, code: Reason, retryable: bool)
         assert f"HTTP {status}" in error.message
 
     run(scenario())
+
+
+GOOGLE_QUOTA = {
+    "error": {
+        "code": 403,
+        "errors": [{"domain": "usageLimits", "reason": "userRateLimitExceeded"}],
+        "message": "User Rate Limit Exceeded",
+    }
+}
+RULES = [
+    {
+        "status": [403],
+        "pointer": "/error/errors/0/reason",
+        "values": ["rateLimitExceeded", "userRateLimitExceeded"],
+        "reason": "RateLimited",
+    },
+    {"status": [402, 423], "reason": "PermissionDenied"},
+]
+
+
+def ruled_request(url: str) -> VerifyRequest:
+    request = make_request(url, path="/x")
+    rules = tuple(HttpErrorRule.model_validate(rule) for rule in RULES)
+    return dataclasses.replace(request, http_errors=rules)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (403, GOOGLE_QUOTA, Reason.RATE_LIMITED),
+        (
+            403,
+            {"error": {"errors": [{"reason": "insufficientPermissions"}]}},
+            Reason.PERMISSION_DENIED,
+        ),
+        (403, {"unexpected": "shape"}, Reason.PERMISSION_DENIED),
+        (402, {"errors": "Unavailable Shop"}, Reason.PERMISSION_DENIED),
+        (423, None, Reason.PERMISSION_DENIED),
+        (404, GOOGLE_QUOTA, Reason.RESOURCE_NOT_FOUND),
+    ],
+    ids=["quota-named", "other-reason", "other-shape", "status-rule", "no-body", "no-rule"],
+)
+def test_a_connectors_error_rules_read_the_body_before_the_status_decides(
+    status: int, body: object, code: Reason
+) -> None:
+    async def reply(request: web.Request) -> web.StreamResponse:
+        headers = {"Retry-After": "7"}
+        if body is None:
+            return web.Response(status=status, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
+
+    async def scenario() -> None:
+        async with serve({"/x": reply}) as (url, _):
+            error = await verify_error(ruled_request(url))
+        assert error.code == code
+        if code == Reason.RATE_LIMITED:
+            assert error.retry_after == 7 and error.retryable
+            assert "'userRateLimitExceeded'" in error.message
+
+    run(scenario())
+
+
+def test_json_pointer_follows_rfc_6901() -> None:
+    document = {"a/b": {"~k": [{"x": "found"}]}, "error": {".tag": "missing_scope"}}
+    assert json_pointer(document, "/a~1b/~0k/0/x") == "found"
+    assert json_pointer(document, "/error/.tag") == "missing_scope"
+    assert json_pointer(document, "/a~1b/~0k/1/x") is None
+    assert json_pointer(document, "/nothing/here") is None
+    assert json_pointer([1, 2], "/-1") is None
 
 
 def test_429_with_retry_after_is_rate_limited_with_retry_after() -> None:

@@ -361,9 +361,8 @@ def _oauth_cases(api: VendorApi, good: Mapping[str, str]) -> tuple[Case, ...]:
     if api.throttled is not None:
         cases.append(Case("over-the-rate-limit", _variant(good, "busy"), THROTTLED))
     if api.limited_as_forbidden is not None:
-        # The http driver reads the status, not the vendor's error body: a limit
-        # reported as 403 is PermissionDenied (see docs/connectors.md).
-        cases.append(Case("over-a-limit-reported-as-403", _variant(good, "capped"), DENIED))
+        # the vendor names the limit in a 403's body: the entry's httpErrors read it
+        cases.append(Case("over-a-limit-reported-as-403", _variant(good, "capped"), THROTTLED))
     return tuple(cases)
 
 

@@ -299,6 +299,37 @@ class CheckSpec(ApiModel):
     http: HttpRequestSpec | None = Field(default=None, description="Request for an http check.")
 
 
+class HttpErrorRule(ApiModel):
+    """How the http driver classifies an error answer of this system, for the vendors that
+    say in the body what the status does not (a quota reported as 403, say)."""
+
+    status: list[int] = Field(
+        min_length=1,
+        max_length=16,
+        description="Statuses this rule applies to.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 400, "maximum": 599}},
+    )
+    pointer: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^(/[^/]*)+$",
+        description="A JSON Pointer (RFC 6901) into the answer's JSON body, e.g. "
+        "/error/errors/0/reason; unset: every answer with one of the statuses.",
+    )
+    values: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="With pointer: the text found there must be one of these.",
+    )
+    reason: Literal[
+        "AuthenticationFailed",
+        "PermissionDenied",
+        "ResourceNotFound",
+        "RateLimited",
+        "ProviderError",
+    ] = Field(description="The reason such an answer gives.")
+
+
 class ConnectorVerificationSpec(ApiModel):
     """Defaults for verifying Connections of this connector."""
 
@@ -324,6 +355,13 @@ class ConnectorVerificationSpec(ApiModel):
     http: HttpRequestSpec | None = Field(
         default=None,
         description="The authenticated request that proves an http connection works.",
+    )
+    http_errors: list[HttpErrorRule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="http driver: rules, first match wins, that classify an error answer "
+        "of the verification request or an http check by its status and body, before the "
+        "status alone decides.",
     )
 
 

@@ -50,6 +50,7 @@ def build_verify_request(
         checks=[*connector.verification.checks, *connection.verification.checks],
         connection_checks=len(connection.verification.checks),
         http=connector.verification.http,
+        http_errors=connector.verification.http_errors,
         tls=credentials.tls,
     )
 

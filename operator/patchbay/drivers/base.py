@@ -31,7 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
-from patchbay.api.connector import AuthSpec, CheckSpec, HttpRequestSpec
+from patchbay.api.connector import AuthSpec, CheckSpec, HttpErrorRule, HttpRequestSpec
 from patchbay.api.limits import MAX_TIMEOUT_SECONDS
 from patchbay.api.reasons import NOT_RETRYABLE, Reason
 from patchbay.drivers.pem import pem_files
@@ -93,6 +93,7 @@ class VerifyRequest:
     # author may not read what the server says (a query's error can quote data).
     connection_checks: int = 0
     http: HttpRequestSpec | None = None
+    http_errors: Sequence[HttpErrorRule] = ()
     tls: TlsMaterial | None = field(default=None, repr=False)
     # Seconds the whole verification (or discovery session) may take. Drivers give the
     # server the same limit, so that a statement the caller gave up on does not run on;

@@ -33,7 +33,13 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from patchbay.api.connector import AuthSpec, CheckSpec, CredentialPlacement, HttpRequestSpec
+from patchbay.api.connector import (
+    AuthSpec,
+    CheckSpec,
+    CredentialPlacement,
+    HttpErrorRule,
+    HttpRequestSpec,
+)
 from patchbay.api.reasons import Reason
 from patchbay.drivers.base import (
     ConfigValue,
@@ -122,6 +128,8 @@ class _Response:
     server: str | None
     retry_after: float | None
     snippet: str
+    # the JSON body of an error answer that a connector's rule may read, else None
+    document: object = None
 
 
 def safe_url(url: URL) -> str:
@@ -330,6 +338,7 @@ class _Exchange:
         tls: _TlsContexts,
         server_name: str | None,
         issued: dict[str, str],
+        error_rules: Sequence[HttpErrorRule] = (),
     ) -> None:
         self.session = session
         self.egress = egress
@@ -339,6 +348,8 @@ class _Exchange:
         self.tls = tls
         self.server_name = server_name
         self.issued = issued
+        self.error_rules = error_rules
+        self.ruled_statuses = frozenset(s for rule in error_rules for s in rule.status)
 
     def fail(self, code: Reason, message: str, *, retryable: bool | None = None) -> DriverError:
         return DriverError(code, _scrub(message, self.credentials.sensitive), retryable=retryable)
@@ -519,7 +530,14 @@ class _Exchange:
 
     async def _response(self, resp: aiohttp.ClientResponse, label: str) -> _Response:
         snippet = ""
-        if resp.status >= 500 and _is_text(resp.content_type):
+        document: object = None
+        if resp.status in self.ruled_statuses and _is_text(resp.content_type):
+            try:
+                raw = await resp.content.read(_BODY_READ_LIMIT)
+                document = json.loads(raw)
+            except (aiohttp.ClientError, OSError, ValueError, RecursionError):
+                document = None  # a rule with a pointer finds nothing in it
+        elif resp.status >= 500 and _is_text(resp.content_type):
             try:
                 raw = await resp.content.read(_BODY_READ_LIMIT)
             except (aiohttp.ClientError, OSError):
@@ -536,7 +554,30 @@ class _Exchange:
             server=printable(_scrub(server, self.credentials.sensitive)) if server else None,
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             snippet=snippet,
+            document=document,
         )
+
+    def _ruled(self, response: _Response) -> DriverError | None:
+        """The error the connector's first matching rule gives this answer, if any."""
+        for rule in self.error_rules:
+            if response.status not in rule.status:
+                continue
+            said = ""
+            if rule.pointer is not None:
+                found = json_pointer(response.document, rule.pointer)
+                if not isinstance(found, str) or found not in rule.values:
+                    continue
+                said = f" ({rule.pointer} is {printable(found, 128)!r})"
+            reason = Reason(rule.reason)
+            error = self.fail(
+                reason,
+                f"{response.label}: HTTP {response.status}{said}, {reason} by the "
+                "connector's rules",
+            )
+            if reason == Reason.RATE_LIMITED:
+                error.retry_after = response.retry_after
+            return error
+        return None
 
     def rate_limited(self, label: str, retry_after: float | None) -> DriverError:
         message = f"{label}: HTTP 429, rate limited"
@@ -552,6 +593,9 @@ class _Exchange:
         status, label = response.status, response.label
         if status in spec.expect_status:
             return response
+        ruled = self._ruled(response)
+        if ruled is not None:
+            raise ruled
         if status == 401:
             raise self.fail(
                 Reason.AUTHENTICATION_FAILED,
@@ -694,6 +738,20 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None
     return bytes(body)
 
 
+def json_pointer(document: object, pointer: str) -> object:
+    """What an RFC 6901 pointer names in a JSON document; None where it names nothing."""
+    found = document
+    for token in pointer.split("/")[1:]:
+        key = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(found, dict):
+            found = found.get(key)
+        elif isinstance(found, list) and key.isdigit() and int(key) < len(found):
+            found = found[int(key)]
+        else:
+            return None
+    return found
+
+
 def _json_object(body: bytes | None) -> dict[str, object] | None:
     if body is None:
         return None
@@ -765,6 +823,7 @@ class HttpDriver:
                 tls_contexts,
                 tls.server_name if tls else None,
                 request.issued,
+                request.http_errors,
             )
             if grant is not None:
                 await exchange.authorize(grant)

@@ -521,9 +521,18 @@ SALESFORCE = _oauth(
     "salesforce",
     VendorApi(
         method="GET",
-        path="/services/data/v64.0/limits",
+        # the resource list of an API version (REST API Developer Guide, "Resources by
+        # Version"): readable by any API-enabled user
+        path="/services/data/v64.0/",
         read_credential=bearer_token,
-        granted=Reply(200, {"DailyApiRequests": {"Max": 15000, "Remaining": 14998}}),
+        granted=Reply(
+            200,
+            {
+                "sobjects": "/services/data/v64.0/sobjects",
+                "limits": "/services/data/v64.0/limits",
+                "query": "/services/data/v64.0/query",
+            },
+        ),
         unauthenticated=Reply(
             401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
         ),

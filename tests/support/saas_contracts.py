@@ -948,15 +948,36 @@ STARLINK = _oauth(
     "starlink",
     VendorApi(
         method="GET",
-        path="/enterprise/v1/accounts",
+        # public API V2, "Get account information" (the V1 enterprise API answers 404
+        # since 2026-06-01)
+        path="/api/public/v2/account",
         read_credential=bearer_token,
         granted=Reply(
             200,
-            {"content": {"totalCount": 1, "results": []}, "errors": [], "isValid": True},
+            {
+                "content": {"accountNumber": "ACC-0000000-00000-00", "regionCode": "US"},
+                "errors": [],
+                "warnings": [],
+                "information": [],
+                "isValid": True,
+            },
+        ),
+        forbidden=Reply(
+            403,
+            {
+                "content": None,
+                "errors": [
+                    {
+                        "memberNames": [],
+                        "errorMessage": "Missing required permission for this endpoint or resource",
+                    }
+                ],
+                "isValid": False,
+            },
         ),
         unauthenticated=Reply(401, "", {"WWW-Authenticate": 'Bearer error="invalid_token"'}),
         token_endpoint=TokenEndpoint(
-            path="/auth/connect/token",
+            path="/api/auth/connect/token",
             grant="client_credentials",
             client_auth="body",
             rejected_client=Reply(400, {"error": "invalid_client"}),

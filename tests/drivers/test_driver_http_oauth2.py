@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from driver_calls import run
+from driver_calls import OPEN_POLICY, run
 from http_server import (
     CertificateAuthority,
     Handler,
@@ -21,8 +21,9 @@ from http_server import (
     answer,
     serve,
 )
+from patchbay.api.connector import ConnectorSpec
 from patchbay.api.reasons import Reason
-from patchbay.core.egress import EgressPolicy, parse_networks
+from patchbay.core.egress import ConnectorEgress, EgressPolicy, parse_networks
 from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
 from patchbay.drivers.text import REDACTED
 from tests.drivers.test_driver_http import make_request, verify, verify_error
@@ -443,6 +444,48 @@ def test_token_endpoint_redirect_is_not_followed() -> None:
         assert other_seen.count == 0
 
     run(scenario())
+
+
+def test_a_token_endpoint_redirect_is_followed_within_the_connectors_hosts_when_asked() -> None:
+    server = provider()
+
+    async def scenario() -> None:
+        routes = server.routes()
+        async with serve(routes, host="127.0.0.2") as (data_centre, _):
+            redirect = answer(307, headers={"Location": f"{data_centre}/oauth/token"})
+            async with serve({**routes, "/oauth/token": redirect}) as (url, _):
+                request = make_request(
+                    url,
+                    path="/v1/me",
+                    auth=client_credentials(followRedirects=True),
+                    secrets={"clientId": server.client_id, "clientSecret": server.client_secret},
+                )
+                assert (await verify(request)).code == Reason.VERIFIED
+                # the connector's hosts bound where the grant may be resent
+                only_here = ConnectorEgress(
+                    OPEN_POLICY, ("localhost",), parse_networks(["127.0.0.1"])
+                )
+                error = await verify_error(request, only_here)
+        assert len(server.token_forms) == 1  # the redirected grant reached the data centre once
+        assert error.code == Reason.EGRESS_DENIED
+        assert "127.0.0.2" in error.message
+
+    run(scenario())
+
+
+def test_following_token_redirects_needs_the_connectors_hosts() -> None:
+    oauth2 = {"tokenUrl": "/oauth/token", "followRedirects": True}
+    with pytest.raises(ValueError, match=r"followRedirects needs egress\.hosts"):
+        ConnectorSpec.model_validate(
+            {"driver": "http", "auth": {"type": "oauth2ClientCredentials", "oauth2": oauth2}}
+        )
+    ConnectorSpec.model_validate(
+        {
+            "driver": "http",
+            "auth": {"type": "oauth2ClientCredentials", "oauth2": oauth2},
+            "egress": {"hosts": ["*.bullhornstaffing.com"]},
+        }
+    )
 
 
 # --- where the token endpoint is -------------------------------------------------

@@ -120,6 +120,12 @@ class OAuth2Auth(ApiModel):
         "it as 'Authorization: Bearer' (the default), e.g. {in: header, name: "
         "x-amz-access-token} or {in: query, name: access_token}.",
     )
+    follow_redirects: bool = Field(
+        default=False,
+        description="Follow the token endpoint's 307 and 308 redirects (a data centre "
+        "sending the client to its own), resending the grant. Only with spec.egress.hosts, "
+        "which bound where the client secret may go; off, a redirect is a ProtocolError.",
+    )
 
 
 class AuthSpec(ApiModel):
@@ -431,6 +437,13 @@ class ConnectorSpec(ApiModel):
             "!has(self.verification) || !has(self.verification.http) || self.driver == 'http'",
             "verification.http is only allowed for the http driver",
         ),
+        cel(
+            "!has(self.auth) || !has(self.auth.oauth2) || !has(self.auth.oauth2.followRedirects)"
+            " || !self.auth.oauth2.followRedirects"
+            " || (has(self.egress) && has(self.egress.hosts) && size(self.egress.hosts) > 0)",
+            "auth.oauth2.followRedirects needs egress.hosts, which bound where a redirect "
+            "may send the client secret",
+        ),
     )
 
     driver: DriverName = Field(description="Protocol driver that verifies Connections.")
@@ -462,6 +475,21 @@ class ConnectorSpec(ApiModel):
         "egress policy allows. A Connection going elsewhere gets EgressDenied before "
         "anything is sent.",
     )
+
+    @model_validator(mode="after")
+    def _redirects_bounded(self) -> ConnectorSpec:
+        oauth2 = self.auth.oauth2
+        if (
+            oauth2 is not None
+            and oauth2.follow_redirects
+            and not (self.egress and self.egress.hosts)
+        ):
+            raise ValueError(
+                "auth.oauth2.followRedirects needs egress.hosts, which bound where a redirect "
+                "may send the client secret"
+            )
+        return self
+
     timezone: str = Field(default="UTC", max_length=64, description="IANA time zone name.")
     date_format: str = Field(
         default="%Y-%m-%d", max_length=64, description="strftime format for dates."

@@ -215,6 +215,8 @@ class _TokenGrant:
     sensitive: tuple[str, ...] = field(repr=False)
     # Where the API requests carry the access token.
     access_token: CredentialPlacement
+    # Follow the endpoint's 307/308 redirects, resending the grant.
+    follow_redirects: bool = False
 
 
 def _token_grant(request: VerifyRequest) -> _TokenGrant:
@@ -253,6 +255,7 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
         headers,
         tuple(value for value in sensitive if value),
         auth.oauth2.access_token or _BEARER_HEADER,
+        auth.oauth2.follow_redirects,
     )
 
 
@@ -635,7 +638,7 @@ class _Exchange:
         request's ``issued``, for the caller to keep.
         """
         url = self.token_url(grant.token_url)
-        label = f"POST {safe_url(url)}"
+        first = label = f"POST {safe_url(url)}"
         headers: CIMultiDict[str] = CIMultiDict(
             {
                 "Accept": "application/json",
@@ -643,14 +646,35 @@ class _Exchange:
                 **grant.headers,
             }
         )
-        resp = await self._open(
-            "POST",
-            url,
-            headers,
-            with_credentials=True,
-            label=label,
-            data=urlencode(grant.form).encode(),
-        )
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await self._open(
+                "POST",
+                url,
+                headers,
+                with_credentials=True,
+                label=label,
+                data=urlencode(grant.form).encode(),
+            )
+            location = resp.headers.get("Location")
+            if not (grant.follow_redirects and resp.status in (307, 308) and location):
+                break
+            resp.release()
+            try:
+                target = resp.url.join(URL(location))
+            except ValueError:
+                raise self.fail(
+                    Reason.PROTOCOL_ERROR, f"{label}: redirect to an invalid URL"
+                ) from None
+            if target.scheme != url.scheme:
+                raise self.fail(
+                    Reason.PROTOCOL_ERROR,
+                    f"{label}: redirected to {target.scheme}, not followed with the grant",
+                )
+            # the connector's egress hosts decide, when it is opened, whether it may be
+            url = target
+            label = f"{first} (redirected to {safe_url(url)})"
+        else:
+            raise self.fail(Reason.PROTOCOL_ERROR, f"{first}: more than {MAX_REDIRECTS} redirects")
         try:
             with self._classified(label):
                 body = await _read_capped(resp, _TOKEN_RESPONSE_LIMIT)

@@ -76,27 +76,27 @@ async def authorize_connection(
     spec = body.get("spec") or {}
     covered = scope(namespace, name, spec)
     record = (meta.get("annotations") or {}).get(AUTHORIZATION_ANNOTATION)
-    if old is not None:
-        kept = (old["metadata"].get("annotations") or {}).get(AUTHORIZATION_ANNOTATION)
-        if scope(namespace, name, old.get("spec") or {}) == covered and (
-            record_holds(key, covered, kept) or userinfo.get("username") == memo.get("own_user")
-        ):
-            # Nothing that decides the Secrets' use changed: the record stays what it was,
-            # whatever this request wrote into it.
-            if record != kept:
-                patch.setdefault("metadata", {}).setdefault("annotations", {})[
-                    AUTHORIZATION_ANNOTATION
-                ] = kept
-            return
+
+    def set_record(value: str | None) -> None:
+        if value != record:
+            patch.setdefault("metadata", {}).setdefault("annotations", {})[
+                AUTHORIZATION_ANNOTATION
+            ] = value
+
+    # Nothing that decides the Secrets' use changed (an edit of labels, annotations,
+    # suspend...): the record stays what it was, whatever this request wrote into it.
+    unchanged = old is not None and scope(namespace, name, old.get("spec") or {}) == covered
+    kept = (old["metadata"].get("annotations") or {}).get(AUTHORIZATION_ANNOTATION) if old else None
+    if unchanged and (
+        record_holds(key, covered, kept) or userinfo.get("username") == memo.get("own_user")
+    ):
+        set_record(kept)
+        return
     denied = await first_denied(reconciler.client, userinfo, namespace, name, secret_uses(spec))
     if denied is not None:
-        if old is not None and scope(namespace, name, old.get("spec") or {}) == covered:
-            # an edit of something else (an annotation, a label) by someone who may not
-            # read the Secrets: admitted, and the Connection stays without a record
-            if record is not None:
-                patch.setdefault("metadata", {}).setdefault("annotations", {})[
-                    AUTHORIZATION_ANNOTATION
-                ] = None
+        if unchanged:
+            # by someone who may not read the Secrets: admitted, and without a record
+            set_record(None)
             return
         raise kopf.AdmissionError(
             f"{denied.field}: user {userinfo.get('username', '')!r} may not get Secret "
@@ -106,6 +106,4 @@ async def authorize_connection(
             code=403,
         )
     if key is not None:
-        patch.setdefault("metadata", {}).setdefault("annotations", {})[AUTHORIZATION_ANNOTATION] = (
-            admission_record(key, covered)
-        )
+        set_record(admission_record(key, covered))

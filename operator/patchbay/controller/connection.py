@@ -171,12 +171,13 @@ class Reconciler:
         ):
             return  # an event from before our own last write
         spec = body.get("spec") or {}
+        annotations = meta.get("annotations") or {}
         observed = (
             our_labels(meta.get("labels")),
-            (meta.get("annotations") or {}).get(VERIFY_REQUESTED_ANNOTATION),
+            annotations.get(VERIFY_REQUESTED_ANNOTATION),
             compact(spec),
             compact(body.get("status") or {}),
-            (meta.get("annotations") or {}).get(AUTHORIZATION_ANNOTATION),
+            annotations.get(AUTHORIZATION_ANNOTATION),
         )
         if known is not None and known.uid == meta.get("uid"):
             unchanged = observed == (
@@ -517,8 +518,10 @@ class Reconciler:
                     try:
                         self._authorise(key, record, spec_body, secrets, allowing)
                         creds = resolve_credentials(spec, config.secret_variables, secrets)
-                        sources = self._sources(namespace, spec, config)
+                        # only a refresh grant may be issued new values in place of these
+                        sources: dict[str, str] = {}
                         if connector_spec.auth.type == "oauth2RefreshToken":
+                            sources = self._sources(namespace, spec, config)
                             standing = await self._standing_tokens(key, sources)
                             creds = replace(creds, values={**creds.values, **standing})
                         secret_fields = creds.configured

@@ -10,8 +10,6 @@ new credentials into their Secret, the kept one no longer applies.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +17,7 @@ import orjson
 
 from patchbay.api.common import GROUP
 from patchbay.core.binding import owned_secret_metadata
+from patchbay.kube import secret_values
 
 # variable -> "SECRET/KEY@RESOURCEVERSION" of the value each kept one replaced
 ISSUED_FOR_ANNOTATION = f"{GROUP}/issued-for"
@@ -62,13 +61,9 @@ def standing_values(state: Mapping[str, Any] | None, sources: Mapping[str, str])
         recorded = orjson.loads(annotations.get(ISSUED_FOR_ANNOTATION, "{}"))
     except orjson.JSONDecodeError:
         return {}
-    data = state.get("data") or {}
-    standing: dict[str, str] = {}
-    for variable, source in recorded.items() if isinstance(recorded, dict) else ():
-        if source != sources.get(variable) or variable not in data:
-            continue
-        try:
-            standing[variable] = base64.b64decode(data[variable]).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            continue
-    return standing
+    values = secret_values(state)
+    return {
+        variable: values[variable]
+        for variable, source in (recorded.items() if isinstance(recorded, dict) else ())
+        if source == sources.get(variable) and variable in values
+    }

@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from driver_calls import OPEN_POLICY, run
 from http_server import (
+    JWT_BEARER,
+    AssertionVerifier,
     CertificateAuthority,
     Handler,
     OAuth2Server,
@@ -260,6 +264,137 @@ def test_access_and_refresh_tokens_never_appear_in_the_outcome() -> None:
         for text in texts:
             for token in tokens:
                 assert token not in text
+
+    run(scenario())
+
+
+# --- client assertion (RFC 7523) ---------------------------------------------------
+
+
+def _key(kind: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def assertion_provider(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> OAuth2Server:
+    """A token endpoint that knows the client by the public half of ``key``, as kid cert-7."""
+    return provider(
+        allowed_scopes=frozenset({"rest_webservices", "restlets"}),
+        assertion=AssertionVerifier(key.public_key(), key_id="cert-7"),
+    )
+
+
+def assertion_request(
+    url: str, key_pem: str, algorithm: str, *, scope_claim: bool = False
+) -> VerifyRequest:
+    auth = client_credentials(
+        scopes=["restlets", "rest_webservices"],
+        clientAuth="privateKeyJwt",
+        clientAssertion={
+            "algorithm": algorithm,
+            "keyId": "{certificateId}",
+            "scopeClaim": scope_claim,
+        },
+    )
+    return make_request(
+        url,
+        path="/v1/me",
+        auth=auth,
+        config={"certificateId": "cert-7"},
+        secrets={"clientId": CLIENT_ID, "privateKey": key_pem},
+    )
+
+
+@pytest.mark.parametrize(("kind", "algorithm"), [("rsa", "PS256"), ("ec", "ES256")])
+def test_a_client_assertion_signed_with_the_connections_key_gets_a_token_that_verifies(
+    kind: str, algorithm: str
+) -> None:
+    key = _key(kind)
+    server = assertion_provider(key)
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            request = assertion_request(url, _pem(key), algorithm)
+            first = await verify(request)
+            # every verification signs a new assertion: the endpoint refuses a replayed jti
+            second = await verify(request)
+        assert (first.code, second.code) == (Reason.VERIFIED, Reason.VERIFIED)
+        form = server.token_forms[0]
+        assert form["grant_type"] == "client_credentials"
+        assert form["client_assertion_type"] == JWT_BEARER
+        assert form["scope"] == "restlets rest_webservices"
+        assert "client_secret" not in form and "client_id" not in form
+        assert server.token_auth_headers == ["", ""]
+        assert server.assertion is not None
+        accepted = server.assertion.accepted
+        assert [a["header"]["alg"] for a in accepted] == [algorithm, algorithm]
+        assert accepted[0]["claims"]["sub"] == CLIENT_ID
+        assert accepted[0]["claims"]["jti"] != accepted[1]["claims"]["jti"]
+
+    run(scenario())
+
+
+def test_scopes_go_in_the_assertion_when_the_connector_says() -> None:
+    key = _key("ec")
+    server = assertion_provider(key)
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            outcome = await verify(assertion_request(url, _pem(key), "ES256", scope_claim=True))
+        assert outcome.code == Reason.VERIFIED
+        assert "scope" not in server.token_forms[0]
+        assert server.assertion is not None
+        assert server.assertion.accepted[0]["claims"]["scope"] == "restlets,rest_webservices"
+
+    run(scenario())
+
+
+def test_an_assertion_signed_with_another_key_is_authentication_failed() -> None:
+    server = assertion_provider(_key("ec"))
+    other = _pem(_key("ec"))
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            error = await verify_error(assertion_request(url, other, "ES256"))
+        assert error.code == Reason.AUTHENTICATION_FAILED
+        assert "invalid_client" in error.message
+        assert server.api_auth_headers == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("key_pem", "algorithm", "problem"),
+    [
+        (_pem(_key("ec")), "PS256", "is not an RSA key"),
+        (_pem(_key("rsa")), "ES256", "is not an EC key"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+            "PS256",
+            "is not a PEM",
+        ),
+    ],
+    ids=["ec-for-ps256", "rsa-for-es256", "not-a-key"],
+)
+def test_a_key_unfit_for_the_algorithm_is_config_invalid_before_any_request(
+    key_pem: str, algorithm: str, problem: str
+) -> None:
+    async def scenario() -> None:
+        async with serve({"/oauth/token": answer()}) as (url, seen):
+            error = await verify_error(assertion_request(url, key_pem, algorithm))
+        assert error.code == Reason.CONFIG_INVALID
+        assert f"variable privateKey {problem}" in error.message
+        assert "PRIVATE KEY" not in error.message
+        assert seen.count == 0
 
     run(scenario())
 

@@ -20,6 +20,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -30,6 +31,10 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 import testpki
 
@@ -149,6 +154,66 @@ def serve_token_api(token: str, host: str = "127.0.0.1") -> Iterator[TokenApi]:
         yield api
 
 
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class AssertionVerifier:
+    """What a token endpoint checks in a client assertion (RFC 7523 sections 2.2 and 3):
+    the signature with the public key registered under its kid, the issuer, the
+    audience, an expiry within the hour, and a jti never seen before."""
+
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    key_id: str
+    seen_jti: set[str] = field(default_factory=set)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+
+    def claims(self, form: Mapping[str, str], client_id: str, audience: str) -> bool:
+        if form.get("client_assertion_type") != JWT_BEARER:
+            return False
+        try:
+            head, body, signature = form.get("client_assertion", "").split(".")
+            header = json.loads(_b64decode(head))
+            claims = json.loads(_b64decode(body))
+            self._check_signature(header["alg"], f"{head}.{body}".encode(), _b64decode(signature))
+        except (ValueError, KeyError, InvalidSignature):
+            return False
+        now = time.time()
+        valid = (
+            header.get("kid") == self.key_id
+            and claims.get("iss") == client_id
+            and claims.get("aud") == audience
+            and claims.get("iat", now + 60) <= now + 5
+            and now < claims.get("exp", 0) <= claims["iat"] + 3600
+            and isinstance(claims.get("jti"), str)
+            and claims["jti"] not in self.seen_jti
+        )
+        if valid:
+            self.seen_jti.add(claims["jti"])
+            self.accepted.append({"header": header, "claims": claims})
+        return valid
+
+    def _check_signature(self, alg: str, data: bytes, signature: bytes) -> None:
+        digest = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[2:]]
+        key = self.public_key
+        if alg.startswith("ES") and isinstance(key, ec.EllipticCurvePublicKey):
+            half = len(signature) // 2
+            der = encode_dss_signature(
+                int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+            )
+            key.verify(der, data, ec.ECDSA(digest))
+        elif alg.startswith("PS") and isinstance(key, rsa.RSAPublicKey):
+            key.verify(
+                signature, data, padding.PSS(padding.MGF1(digest), digest.digest_size), digest
+            )
+        else:
+            raise InvalidSignature
+
+
 def _oauth2_error(status: int, error: str, description: str) -> web.Response:
     return web.json_response(
         {"error": error, "error_description": description},
@@ -172,6 +237,8 @@ class OAuth2Server:
     rotate_refresh_token: bool = False
     # When set, the token endpoint answers 429 with this Retry-After.
     retry_after: str | None = None
+    # When set, clients authenticate with a signed assertion instead of the secret.
+    assertion: AssertionVerifier | None = None
     token_forms: list[dict[str, str]] = field(default_factory=list)
     token_auth_headers: list[str] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
@@ -197,7 +264,12 @@ class OAuth2Server:
             return web.json_response(
                 {"error": "slow_down"}, status=429, headers={"Retry-After": self.retry_after}
             )
-        if self._client(request, form) != (self.client_id, self.client_secret):
+        if self.assertion is not None:
+            token_url = str(request.url.with_query(None))
+            authenticated = self.assertion.claims(form, self.client_id, token_url)
+        else:
+            authenticated = self._client(request, form) == (self.client_id, self.client_secret)
+        if not authenticated:
             return _oauth2_error(401, "invalid_client", "Client authentication failed.")
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":

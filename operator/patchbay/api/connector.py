@@ -96,8 +96,38 @@ class BearerAuth(ApiModel):
     prefix: str = Field(default="Bearer ", max_length=64, description="Text before the token.")
 
 
+class ClientAssertion(ApiModel):
+    """A JWT the operator signs with the Connection's private key to authenticate the client
+    at the token endpoint (RFC 7523 section 2.2): iss and sub are the client id, aud the
+    token URL, with a fresh jti and an expiry 5 minutes on."""
+
+    algorithm: Literal["PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "RS256"] = Field(
+        default="PS256",
+        description="Signature algorithm (RFC 7518): PS* and RS256 need an RSA key of at "
+        "most 8192 bits, ES256/ES384/ES512 an EC key on P-256/P-384/P-521.",
+    )
+    key_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The kid header, by which the vendor finds the public key; may be a "
+        "{variable} placeholder of a non-secret variable, e.g. '{certificateId}'.",
+    )
+    scope_claim: bool = Field(
+        default=False,
+        description="Send the scopes in the assertion's scope claim, comma-separated, rather "
+        "than in the form (NetSuite's machine-to-machine flow).",
+    )
+
+
 class OAuth2Auth(ApiModel):
     """OAuth 2.0 token endpoint settings for the client-credentials and refresh-token grants."""
+
+    model_config = validation_rules(
+        cel(
+            "(self.clientAuth == 'privateKeyJwt') == has(self.clientAssertion)",
+            "clientAssertion is required with clientAuth privateKeyJwt, and allowed only then",
+        ),
+    )
 
     token_url: str = Field(
         min_length=1,
@@ -110,9 +140,14 @@ class OAuth2Auth(ApiModel):
     )
     scopes: list[str] = Field(default_factory=list, max_length=64, description="Scopes to request.")
     audience: str | None = Field(default=None, max_length=2048, description="Optional audience.")
-    client_auth: Literal["body", "basic"] = Field(
+    client_auth: Literal["body", "basic", "privateKeyJwt"] = Field(
         default="body",
-        description="Send client id and secret in the form body or as HTTP basic auth.",
+        description="How the client authenticates: its id and secret in the form body or "
+        "as HTTP basic auth, or privateKeyJwt, a signed JWT assertion (RFC 7523) made "
+        "with the secret variable privateKey instead of a client secret.",
+    )
+    client_assertion: ClientAssertion | None = Field(
+        default=None, description="The signed assertion, with clientAuth privateKeyJwt."
     )
     access_token: CredentialPlacement | None = Field(
         default=None,
@@ -133,7 +168,8 @@ class AuthSpec(ApiModel):
 
     Each type reads conventional secret variables: password and basic use
     `username` and `password`; bearer uses `token`; apiKey uses `apiKey`;
-    oauth2ClientCredentials uses `clientId` and `clientSecret`;
+    oauth2ClientCredentials uses `clientId` and `clientSecret`, or `privateKey`
+    with clientAuth privateKeyJwt;
     oauth2RefreshToken uses `clientId`, `refreshToken` and, unless the client
     is public, `clientSecret`; awsAccessKey uses `accessKeyId` and
     `secretAccessKey`; sshKey uses `username` and `privateKey`; tlsClientCert

@@ -36,11 +36,18 @@ from yarl import URL
 from patchbay.api.connector import (
     AuthSpec,
     CheckSpec,
+    ClientAssertion,
     CredentialPlacement,
     HttpErrorRule,
     HttpRequestSpec,
 )
 from patchbay.api.reasons import Reason
+from patchbay.drivers.assertion import (
+    ASSERTION_TYPE,
+    AssertionClaims,
+    AssertionKeyError,
+    client_assertion,
+)
 from patchbay.drivers.base import (
     ConfigValue,
     Deadline,
@@ -217,6 +224,18 @@ class _TokenGrant:
     access_token: CredentialPlacement
     # Follow the endpoint's 307/308 redirects, resending the grant.
     follow_redirects: bool = False
+    # With clientAuth privateKeyJwt: what the client assertion is signed with and says.
+    assertion: _AssertionSpec | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _AssertionSpec:
+    """A client assertion to sign once the token URL, its audience, is known."""
+
+    settings: ClientAssertion
+    client_id: str
+    private_key: str
+    scope: str | None
 
 
 def _token_grant(request: VerifyRequest) -> _TokenGrant:
@@ -224,6 +243,12 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
     if auth.oauth2 is None:
         raise DriverError(Reason.CONFIG_INVALID, f"auth.oauth2 is required for {auth.type} auth")
     client_id = _secret(request, "clientId")
+    settings = auth.oauth2.client_assertion
+    if (auth.oauth2.client_auth == "privateKeyJwt") != (settings is not None):
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "auth.oauth2.clientAssertion goes with clientAuth privateKeyJwt, and only with it",
+        )
     form: dict[str, str]
     if auth.type == "oauth2RefreshToken":
         form = {"grant_type": "refresh_token", "refresh_token": _secret(request, "refreshToken")}
@@ -231,14 +256,29 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
         client_secret = _secret(request, "clientSecret") if request.value("clientSecret") else ""
     else:
         form = {"grant_type": "client_credentials"}
-        client_secret = _secret(request, "clientSecret")
-    if auth.oauth2.scopes:
-        form["scope"] = " ".join(auth.oauth2.scopes)
+        # A client assertion takes the place of the secret.
+        client_secret = "" if settings is not None else _secret(request, "clientSecret")
+    scope = " ".join(auth.oauth2.scopes)
+    assertion: _AssertionSpec | None = None
+    if settings is not None:
+        assertion = _AssertionSpec(
+            settings,
+            client_id,
+            # PEM spans lines: read as it is, never put in a header.
+            secret_text(request, "privateKey"),
+            ",".join(auth.oauth2.scopes) if settings.scope_claim and scope else None,
+        )
+        if settings.scope_claim:
+            scope = ""
+    if scope:
+        form["scope"] = scope
     if auth.oauth2.audience:
         form["audience"] = auth.oauth2.audience
     sensitive = [client_secret, form.get("refresh_token", "")]
     headers: dict[str, str] = {}
-    if auth.oauth2.client_auth == "basic":
+    if assertion is not None:
+        form["client_assertion_type"] = ASSERTION_TYPE
+    elif auth.oauth2.client_auth == "basic":
         # RFC 6749 2.3.1: both parts are form-encoded before they are joined.
         pair = base64.b64encode(
             f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
@@ -256,6 +296,7 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
         tuple(value for value in sensitive if value),
         auth.oauth2.access_token or _BEARER_HEADER,
         auth.oauth2.follow_redirects,
+        assertion,
     )
 
 
@@ -639,6 +680,13 @@ class _Exchange:
         """
         url = self.token_url(grant.token_url)
         first = label = f"POST {safe_url(url)}"
+        form = dict(grant.form)
+        if grant.assertion is not None:
+            form["client_assertion"] = signed = await self._signed(grant.assertion, url)
+            # replayable until it expires: as secret as the key while it lives
+            self.credentials = replace(
+                self.credentials, sensitive=(*self.credentials.sensitive, signed)
+            )
         headers: CIMultiDict[str] = CIMultiDict(
             {
                 "Accept": "application/json",
@@ -653,7 +701,7 @@ class _Exchange:
                 headers,
                 with_credentials=True,
                 label=label,
-                data=urlencode(grant.form).encode(),
+                data=urlencode(form).encode(),
             )
             location = resp.headers.get("Location")
             if not (grant.follow_redirects and resp.status in (307, 308) and location):
@@ -719,6 +767,24 @@ class _Exchange:
                 "set tokenUrl to the final address",
             )
         raise self._token_error(label, status, answer)
+
+    async def _signed(self, assertion: _AssertionSpec, token_url: URL) -> str:
+        """The client assertion for this token request, its audience the token URL."""
+        settings = assertion.settings
+        key_id = settings.key_id
+        if key_id:
+            key_id = self._fill(key_id, "clientAssertion.keyId")
+        claims = AssertionClaims(assertion.client_id, str(token_url), key_id, assertion.scope)
+        try:
+            return await run_cpu(
+                client_assertion,
+                assertion.private_key,
+                settings.algorithm,
+                claims,
+                int(time.time()),
+            )
+        except AssertionKeyError as exc:
+            raise DriverError(Reason.CONFIG_INVALID, f"variable privateKey {exc}") from None
 
     def _token_error(
         self, label: str, status: int, answer: Mapping[str, object] | None

@@ -412,8 +412,12 @@ class ConnectorVerificationSpec(ApiModel):
 MAX_RATE_LIMIT_REQUESTS = 10_000
 
 
+# What one bucket of a connector's rateLimit is shared by.
+RateLimitScope = Literal["Connector", "Connection", "Credential", "Host"]
+
+
 class RateLimitSpec(ApiModel):
-    """A budget for all calls patchbay makes to this system."""
+    """A budget for the calls patchbay makes to this system."""
 
     requests: Annotated[
         int,
@@ -427,6 +431,14 @@ class RateLimitSpec(ApiModel):
         json_schema_extra={"maximum": MAX_RATE_LIMIT_REQUESTS},
     )
     per: RateLimitPeriod = Field(description="Length of the period, at least 1s, e.g. 1m.")
+    scope: RateLimitScope = Field(
+        default="Connector",
+        description="Who shares one budget: Connector, all its Connections together; "
+        "Connection, each Connection its own; Credential, the Connections of a namespace "
+        "that read the same Secret keys for their secret variables (Connections without "
+        "any share one budget); Host, the Connections to one host and port (of the base "
+        "URL for http, of the config's host or endpoint for the other drivers).",
+    )
 
 
 # A host name, or a pattern whose leading "*." stands for one or more labels.
@@ -503,7 +515,7 @@ class ConnectorSpec(ApiModel):
         description="Verification defaults.",
     )
     rate_limit: RateLimitSpec | None = Field(
-        default=None, description="Call budget for this system, shared by all its Connections."
+        default=None, description="Call budget for this system, shared as its scope says."
     )
     egress: EgressSpec | None = Field(
         default=None,

@@ -75,7 +75,7 @@ from patchbay.core.credentials import (
 )
 from patchbay.core.egress import EgressPolicy, connector_egress
 from patchbay.core.inputs import inputs_hash
-from patchbay.core.ratelimit import TokenBucket
+from patchbay.core.ratelimit import BudgetScope, KeyedBuckets, budget_scope
 from patchbay.core.resolve import (
     ConnectorKey,
     connector_key,
@@ -125,7 +125,7 @@ class Reconciler:
         # the key of admission records (None: no record holds; Secrets must opt in)
         self.admission_key: bytes | None = None
         self.defaults = DefaultClaims()
-        self.buckets: dict[ConnectorKey, TokenBucket] = {}
+        self.buckets: KeyedBuckets[tuple[ConnectorKey, BudgetScope]] = KeyedBuckets()
         self._gates: DestinationGates[Key] | None = None
         self._queue: WorkQueue[Key] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -249,7 +249,7 @@ class Reconciler:
         if body is not None:
             await self.connector_status.write(ckey, body)
         else:
-            self.buckets.pop(ckey, None)
+            self.buckets.discard(lambda bucket: bucket[0] == ckey)
         for key in list(self.cache.by_connector.get(ckey, ())):
             self.queue.add(key)
 
@@ -541,7 +541,17 @@ class Reconciler:
                                 f"Secret {binding_name(key[1])!r} exists and is not this "
                                 "Connection's binding; it is left untouched"
                             )
-                        wait = self._take_budget(record.connector, limits)
+                        wait = self._take_budget(
+                            record.connector,
+                            budget_scope(
+                                connector_spec.rate_limit,
+                                key,
+                                spec,
+                                config.secret_variables,
+                                target,
+                            ),
+                            limits,
+                        )
                         if wait > 0:
                             await self._write_rate_limited(
                                 key, record, connector_state, credentials_state
@@ -694,7 +704,7 @@ class Reconciler:
             return max(0.0, (next_time - now()).total_seconds())
         return None
 
-    def _take_budget(self, ckey: ConnectorKey | None, limits: Bounds) -> float:
+    def _take_budget(self, ckey: ConnectorKey | None, scope: BudgetScope, limits: Bounds) -> float:
         """0 when the connector's rate limit allows a call now, else seconds to wait.
 
         Another edit of the connector keeps the spent budget, or a re-verification
@@ -702,10 +712,7 @@ class Reconciler:
         """
         if limits.rate_limit is None or ckey is None:
             return 0.0
-        bucket = self.buckets.get(ckey)
-        if bucket is None or bucket.budget != limits.rate_limit:
-            bucket = self.buckets[ckey] = TokenBucket(*limits.rate_limit)
-        wait = bucket.take()
+        wait = self.buckets.take((ckey, scope), limits.rate_limit)
         if wait > 0:
             self.metrics.rate_limited.inc()
         return wait

@@ -1,78 +1,228 @@
-"""Local stand-ins for the SaaS APIs of the connector catalogue.
+"""Local stand-ins for the SaaS APIs of the connector catalogue, read from vendor facts.
 
-A ``VendorApi`` describes, as data, how one vendor answers the request a
-catalogue entry verifies with: where it reads the credentials, the statuses,
-error bodies and rate-limit headers it documents for accepted, rejected,
-under-privileged and throttled credentials, and, for OAuth 2.0 entries, its
-token endpoint. ``serve_vendor`` runs it as a real aiohttp server on
-127.0.0.1. The paths here are the vendors' documented ones, written
-independently of deploy/connectors/, so a wrong path in a catalogue entry
-shows up as a 404.
+What each vendor documents lives in ``vendors/<entry>.yaml`` next to this module, one
+file per catalogue entry: the pages it was taken from and the date they were checked,
+the hosts, the verification request and where the credential goes, the token endpoint,
+and the answers the vendor gives to bad credentials, missing permissions and throttling
+(status, body, headers), each with the reason a user should see, decided from the
+vendor's documentation. Those files are written from the vendors' pages, never from
+deploy/connectors/.
 
-Where a vendor's documentation gives no error body, the body is a plain JSON
-error: the status code is what the driver reads.
+This module only reads them (``load_facts``), derives the credentials each case uses and
+the reason it must end with (``cases``), and runs the vendor as a real aiohttp server on
+127.0.0.1 (``serve_vendor``) that answers the documented paths only (404 elsewhere),
+reads the credential only where the vendor documents it, and gives the documented
+answers.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
+import yaml
 from aiohttp import web
+from multidict import CIMultiDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from patchbay.api.reasons import Reason
 
-# "limited_as_forbidden": over a limit the vendor reports with 403, not 429.
-Access = Literal["granted", "forbidden", "throttled", "limited_as_forbidden"]
-ReadCredential = Callable[[web.Request], str | None]
-
+VENDORS = Path(__file__).parent / "vendors"
 LOOPBACK = "127.0.0.1"
+# The secret the token endpoint knows for every client of a contract.
+CLIENT_SECRET = "client-secret-1"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One documented answer: status, JSON (or text) body and headers."""
+class _Facts(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class Reply(_Facts):
+    """An answer: status, a JSON body (a string is sent as text/plain) and headers."""
 
     status: int
     body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
 
     def response(self) -> web.Response:
+        headers: CIMultiDict[str] = CIMultiDict(self.headers)
+        if self.body is None:
+            return web.Response(status=self.status, headers=headers)
         if isinstance(self.body, str):
-            return web.Response(status=self.status, text=self.body, headers=dict(self.headers))
-        return web.json_response(self.body, status=self.status, headers=dict(self.headers))
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            return web.Response(status=self.status, body=self.body.encode(), headers=headers)
+        headers.setdefault("Content-Type", "application/json")
+        return web.Response(status=self.status, body=json.dumps(self.body), headers=headers)
 
 
-def header_token(name: str, prefix: str = "") -> ReadCredential:
-    """The credential sent in a header, after an optional scheme prefix."""
+class ErrorAnswer(Reply):
+    """A documented error answer and the reason a user should see for it."""
 
-    def read(request: web.Request) -> str | None:
-        value = request.headers.get(name)
-        if value is None or not value.startswith(prefix):
+    reason: Reason
+    # the vendor's page that documents it (one of the file's sources)
+    source: str | None = None
+    # what no vendor page documents, and where that part comes from instead
+    assumed: str | None = None
+    # set when the entry does not give the reason the vendor's documentation calls for
+    known_gap: str | None = None
+
+    @model_validator(mode="after")
+    def _has_provenance(self) -> ErrorAnswer:
+        if self.source is None and self.assumed is None:
+            raise ValueError("an answer needs its source, or what about it is assumed")
+        return self
+
+
+class Credential(_Facts):
+    """Where the API reads the credential: a header (after a prefix), a query parameter,
+    or HTTP basic auth."""
+
+    in_: Literal["header", "query", "basic"] = Field(alias="in")
+    name: str = "Authorization"
+    prefix: str = ""
+
+    def read(self, request: web.Request) -> str | None:
+        if self.in_ == "query":
+            return request.query.get(self.name)
+        if self.in_ == "basic":
+            pair = basic_pair(request.headers.get("Authorization"))
+            return f"{pair[0]}:{pair[1]}" if pair else None
+        value = request.headers.get(self.name)
+        if value is None or not value.startswith(self.prefix):
             return None
-        return value[len(prefix) :]
-
-    return read
+        return value[len(self.prefix) :]
 
 
-def bearer_token(request: web.Request) -> str | None:
-    return header_token("Authorization", "Bearer ")(request)
+class Api(_Facts):
+    """The API the entry verifies with."""
+
+    # The default host, with {tenant} placeholders; None when there is no vendor host
+    # (self-hosted, or a host per customer).
+    host: str | None
+    # Other hosts the vendor documents for the same API: regions, sandboxes, clouds.
+    other_hosts: list[str] = Field(default_factory=list)
+    method: str
+    # The full path, with {tenant} placeholders and aiohttp {name:regex} variables.
+    path: str
+    # Required query parameters and headers: name -> regular expression of the value.
+    query: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    # The request body must be empty or JSON (a form content type is refused).
+    json_body_only: bool = False
+    credential: Credential
+    granted: Reply
+    # A required query parameter or header missing, or a refused content type.
+    bad_request: Reply = Reply(status=400, body={"error": "bad request"})
+    # A missing or unknown credential.
+    unauthenticated: ErrorAnswer
+    # Each answer is given to a credential of its own: one case each.
+    answers: dict[str, ErrorAnswer] = Field(default_factory=dict)
 
 
-def query_token(name: str) -> ReadCredential:
-    def read(request: web.Request) -> str | None:
-        return request.query.get(name)
+class TokenEndpoint(_Facts):
+    """An OAuth 2.0 token endpoint (RFC 6749 section 3.2) as the vendor runs it."""
 
-    return read
+    host: str
+    path: str
+    grant: Literal["refresh_token", "client_credentials"]
+    # The client authentication methods it accepts (RFC 6749 section 2.3.1).
+    client_auth: list[Literal["body", "basic"]] = Field(min_length=1)
+    scope: str | None = None
+    # Each refresh answers with a new refresh token and spends the one used.
+    rotates_refresh_token: bool = False
+    # The fields of a successful answer besides access_token (and a rotated refresh_token).
+    granted: dict[str, Any]
+    wrong_client_secret: ErrorAnswer
+    # An unknown client id, where the vendor answers it apart from a wrong secret.
+    unknown_client: ErrorAnswer | None = None
+    # A refresh token that is expired, revoked or spent.
+    revoked_refresh_token: ErrorAnswer | None = None
+    # A request without the required scope.
+    invalid_scope: Reply = Reply(status=400, body={"error": "invalid_scope"})
+
+    @model_validator(mode="after")
+    def _refresh_grant_rejects_tokens(self) -> TokenEndpoint:
+        if (self.grant == "refresh_token") != (self.revoked_refresh_token is not None):
+            raise ValueError("revokedRefreshToken belongs to, and only to, the refresh grant")
+        return self
 
 
-def _basic_pair(header: str | None) -> tuple[str, str] | None:
+class VendorFacts(_Facts):
+    """What a vendor documents about the API of one catalogue entry."""
+
+    checked: datetime.date
+    sources: list[str] = Field(min_length=1)
+    # Config a Connection of this vendor gives: the tenant the hosts are resolved for.
+    tenant: dict[str, str] = Field(default_factory=dict)
+    api: Api
+    token: TokenEndpoint | None = None
+
+    @model_validator(mode="after")
+    def _answers_cite_the_sources(self) -> VendorFacts:
+        if any(not url.startswith("https://") for url in self.sources):
+            raise ValueError("sources are https URLs of the vendor's documentation")
+        for answer in self.error_answers():
+            if answer.source is not None and answer.source not in self.sources:
+                raise ValueError(f"{answer.source} is not among the sources")
+        return self
+
+    def error_answers(self) -> list[ErrorAnswer]:
+        answers = [self.api.unauthenticated, *self.api.answers.values()]
+        if self.token is not None:
+            answers += [
+                a
+                for a in (
+                    self.token.wrong_client_secret,
+                    self.token.unknown_client,
+                    self.token.revoked_refresh_token,
+                )
+                if a is not None
+            ]
+        return answers
+
+    def fill(self, template: str) -> str:
+        """A host or path with the tenant's {placeholders} filled; aiohttp's
+        {name:regex} variables stay."""
+        return re.sub(
+            r"\{([A-Za-z0-9_]+)\}",
+            lambda m: quote(self.tenant[m[1]], safe="") if m[1] in self.tenant else m[0],
+            template,
+        )
+
+    def documented_hosts(self) -> list[str]:
+        """Every host the vendor documents for this API, resolved for the tenant."""
+        hosts = [self.api.host] if self.api.host else []
+        hosts += self.api.other_hosts
+        if self.token is not None:
+            hosts.append(self.token.host)
+        return [self.fill(host) for host in hosts]
+
+
+def load_facts() -> dict[str, VendorFacts]:
+    """The vendor facts of every entry, by entry name."""
+    return {
+        path.stem: VendorFacts.model_validate(yaml.safe_load(path.read_text()))
+        for path in sorted(VENDORS.glob("*.yaml"))
+    }
+
+
+def basic_pair(header: str | None) -> tuple[str, str] | None:
+    """The user and password of an HTTP basic Authorization header."""
     if header is None or not header.startswith("Basic "):
         return None
     try:
@@ -83,187 +233,248 @@ def _basic_pair(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def basic_credentials(request: web.Request) -> str | None:
-    """HTTP basic auth, as 'user:password'."""
-    pair = _basic_pair(request.headers.get("Authorization"))
-    return f"{pair[0]}:{pair[1]}" if pair else None
+# ----- the cases a vendor's facts call for -----------------------------------------
 
-
-@dataclass(frozen=True)
-class TokenEndpoint:
-    """An OAuth 2.0 token endpoint (RFC 6749 section 3.2) as the vendor runs it."""
-
-    path: str
-    grant: Literal["refresh_token", "client_credentials"]
-    client_auth: Literal["body", "basic"]
-    rejected_client: Reply
-    rejected_grant: Reply = Reply(400, {"error": "invalid_grant"})
-    # Some vendors answer an unknown client differently from a wrong secret.
-    unknown_client: Reply | None = None
-    required_scope: str | None = None
-    invalid_scope: Reply = Reply(400, {"error": "invalid_scope"})
-    # A rotating server invalidates each refresh token once it has been used.
-    rotates_refresh_token: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VendorApi:
-    """How a vendor answers the verification request of its catalogue entry."""
-
-    method: str
-    path: str
-    read_credential: ReadCredential
-    granted: Reply
-    unauthenticated: Reply
-    forbidden: Reply | None = None
-    throttled: Reply | None = None
-    # A rate or quota limit the vendor answers with 403 and a body that names it.
-    limited_as_forbidden: Reply | None = None
-    query: Mapping[str, str] = field(default_factory=dict)
-    # Header name -> regular expression its value must match; missing_header otherwise.
-    required_headers: Mapping[str, str] = field(default_factory=dict)
-    missing_header: Reply = Reply(400, {"error": "bad request"})
-    # A body the endpoint refuses, e.g. Dropbox's RPC endpoints and a form content type.
-    refuses_content_type: Callable[[str], bool] | None = None
-    bad_content_type: Reply = Reply(400, "Bad HTTP Content-Type header")
-    token_endpoint: TokenEndpoint | None = None
+GRANTED = "granted"
+# the account whose access tokens the API refuses although the token endpoint issued them
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
 class Case:
-    """Secret values a Connection holds, and the reason it must end with."""
+    """Secret values a Connection holds, and what its verification must come to."""
 
     name: str
     secrets: Mapping[str, str]
     expect: Reason
-    # The vendor's token endpoint turns these credentials away, so no access
-    # token exists and the API must not be called.
-    refused_by_token_endpoint: bool = False
+    # The requests the vendor sees, as "METHOD api" or "METHOD token".
+    requests: tuple[str, ...]
+    # The Retry-After the vendor sends with a throttling answer, in seconds.
+    retry_after: float | None = None
+    # The entry does not yet give the reason the vendor's documentation calls for.
+    known_gap: str | None = None
 
 
 @dataclass(frozen=True)
-class Contract:
-    """A catalogue entry, its vendor's API, and the credentials that vendor knows."""
+class Accounts:
+    """The credentials the vendor knows, and the answer each gets."""
 
-    connector: str
-    api: VendorApi
-    config: Mapping[str, str | int | bool]
-    # The credential the vendor checks -> what it grants: a static token or
-    # 'user:password' pair, a refresh token, or, for client credentials, a client id.
-    accounts: Mapping[str, Access]
-    cases: tuple[Case, ...]
-    # OAuth 2.0 clients the token endpoint knows: client id -> secret.
-    clients: Mapping[str, str] = field(default_factory=dict)
+    # static credential ('user:password' for basic auth), refresh token or client id
+    # -> the name of its answer
+    access: dict[str, str]
+    # OAuth 2.0 client id -> secret
+    clients: dict[str, str]
+
+
+def cases(facts: VendorFacts, secret_keys: list[str]) -> list[Case]:
+    """One case per documented answer: the Secret that gets it and what is expected.
+
+    ``secret_keys`` are the entry's secret variables; a static credential (an API key,
+    a bearer token) is the one of them, or ``password`` for basic auth, whose user name
+    is tenant config.
+    """
+    api = facts.api
+    api_request = f"{api.method} api"
+    answers: dict[str, ErrorAnswer | None] = {GRANTED: None, **api.answers}
+    token = facts.token
+    if token is None:
+        (key,) = ["password"] if api.credential.in_ == "basic" else secret_keys
+        answers["unknown-credential"] = api.unauthenticated
+        return [
+            _expecting(name, {key: f"cred-{name}"}, answer, (api_request,))
+            for name, answer in answers.items()
+        ]
+    through_token = ("POST token", api_request)
+    found = [
+        _expecting(name, _oauth_secrets(token, name), answer, through_token)
+        for name, answer in answers.items()
+    ]
+    found.append(
+        _expecting(
+            "access-token-refused",
+            _oauth_secrets(token, REFUSED),
+            api.unauthenticated,
+            through_token,
+        )
+    )
+    granted = _oauth_secrets(token, GRANTED)
+    refusals: dict[str, tuple[dict[str, str], ErrorAnswer]] = {
+        "wrong-client-secret": ({"clientSecret": "not-the-secret"}, token.wrong_client_secret),
+        "unknown-client": (
+            {"clientId": "no-such-client"},
+            token.unknown_client or token.wrong_client_secret,
+        ),
+    }
+    if token.revoked_refresh_token is not None:
+        refusals["revoked-refresh-token"] = (
+            {"refreshToken": "rt-revoked"},
+            token.revoked_refresh_token,
+        )
+    return found + [
+        _expecting(name, {**granted, **changed}, answer, ("POST token",))
+        for name, (changed, answer) in refusals.items()
+    ]
+
+
+def accounts(facts: VendorFacts) -> Accounts:
+    """The accounts behind ``cases``: what each credential gets from the vendor."""
+    names = [GRANTED, *facts.api.answers]
+    token = facts.token
+    if token is None:
+        user = f"{facts.tenant['username']}:" if facts.api.credential.in_ == "basic" else ""
+        return Accounts({f"{user}cred-{name}": name for name in names}, {})
+    names.append(REFUSED)
+    if token.grant == "refresh_token":
+        return Accounts({f"rt-{name}": name for name in names}, {"client-1": CLIENT_SECRET})
+    return Accounts(
+        {f"client-{name}": name for name in names},
+        {f"client-{name}": CLIENT_SECRET for name in names},
+    )
+
+
+def _expecting(
+    name: str,
+    secret_values: Mapping[str, str],
+    answer: ErrorAnswer | None,
+    requests: tuple[str, ...],
+) -> Case:
+    """The case of a credential that gets ``answer``, or the granted answer (None)."""
+    if answer is None:
+        return Case(name, secret_values, Reason.VERIFIED, requests)
+    retry_after = CIMultiDict(answer.headers).get("Retry-After")
+    return Case(
+        name,
+        secret_values,
+        answer.reason,
+        requests,
+        retry_after=(
+            float(retry_after)
+            if retry_after is not None and answer.reason == Reason.RATE_LIMITED
+            else None
+        ),
+        known_gap=answer.known_gap,
+    )
+
+
+def _oauth_secrets(token: TokenEndpoint, account: str) -> dict[str, str]:
+    """A refresh grant's client and the account's refresh token, or the account's client."""
+    if token.grant == "refresh_token":
+        return {
+            "clientId": "client-1",
+            "clientSecret": CLIENT_SECRET,
+            "refreshToken": f"rt-{account}",
+        }
+    return {"clientId": f"client-{account}", "clientSecret": CLIENT_SECRET}
+
+
+# ----- the server ------------------------------------------------------------------
 
 
 @dataclass
 class VendorServer:
     """A running stand-in; ``origin`` is its http://127.0.0.1:port."""
 
-    contract: Contract
+    facts: VendorFacts
+    known: Accounts
     origin: str = ""
-    accounts: dict[str, Access] = field(default_factory=dict)
-    issued: dict[str, Access] = field(default_factory=dict)
+    # access token -> answer name
+    access_tokens: dict[str, str] = field(default_factory=dict)
+    # every request, as "METHOD api", "METHOD token", or "METHOD /path" where nothing is
     seen: list[str] = field(default_factory=list)
+    # refresh tokens presented to the token endpoint, and those it issued in their place
+    refresh_tokens_used: list[str] = field(default_factory=list)
+    refresh_tokens_issued: list[str] = field(default_factory=list)
+
+    @web.middleware
+    async def record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route
+        matched = request.match_info.http_exception is None and route.name
+        self.seen.append(f"{request.method} {route.name if matched else request.path}")
+        return await handler(request)
 
     async def resource(self, request: web.Request) -> web.StreamResponse:
-        api = self.contract.api
-        self.seen.append(f"{request.method} {request.path}")
+        api = self.facts.api
         if request.method != api.method:
             return web.json_response({"error": "method not allowed"}, status=405)
-        if any(request.query.get(k) != v for k, v in api.query.items()):
-            return web.json_response({"error": "unexpected query"}, status=400)
+        if not _all_match(api.query, request.query) or not _all_match(api.headers, request.headers):
+            return api.bad_request.response()
         content_type = request.headers.get("Content-Type")
-        if content_type and api.refuses_content_type and api.refuses_content_type(content_type):
-            return api.bad_content_type.response()
-        presented = api.read_credential(request)
-        access = self._access_for(presented)
-        if access is None:
+        if api.json_body_only and content_type and not content_type.startswith("application/json"):
+            return api.bad_request.response()
+        presented = api.credential.read(request)
+        if self.facts.token is not None:
+            name = self.access_tokens.get(presented or "")
+        else:
+            name = self.known.access.get(presented or "")
+        if name is None or name not in (GRANTED, *api.answers):
             return api.unauthenticated.response()
-        for name, pattern in api.required_headers.items():
-            if not re.fullmatch(pattern, request.headers.get(name, "")):
-                return api.missing_header.response()
-        if access == "forbidden" and api.forbidden is not None:
-            return api.forbidden.response()
-        if access == "throttled" and api.throttled is not None:
-            return api.throttled.response()
-        if access == "limited_as_forbidden" and api.limited_as_forbidden is not None:
-            return api.limited_as_forbidden.response()
-        return api.granted.response()
-
-    def _access_for(self, presented: str | None) -> Access | None:
-        if presented is None:
-            return None
-        if self.contract.api.token_endpoint is not None:
-            return self.issued.get(presented)
-        return self.accounts.get(presented)
+        return (api.granted if name == GRANTED else api.answers[name]).response()
 
     async def token(self, request: web.Request) -> web.StreamResponse:
-        endpoint = self.contract.api.token_endpoint
+        endpoint = self.facts.token
         assert endpoint is not None
-        self.seen.append(f"{request.method} {request.path}")
         if request.method != "POST":
             return web.json_response({"error": "invalid_request"}, status=405)
-        form = await request.post()
-        params = {k: str(v) for k, v in form.items()}
+        params = {k: str(v) for k, v in (await request.post()).items()}
         client = self._client(request, params, endpoint)
         if client is None:
-            return endpoint.rejected_client.response()
-        if client not in self.contract.clients:
-            return (endpoint.unknown_client or endpoint.rejected_client).response()
+            return endpoint.wrong_client_secret.response()
+        if client not in self.known.clients:
+            return (endpoint.unknown_client or endpoint.wrong_client_secret).response()
         if params.get("grant_type") != endpoint.grant:
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
-        if endpoint.required_scope is not None and endpoint.required_scope not in params.get(
-            "scope", ""
-        ).split(" "):
+        if endpoint.scope is not None and endpoint.scope not in params.get("scope", "").split():
             return endpoint.invalid_scope.response()
-        reply: dict[str, Any] = {"token_type": "Bearer", "expires_in": 3600, **endpoint.extra}
+        answer: dict[str, Any] = dict(endpoint.granted)
         if endpoint.grant == "refresh_token":
             refresh = params.get("refresh_token", "")
-            access = self.accounts.get(refresh)
-            if access is None:
-                return endpoint.rejected_grant.response()
+            self.refresh_tokens_used.append(refresh)
+            name = self.known.access.get(refresh)
+            if name is None:
+                assert endpoint.revoked_refresh_token is not None
+                return endpoint.revoked_refresh_token.response()
             if endpoint.rotates_refresh_token:
-                del self.accounts[refresh]
+                del self.known.access[refresh]
                 rotated = f"rt-{secrets.token_hex(8)}"
-                self.accounts[rotated] = access
-                reply["refresh_token"] = rotated
+                self.known.access[rotated] = name
+                self.refresh_tokens_issued.append(rotated)
+                answer["refresh_token"] = rotated
         else:
-            found = self.accounts.get(client)
-            if found is None:
-                return endpoint.rejected_client.response()
-            access = found
-        token = f"at-{secrets.token_hex(12)}"
-        self.issued[token] = access
-        return web.json_response({"access_token": token, **reply})
+            name = self.known.access[client]
+        access_token = f"at-{secrets.token_hex(12)}"
+        self.access_tokens[access_token] = name
+        return web.json_response({"access_token": access_token, **answer})
 
     def _client(
         self, request: web.Request, params: Mapping[str, str], endpoint: TokenEndpoint
     ) -> str | None:
-        """The authenticated client id, or None when its secret does not match."""
-        if endpoint.client_auth == "basic":
-            pair = _basic_pair(request.headers.get("Authorization"))
-            if pair is None:
-                return None
+        """The client id, or None when it is not authenticated in a way the endpoint
+        accepts, or its secret does not match."""
+        pair = basic_pair(request.headers.get("Authorization"))
+        if pair is not None and "basic" in endpoint.client_auth:
             client_id, client_secret = pair
+        elif pair is None and "client_id" in params and "body" in endpoint.client_auth:
+            client_id, client_secret = params["client_id"], params.get("client_secret", "")
         else:
-            client_id = params.get("client_id", "")
-            client_secret = params.get("client_secret", "")
-        known = self.contract.clients.get(client_id)
+            return None
+        known = self.known.clients.get(client_id)
         if known is None:
-            return client_id or None
+            return client_id
         return client_id if secrets.compare_digest(known, client_secret) else None
 
 
+def _all_match(required: Mapping[str, str], given: Mapping[str, str]) -> bool:
+    return all(re.fullmatch(pattern, given.get(name, "")) for name, pattern in required.items())
+
+
 @asynccontextmanager
-async def serve_vendor(contract: Contract) -> AsyncIterator[VendorServer]:
+async def serve_vendor(facts: VendorFacts) -> AsyncIterator[VendorServer]:
     """The vendor's documented endpoints on a free port of 127.0.0.1; 404 elsewhere."""
-    server = VendorServer(contract, accounts=dict(contract.accounts))
-    app = web.Application()
-    app.router.add_route("*", contract.api.path, server.resource)
-    if contract.api.token_endpoint is not None:
-        app.router.add_route("*", contract.api.token_endpoint.path, server.token)
+    server = VendorServer(facts, accounts(facts))
+    app = web.Application(middlewares=[server.record])
+    app.router.add_route("*", facts.fill(facts.api.path), server.resource, name="api")
+    if facts.token is not None:
+        app.router.add_route("*", facts.fill(facts.token.path), server.token, name="token")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, LOOPBACK, 0)
@@ -273,734 +484,3 @@ async def serve_vendor(contract: Contract) -> AsyncIterator[VendorServer]:
         yield server
     finally:
         await runner.cleanup()
-
-
-# ----- the vendors ------------------------------------------------------------------
-
-VERIFIED = Reason.VERIFIED
-AUTH_FAILED = Reason.AUTHENTICATION_FAILED
-DENIED = Reason.PERMISSION_DENIED
-THROTTLED = Reason.RATE_LIMITED
-
-
-def _json_api_error(status: int, code: str, title: str) -> dict[str, Any]:
-    return {
-        "errors": [{"id": secrets.token_hex(8), "status": status, "code": code, "title": title}]
-    }
-
-
-def _google_error(status: int, reason: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": status, "message": message, "errors": [{"reason": reason}]}}
-
-
-# Google's OAuth 2.0 token endpoint, shared by every Google API.
-GOOGLE_TOKEN = TokenEndpoint(
-    path="/token",
-    grant="refresh_token",
-    client_auth="body",
-    rejected_client=Reply(401, {"error": "invalid_client", "error_description": "Unauthorized"}),
-    rejected_grant=Reply(
-        400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
-    ),
-    extra={"scope": "https://www.googleapis.com/auth/drive.metadata.readonly"},
-)
-
-
-def _google_api(path: str, query: Mapping[str, str], granted: Any) -> VendorApi:
-    return VendorApi(
-        method="GET",
-        path=path,
-        query=query,
-        read_credential=bearer_token,
-        granted=Reply(200, granted),
-        unauthenticated=Reply(
-            401,
-            _google_error(401, "authError", "Request had invalid authentication credentials."),
-            {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
-        ),
-        forbidden=Reply(
-            403,
-            _google_error(
-                403, "insufficientPermissions", "Request had insufficient authentication scopes."
-            ),
-        ),
-        throttled=Reply(429, _google_error(429, "rateLimitExceeded", "Rate Limit Exceeded")),
-        limited_as_forbidden=Reply(
-            403, _google_error(403, "userRateLimitExceeded", "User Rate Limit Exceeded")
-        ),
-        token_endpoint=GOOGLE_TOKEN,
-    )
-
-
-def _oauth_cases(api: VendorApi, good: Mapping[str, str]) -> tuple[Case, ...]:
-    """The cases of an OAuth 2.0 entry whose vendor knows the client in ``good``.
-
-    ``good`` holds clientId and clientSecret, plus refreshToken for the
-    refresh-token grant; the limited, busy and capped accounts share the client.
-    """
-    cases = [Case("valid", good, VERIFIED)]
-    if "refreshToken" in good:
-        cases.append(
-            Case(
-                "revoked-refresh-token",
-                {**good, "refreshToken": "rt-revoked"},
-                AUTH_FAILED,
-                refused_by_token_endpoint=True,
-            )
-        )
-    cases.append(
-        Case(
-            "wrong-client-secret",
-            {**good, "clientSecret": "not-the-secret"},
-            AUTH_FAILED,
-            refused_by_token_endpoint=True,
-        )
-    )
-    if api.forbidden is not None:
-        cases.append(Case("under-privileged", _variant(good, "limited"), DENIED))
-    if api.throttled is not None:
-        cases.append(Case("over-the-rate-limit", _variant(good, "busy"), THROTTLED))
-    if api.limited_as_forbidden is not None:
-        # the vendor names the limit in a 403's body: the entry's httpErrors read it
-        cases.append(Case("over-a-limit-reported-as-403", _variant(good, "capped"), THROTTLED))
-    return tuple(cases)
-
-
-def _variant(good: Mapping[str, str], kind: str) -> dict[str, str]:
-    """The same client with the refresh token (or client) of another account."""
-    if "refreshToken" in good:
-        return {**good, "refreshToken": f"rt-{kind}"}
-    return {**good, "clientId": f"{good['clientId']}-{kind}"}
-
-
-def _oauth_accounts(good: Mapping[str, str]) -> dict[str, Access]:
-    key = "refreshToken" if "refreshToken" in good else "clientId"
-    return {
-        good[key]: "granted",
-        _variant(good, "limited")[key]: "forbidden",
-        _variant(good, "busy")[key]: "throttled",
-        _variant(good, "capped")[key]: "limited_as_forbidden",
-    }
-
-
-def _oauth_clients(good: Mapping[str, str]) -> dict[str, str]:
-    client_id, client_secret = good["clientId"], good["clientSecret"]
-    if "refreshToken" in good:
-        return {client_id: client_secret}
-    return {
-        client_id: client_secret,
-        f"{client_id}-limited": client_secret,
-        f"{client_id}-busy": client_secret,
-        f"{client_id}-capped": client_secret,
-    }
-
-
-def _oauth(
-    connector: str,
-    api: VendorApi,
-    good: Mapping[str, str],
-    config: Mapping[str, str | int | bool] | None = None,
-    *,
-    extra_cases: tuple[Case, ...] = (),
-) -> Contract:
-    return Contract(
-        connector=connector,
-        api=api,
-        config=config or {},
-        accounts=_oauth_accounts(good),
-        clients=_oauth_clients(good),
-        cases=_oauth_cases(api, good) + extra_cases,
-    )
-
-
-REFRESH_GRANT = {"clientId": "client-1", "clientSecret": "client-secret-1", "refreshToken": "rt-1"}
-CLIENT_GRANT = {"clientId": "client-1", "clientSecret": "client-secret-1"}
-
-SHOPIFY = Contract(
-    connector="shopify",
-    config={"shop": "acme-outdoor"},
-    api=VendorApi(
-        method="GET",
-        path="/admin/api/2026-07/shop.json",
-        read_credential=header_token("X-Shopify-Access-Token"),
-        granted=Reply(
-            200,
-            {"shop": {"id": 548380009, "myshopify_domain": "acme-outdoor.myshopify.com"}},
-            {"X-Shopify-Shop-Api-Call-Limit": "1/40"},
-        ),
-        unauthenticated=Reply(
-            401,
-            {
-                "errors": "[API] Invalid API key or access token "
-                "(unrecognized login or wrong password)"
-            },
-        ),
-        throttled=Reply(
-            429,
-            {"errors": "Exceeded 2 calls per second for api client. Reduce request rates."},
-            {"Retry-After": "2.0", "X-Shopify-Shop-Api-Call-Limit": "40/40"},
-        ),
-    ),
-    accounts={"shpat_valid": "granted", "shpat_busy": "throttled"},
-    cases=(
-        Case("valid", {"apiKey": "shpat_valid"}, VERIFIED),
-        Case("revoked-token", {"apiKey": "shpat_revoked"}, AUTH_FAILED),
-        Case("over-the-rate-limit", {"apiKey": "shpat_busy"}, THROTTLED),
-    ),
-)
-
-KLAVIYO = Contract(
-    connector="klaviyo",
-    config={},
-    api=VendorApi(
-        method="GET",
-        path="/api/accounts/",
-        read_credential=header_token("Authorization", "Klaviyo-API-Key "),
-        required_headers={"revision": r"[0-9]{4}-[0-9]{2}-[0-9]{2}(\.[a-z]+)?"},
-        missing_header=Reply(
-            400, _json_api_error(400, "invalid", "The revision header is missing or invalid.")
-        ),
-        granted=Reply(
-            200,
-            {"data": [{"type": "account", "id": "AbC123", "attributes": {}}]},
-            {"RateLimit-Limit": "15", "RateLimit-Remaining": "14", "RateLimit-Reset": "44"},
-        ),
-        unauthenticated=Reply(
-            401, _json_api_error(401, "not_authenticated", "Incorrect authentication credentials.")
-        ),
-        forbidden=Reply(
-            403,
-            _json_api_error(
-                403, "permission_denied", "You do not have permission to perform this action."
-            ),
-        ),
-        throttled=Reply(
-            429, _json_api_error(429, "throttled", "Request was throttled."), {"Retry-After": "3"}
-        ),
-    ),
-    accounts={"pk_valid": "granted", "pk_no_accounts_scope": "forbidden", "pk_busy": "throttled"},
-    cases=(
-        Case("valid", {"apiKey": "pk_valid"}, VERIFIED),
-        Case("unknown-key", {"apiKey": "pk_unknown"}, AUTH_FAILED),
-        Case("key-without-accounts-scope", {"apiKey": "pk_no_accounts_scope"}, DENIED),
-        Case("over-the-rate-limit", {"apiKey": "pk_busy"}, THROTTLED),
-    ),
-)
-
-GORGIAS = Contract(
-    connector="gorgias",
-    config={"domain": "acme", "username": "agent@acme.example"},
-    api=VendorApi(
-        method="GET",
-        path="/api/account",
-        read_credential=basic_credentials,
-        granted=Reply(
-            200,
-            {"domain": "acme", "status": "active"},
-            {"X-Gorgias-Account-Api-Call-Limit": "1/40"},
-        ),
-        unauthenticated=Reply(401, {"error": {"msg": "Unauthorized"}}),
-        throttled=Reply(
-            429,
-            {"error": {"msg": "Too many requests"}},
-            {"Retry-after": "5", "X-Gorgias-Account-Api-Call-Limit": "40/40"},
-        ),
-    ),
-    accounts={
-        "agent@acme.example:key-valid": "granted",
-        "agent@acme.example:key-busy": "throttled",
-    },
-    cases=(
-        Case("valid", {"password": "key-valid"}, VERIFIED),
-        Case("wrong-api-key", {"password": "key-revoked"}, AUTH_FAILED),
-        Case("over-the-rate-limit", {"password": "key-busy"}, THROTTLED),
-    ),
-)
-
-SALESFORCE = _oauth(
-    "salesforce",
-    VendorApi(
-        method="GET",
-        # the resource list of an API version (REST API Developer Guide, "Resources by
-        # Version"): readable by any API-enabled user
-        path="/services/data/v64.0/",
-        read_credential=bearer_token,
-        granted=Reply(
-            200,
-            {
-                "sobjects": "/services/data/v64.0/sobjects",
-                "limits": "/services/data/v64.0/limits",
-                "query": "/services/data/v64.0/query",
-            },
-        ),
-        unauthenticated=Reply(
-            401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
-        ),
-        forbidden=Reply(
-            403,
-            [
-                {
-                    "message": "The REST API is not enabled for this Organization.",
-                    "errorCode": "API_DISABLED_FOR_ORG",
-                }
-            ],
-        ),
-        # The org's daily API request allocation is used up.
-        limited_as_forbidden=Reply(
-            403,
-            [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}],
-        ),
-        token_endpoint=TokenEndpoint(
-            path="/services/oauth2/token",
-            grant="refresh_token",
-            client_auth="body",
-            rejected_client=Reply(
-                400, {"error": "invalid_client", "error_description": "invalid client credentials"}
-            ),
-            unknown_client=Reply(
-                400,
-                {"error": "invalid_client_id", "error_description": "client identifier invalid"},
-            ),
-            rejected_grant=Reply(
-                400,
-                {"error": "invalid_grant", "error_description": "expired access/refresh token"},
-            ),
-            extra={"instance_url": "https://acme.my.salesforce.com", "scope": "api refresh_token"},
-        ),
-    ),
-    REFRESH_GRANT,
-    {"myDomain": "acme"},
-    extra_cases=(
-        Case(
-            "unknown-consumer-key",
-            {**REFRESH_GRANT, "clientId": "no-such-app"},
-            AUTH_FAILED,
-            refused_by_token_endpoint=True,
-        ),
-    ),
-)
-
-NETSUITE_UNAUTHORIZED = {
-    "type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.2",
-    "title": "Unauthorized",
-    "status": 401,
-    "o:errorDetails": [{"detail": "Invalid login attempt.", "o:errorCode": "INVALID_LOGIN"}],
-}
-
-NETSUITE = _oauth(
-    "netsuite",
-    VendorApi(
-        method="GET",
-        path="/services/rest/record/v1/metadata-catalog",
-        read_credential=bearer_token,
-        granted=Reply(200, {"items": [{"name": "customer", "links": []}]}),
-        unauthenticated=Reply(401, NETSUITE_UNAUTHORIZED),
-        forbidden=Reply(
-            403,
-            {
-                "title": "Forbidden",
-                "status": 403,
-                "o:errorDetails": [
-                    {"detail": "Permission denied.", "o:errorCode": "INSUFFICIENT_PERMISSION"}
-                ],
-            },
-        ),
-        throttled=Reply(
-            429,
-            {
-                "title": "Too Many Requests",
-                "status": 429,
-                "o:errorDetails": [
-                    {
-                        "detail": "Concurrency limit exceeded.",
-                        "o:errorCode": "CONCURRENCY_LIMIT_EXCEEDED",
-                    }
-                ],
-            },
-        ),
-        token_endpoint=TokenEndpoint(
-            path="/services/rest/auth/oauth2/v1/token",
-            grant="refresh_token",
-            client_auth="basic",
-            rejected_client=Reply(401, {"error": "invalid_client"}),
-            rejected_grant=Reply(400, {"error": "invalid_grant"}),
-        ),
-    ),
-    REFRESH_GRANT,
-    {"accountId": "1234567-sb1"},
-)
-
-AMAZON_SP = _oauth(
-    "amazon-sp",
-    VendorApi(
-        method="GET",
-        path="/sellers/v1/marketplaceParticipations",
-        # The LWA access token goes in x-amz-access-token, not in Authorization.
-        read_credential=header_token("x-amz-access-token"),
-        granted=Reply(
-            200,
-            {"payload": [{"marketplace": {"id": "ATVPDKIKX0DER"}, "participation": {}}]},
-            {"x-amzn-RateLimit-Limit": "0.0167"},
-        ),
-        unauthenticated=Reply(
-            403,
-            {
-                "errors": [
-                    {
-                        "code": "Unauthorized",
-                        "message": "Access to requested resource is denied.",
-                        "details": "The access token you provided is revoked, malformed "
-                        "or invalid.",
-                    }
-                ]
-            },
-        ),
-        forbidden=Reply(
-            403,
-            {
-                "errors": [
-                    {
-                        "code": "Unauthorized",
-                        "message": "Access to requested resource is denied.",
-                        "details": "",
-                    }
-                ]
-            },
-        ),
-        throttled=Reply(
-            429,
-            {
-                "errors": [
-                    {
-                        "code": "QuotaExceeded",
-                        "message": "You exceeded your quota for the requested resource.",
-                        "details": "",
-                    }
-                ]
-            },
-            {"x-amzn-RateLimit-Limit": "0.0167"},
-        ),
-        token_endpoint=TokenEndpoint(
-            path="/auth/o2/token",
-            grant="refresh_token",
-            client_auth="body",
-            rejected_client=Reply(
-                401,
-                {"error": "invalid_client", "error_description": "Client authentication failed"},
-            ),
-            rejected_grant=Reply(
-                400,
-                {
-                    "error": "invalid_grant",
-                    "error_description": "The request has an invalid grant parameter",
-                },
-            ),
-        ),
-    ),
-    REFRESH_GRANT,
-)
-
-GOOGLE_DRIVE = _oauth(
-    "google-drive",
-    _google_api(
-        "/drive/v3/about",
-        {"fields": "user"},
-        {"user": {"displayName": "Ada", "emailAddress": "ada@example.com"}},
-    ),
-    REFRESH_GRANT,
-)
-
-GMAIL_INBOX = _oauth(
-    "gmail-inbox",
-    _google_api(
-        "/gmail/v1/users/me/profile",
-        {},
-        {"emailAddress": "ada@example.com", "messagesTotal": 1204, "historyId": "98231"},
-    ),
-    REFRESH_GRANT,
-)
-
-MSFT_SHAREPOINT = _oauth(
-    "msft-sharepoint",
-    VendorApi(
-        method="GET",
-        path="/v1.0/sites/root",
-        query={"$select": "id,webUrl"},
-        read_credential=bearer_token,
-        granted=Reply(
-            200,
-            {"id": "contoso.sharepoint.com,2C712604", "webUrl": "https://contoso.sharepoint.com"},
-        ),
-        unauthenticated=Reply(
-            401,
-            {"error": {"code": "InvalidAuthenticationToken", "message": "Access token is empty."}},
-        ),
-        forbidden=Reply(
-            403,
-            {
-                "error": {
-                    "code": "accessDenied",
-                    "message": "Either scp or roles claim need to be present in the token.",
-                }
-            },
-        ),
-        throttled=Reply(
-            429,
-            {"error": {"code": "TooManyRequests", "message": "Too many requests."}},
-            {"Retry-After": "10"},
-        ),
-        token_endpoint=TokenEndpoint(
-            path="/contoso.onmicrosoft.com/oauth2/v2.0/token",
-            grant="client_credentials",
-            client_auth="body",
-            required_scope="https://graph.microsoft.com/.default",
-            rejected_client=Reply(
-                401,
-                {
-                    "error": "invalid_client",
-                    "error_description": "AADSTS7000215: Invalid client secret provided.",
-                    "error_codes": [7000215],
-                },
-            ),
-            unknown_client=Reply(
-                400,
-                {
-                    "error": "unauthorized_client",
-                    "error_description": "AADSTS700016: Application not found in the directory.",
-                    "error_codes": [700016],
-                },
-            ),
-            invalid_scope=Reply(
-                400,
-                {
-                    "error": "invalid_scope",
-                    "error_description": "AADSTS1002012: The provided value for scope "
-                    "is not valid.",
-                },
-            ),
-        ),
-    ),
-    CLIENT_GRANT,
-    {"tenantId": "contoso.onmicrosoft.com"},
-    extra_cases=(
-        Case(
-            "unknown-application",
-            {**CLIENT_GRANT, "clientId": "no-such-app"},
-            AUTH_FAILED,
-            refused_by_token_endpoint=True,
-        ),
-    ),
-)
-
-DROPBOX = _oauth(
-    "dropbox",
-    VendorApi(
-        method="POST",
-        path="/2/users/get_current_account",
-        read_credential=bearer_token,
-        # An RPC endpoint without arguments takes no body, or JSON.
-        refuses_content_type=lambda value: not value.startswith("application/json"),
-        bad_content_type=Reply(
-            400,
-            'Error in call to API function "users/get_current_account": '
-            'Bad HTTP "Content-Type" header.',
-        ),
-        granted=Reply(200, {"account_id": "dbid:AAH4f99", "email": "ada@example.com"}),
-        unauthenticated=Reply(
-            401,
-            {"error_summary": "invalid_access_token/", "error": {".tag": "invalid_access_token"}},
-        ),
-        throttled=Reply(
-            429,
-            {
-                "error_summary": "too_many_requests/",
-                "error": {"reason": {".tag": "too_many_requests"}, "retry_after": 300},
-            },
-            {"Retry-After": "300"},
-        ),
-        token_endpoint=TokenEndpoint(
-            path="/oauth2/token",
-            grant="refresh_token",
-            client_auth="body",
-            rejected_client=Reply(
-                400, {"error": "invalid_client", "error_description": "Invalid client_id or secret"}
-            ),
-            rejected_grant=Reply(
-                400, {"error": "invalid_grant", "error_description": "refresh token is invalid"}
-            ),
-        ),
-    ),
-    REFRESH_GRANT,
-)
-
-MLFLOW = Contract(
-    connector="mlflow",
-    config={"username": "ml-ops"},
-    api=VendorApi(
-        method="GET",
-        path="/api/2.0/mlflow/experiments/search",
-        query={"max_results": "1"},
-        read_credential=basic_credentials,
-        granted=Reply(200, {"experiments": [{"experiment_id": "0", "name": "Default"}]}),
-        unauthenticated=Reply(
-            401,
-            "You are not authenticated. "
-            "Please see the MLflow documentation on how to authenticate.",
-            {"WWW-Authenticate": 'Basic realm="mlflow"'},
-        ),
-    ),
-    accounts={"ml-ops:pw-valid": "granted"},
-    cases=(
-        Case("valid", {"password": "pw-valid"}, VERIFIED),
-        Case("wrong-password", {"password": "pw-wrong"}, AUTH_FAILED),
-    ),
-)
-
-BULLHORN = _oauth(
-    "bullhorn",
-    VendorApi(
-        method="GET",
-        path="/rest-services/login",
-        query={"version": "2.0"},
-        # The REST login takes the OAuth access token as a query parameter.
-        read_credential=query_token("access_token"),
-        granted=Reply(
-            200,
-            {
-                "BhRestToken": "bh-session",
-                "restUrl": "https://rest42.bullhornstaffing.com/rest-services/e999/",
-            },
-        ),
-        unauthenticated=Reply(401, {"errorMessage": "Invalid access token", "errorCode": 401}),
-        token_endpoint=TokenEndpoint(
-            path="/oauth/token",
-            grant="refresh_token",
-            client_auth="body",
-            rejected_client=Reply(400, {"error": "invalid_client"}),
-            rejected_grant=Reply(400, {"error": "invalid_grant"}),
-            rotates_refresh_token=True,
-        ),
-    ),
-    REFRESH_GRANT,
-)
-
-REDO = Contract(
-    connector="redo",
-    config={"storeId": "64e5a8a1af49a89df37e4ee7"},
-    api=VendorApi(
-        method="GET",
-        path="/v2.2/stores/64e5a8a1af49a89df37e4ee7/returns",
-        query={"page-size": "1"},
-        read_credential=bearer_token,
-        granted=Reply(200, {"returns": []}),
-        unauthenticated=Reply(401, {"error": "Unauthorized"}),
-    ),
-    accounts={"redo-secret-valid": "granted"},
-    cases=(
-        Case("valid", {"token": "redo-secret-valid"}, VERIFIED),
-        Case("revoked-secret", {"token": "redo-secret-revoked"}, AUTH_FAILED),
-    ),
-)
-
-RYDERSHIP = _oauth(
-    "rydership",
-    VendorApi(
-        method="GET",
-        path="/api/v2/items",
-        query={"per_page": "1"},
-        read_credential=bearer_token,
-        granted=Reply(200, [{"id": 1, "sku": "TEE-BLK-M"}]),
-        unauthenticated=Reply(
-            401,
-            {"error": "invalid_token"},
-            {"WWW-Authenticate": 'Bearer realm="Doorkeeper", error="invalid_token"'},
-        ),
-        token_endpoint=TokenEndpoint(
-            path="/oauth/token",
-            grant="refresh_token",
-            client_auth="body",
-            rejected_client=Reply(401, {"error": "invalid_client"}),
-            rejected_grant=Reply(400, {"error": "invalid_grant"}),
-            extra={"scope": "user_read"},
-        ),
-    ),
-    REFRESH_GRANT,
-)
-
-FLEXIROAM = Contract(
-    connector="flexiroam",
-    config={},
-    api=VendorApi(
-        method="GET",
-        path="/v3/plans",
-        read_credential=bearer_token,
-        granted=Reply(200, {"success": True, "data": [], "msg": "OK"}),
-        unauthenticated=Reply(401, {"success": False, "msg": "Unauthorized"}),
-    ),
-    accounts={"flexi-token-valid": "granted"},
-    cases=(
-        Case("valid", {"token": "flexi-token-valid"}, VERIFIED),
-        Case("unknown-token", {"token": "flexi-token-unknown"}, AUTH_FAILED),
-    ),
-)
-
-STARLINK = _oauth(
-    "starlink",
-    VendorApi(
-        method="GET",
-        # public API V2, "Get account information" (the V1 enterprise API answers 404
-        # since 2026-06-01)
-        path="/api/public/v2/account",
-        read_credential=bearer_token,
-        granted=Reply(
-            200,
-            {
-                "content": {"accountNumber": "ACC-0000000-00000-00", "regionCode": "US"},
-                "errors": [],
-                "warnings": [],
-                "information": [],
-                "isValid": True,
-            },
-        ),
-        forbidden=Reply(
-            403,
-            {
-                "content": None,
-                "errors": [
-                    {
-                        "memberNames": [],
-                        "errorMessage": "Missing required permission for this endpoint or resource",
-                    }
-                ],
-                "isValid": False,
-            },
-        ),
-        unauthenticated=Reply(401, "", {"WWW-Authenticate": 'Bearer error="invalid_token"'}),
-        token_endpoint=TokenEndpoint(
-            path="/api/auth/connect/token",
-            grant="client_credentials",
-            client_auth="body",
-            rejected_client=Reply(400, {"error": "invalid_client"}),
-        ),
-    ),
-    CLIENT_GRANT,
-)
-
-CONTRACTS: tuple[Contract, ...] = (
-    SHOPIFY,
-    KLAVIYO,
-    GORGIAS,
-    SALESFORCE,
-    NETSUITE,
-    AMAZON_SP,
-    GOOGLE_DRIVE,
-    MSFT_SHAREPOINT,
-    GMAIL_INBOX,
-    DROPBOX,
-    MLFLOW,
-    BULLHORN,
-    REDO,
-    RYDERSHIP,
-    FLEXIROAM,
-    STARLINK,
-)

@@ -29,7 +29,6 @@ METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 # An object is at most ~1.5 MiB in etcd; a watch line longer than this is not one.
 MAX_WATCH_LINE = 4 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class KubeApiError(Exception):
@@ -149,18 +148,13 @@ class KubeClient:
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)
 
-    async def apply(self, path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
-        """Server-side apply as the patchbay field manager."""
-        return await self.request(
-            "PATCH",
-            path,
-            manifest,
-            content_type=APPLY_PATCH,
-            params={"fieldManager": FIELD_MANAGER, "force": "true"},
-        )
-
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self.request("POST", path, body)
+        return await self.request("POST", path, body, params={"fieldManager": FIELD_MANAGER})
+
+    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """An unconditional update (PUT): the object becomes ``body``, so keys it no longer
+        has are gone, which an apply after a create does not promise."""
+        return await self.request("PUT", path, body, params={"fieldManager": FIELD_MANAGER})
 
     async def watch(
         self, path: str, params: dict[str, str], *, accept: str, timeout_seconds: int
@@ -222,6 +216,13 @@ def secrets_path(namespace: str | None) -> str:
 
 def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/events"
+
+
+def secret_data(values: Mapping[str, str]) -> dict[str, str]:
+    """Values as a Secret's data. A Secret the operator applies carries data, not
+    stringData: server-side apply then removes the keys it no longer sends, whereas
+    stringData is folded into data and never owned."""
+    return {k: base64.b64encode(v.encode()).decode("ascii") for k, v in values.items()}
 
 
 def secret_values(secret: Mapping[str, Any]) -> dict[str, str]:

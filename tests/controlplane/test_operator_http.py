@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -178,12 +179,52 @@ def test_wrong_token_fails_authentication_with_one_attempt_per_period(site: Site
     site.connect("billing", token="wrong-token-value")
 
     obj = wait_for_single_failed_login(
-        site.control_plane, site.namespace, "billing", lambda: len(site.api.requests)
+        site.control_plane, site.namespace, "billing", lambda: len(site.api.authenticated)
     )
     assert obj["status"]["verification"]["error"]["retryable"] is False
     events = site.events("billing")
     assert [e["reason"] for e in events] == ["VerificationFailed"]
     assert events[0]["type"] == "Warning"
+
+
+def test_an_api_open_without_the_token_is_ready_with_a_credentials_warning(site: Site) -> None:
+    async def open_root(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"service": "status page"})
+
+    with serve_in_thread({"/": open_root}) as (url, seen):
+        site.connect("open", base_url=url)
+        obj = site.wait("open", "CredentialsNotRequired")
+
+    assert obj["status"]["phase"] == "Ready"
+    assert condition(obj, "Ready")["status"] == "True"
+    assert "without credentials" in condition(obj, "Ready")["message"]
+    assert [r.headers.get("Authorization") for r in seen.requests] == [
+        None,
+        f"Bearer {site.token}",
+    ]
+    events = site.events("open")
+    assert [(e["reason"], e["type"]) for e in events] == [("CredentialsNotRequired", "Warning")]
+
+
+def test_a_connection_names_the_request_that_proves_its_token(site: Site) -> None:
+    async def whoami(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Api-Key") != site.token:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.Response(status=204)
+
+    request = {
+        "method": "POST",
+        "path": "/v2/whoami",
+        "expectStatus": [204],
+        "credential": {"in": "header", "name": "X-Api-Key"},
+    }
+    with serve_in_thread({"/v2/whoami": whoami}) as (url, seen):
+        site.connect("own", base_url=url, verification={"http": request})
+        obj = site.wait("own", "Verified")
+
+    assert [(r.method, r.path) for r in seen.requests] == [("POST", "/v2/whoami")] * 2
+    assert "Authorization" not in seen.requests[1].headers
+    assert obj["status"]["verification"]["result"] == "Succeeded"
 
 
 def test_missing_secret_reports_secret_not_found_then_creating_it_verifies(site: Site) -> None:
@@ -219,7 +260,7 @@ def test_suspended_connection_makes_no_calls_and_resumes(site: Site) -> None:
         "patch", "connection", "billing", "--type", "merge", "-p", '{"spec": {"suspend": false}}'
     )
     site.wait("billing", "Verified")
-    assert len(site.api.requests) == 1
+    assert len(site.api.authenticated) == 1
 
 
 def test_deleting_connection_removes_its_binding_secret_only(site: Site) -> None:
@@ -257,9 +298,9 @@ def test_host_in_denied_range_is_egress_denied_before_any_request(site: Site) ->
 
 def test_verify_requested_annotation_triggers_a_new_verification(site: Site) -> None:
     site.verified("billing")
-    assert len(site.api.requests) == 1
+    assert len(site.api.authenticated) == 1
     site.request_verification("billing", "2026-11-23T10:00:00Z")
-    wait_for(lambda: len(site.api.requests) == 2, "a second verification request")
+    wait_for(lambda: len(site.api.authenticated) == 2, "a second verification request")
     obj = wait_for(
         lambda: (
             (o := site.get("connection", "billing"))["status"]["verification"].get("requestedAt")
@@ -359,10 +400,10 @@ def test_manual_mode_verifies_once_then_only_on_request(site: Site) -> None:
     site.verified("manual", verification={"mode": "Manual"})
     site.apply(token_secret("api-token", "rotated-token-value"))
     time.sleep(3)
-    assert len(site.api.requests) == 1
+    assert len(site.api.authenticated) == 1
     site.request_verification("manual", "2026-11-23T11:00:00Z")
     site.wait("manual", "AuthenticationFailed")
-    assert len(site.api.requests) == 2
+    assert len(site.api.authenticated) == 2
 
 
 def test_success_older_than_twice_the_interval_shows_stale(site: Site) -> None:
@@ -386,7 +427,7 @@ def test_success_older_than_twice_the_interval_shows_stale(site: Site) -> None:
     obj = site.wait("onchange", "Stale")
     assert condition(obj, "Ready")["status"] == "Unknown"
     assert obj["status"]["phase"] == "Pending"
-    assert len(site.api.requests) == 1
+    assert len(site.api.authenticated) == 1
 
 
 def test_interval_stored_below_the_floor_is_held_to_it_and_said_so(site: Site) -> None:
@@ -415,7 +456,7 @@ def test_interval_stored_below_the_floor_is_held_to_it_and_said_so(site: Site) -
     obj = site.verified("stormy", connector="stormy")
     assert "interval 1ms raised to the minimum 1m" in condition(obj, "Verified")["message"]
     time.sleep(5)
-    assert len(site.api.requests) == 1
+    assert len(site.api.authenticated) == 1
 
 
 def test_very_long_result_message_is_cut_to_fit_the_status(site: Site) -> None:
@@ -499,9 +540,9 @@ def test_connector_rate_limit_caps_calls_to_the_system(site: Site) -> None:
         http_connection(f"limited-{i}", site.api.base_url, connector="throttled") for i in range(3)
     ]
     site.apply(connector, token_secret("api-token", site.token), *connections)
-    wait_for(lambda: len(site.api.requests) == 1, "the first verification")
+    wait_for(lambda: len(site.api.authenticated) == 1, "the first verification")
     time.sleep(5)
-    assert len(site.api.requests) == 1
+    assert len(site.api.authenticated) == 1
     limited = [site.get("connection", f"limited-{i}") for i in range(3)]
     phases = [obj.get("status", {}).get("phase") for obj in limited]
     assert phases.count("Ready") == 1
@@ -581,14 +622,9 @@ def test_metrics_follow_verifications_readiness_and_rate_limits(site: Site) -> N
     )
 
 
-def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
-    site: Site,
-) -> None:
-    provider = OAuth2Server(
-        client_id="billing-sync",
-        client_secret=f"canary-{uuid.uuid4().hex}",
-        allowed_scopes=frozenset({"invoices.read"}),
-    )
+def client_credentials_connector(provider: OAuth2Server) -> tuple[Manifest, Manifest]:
+    """The Connector billing-oauth2 (client credentials, scope invoices.read) and the
+    Secret billing-oauth2 with the provider's client id and secret."""
     connector = {
         "apiVersion": "patchbay.dev/v1alpha1",
         "kind": "Connector",
@@ -610,6 +646,18 @@ def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
     credentials = secret_manifest(
         "billing-oauth2", clientId=provider.client_id, clientSecret=provider.client_secret
     )
+    return connector, credentials
+
+
+def test_oauth2_connection_becomes_ready_with_client_credentials_from_a_secret(
+    site: Site,
+) -> None:
+    provider = OAuth2Server(
+        client_id="billing-sync",
+        client_secret=f"canary-{uuid.uuid4().hex}",
+        allowed_scopes=frozenset({"invoices.read"}),
+    )
+    connector, credentials = client_credentials_connector(provider)
     with serve_in_thread(provider.routes()) as (url, _):
         connection = http_connection(
             "billing", url, secret="billing-oauth2", connector="billing-oauth2"
@@ -708,6 +756,57 @@ def test_single_use_refresh_tokens_keep_working_across_verifications_and_a_resta
     for value in (*presented, provider.refresh_token, provider.client_secret):
         assert value not in shown
         assert value not in logs
+
+
+def test_the_binding_carries_the_access_token_until_it_expires_unrenewed(site: Site) -> None:
+    provider = OAuth2Server(
+        client_id="billing-sync",
+        client_secret=f"canary-{uuid.uuid4().hex}",
+        allowed_scopes=frozenset({"invoices.read"}),
+        token_lifetime=3,
+    )
+    connector, credentials = client_credentials_connector(provider)
+
+    def binding() -> dict[str, str]:
+        data = site.get("secret", "billing-binding")["data"]
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def answered(at: str) -> dict[str, Any] | None:
+        obj = site.get("connection", "billing")
+        verification = obj.get("status", {}).get("verification", {})
+        return obj if verification.get("requestedAt") == at else None
+
+    with serve_in_thread(provider.routes()) as (url, _):
+        connection = http_connection(
+            "billing",
+            url,
+            secret="billing-oauth2",
+            connector="billing-oauth2",
+            binding={"accessToken": True},
+        )
+        site.apply(connector, credentials, connection)
+        verified = site.wait("billing", "Verified")
+        bound = binding()
+        # the token endpoint goes down and the token expires: the binding stops offering it
+        provider.unavailable = True
+        expires = datetime.strptime(bound["accessTokenExpiresAt"], "%Y-%m-%dT%H:%M:%SZ")
+        time.sleep(max(0.0, (expires.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()))
+        site.request_verification("billing", "after-expiry")
+        failed = wait_for(lambda: answered("after-expiry"), "a verification after expiry")
+        left = binding()
+
+    assert bound["accessToken"] == provider.issued[0]
+    verification = verified["status"]["verification"]
+    attempted = datetime.fromisoformat(verification["lastAttemptTime"])
+    # a 3-second token is renewed no sooner than the shortest interval allows
+    assert datetime.fromisoformat(verification["nextTime"]) - attempted >= timedelta(minutes=1)
+    assert condition(failed, "Ready")["reason"] == "ProviderError"
+    assert "accessToken" not in left and "accessTokenExpiresAt" not in left
+    assert left["clientId"] == provider.client_id
+    shown = json.dumps(verified) + json.dumps(failed) + json.dumps(site.events("billing"))
+    for value in (provider.issued[0], provider.client_secret):
+        assert value not in shown
+        assert value not in site.operator.logs()
 
 
 def test_tls_client_cert_connection_becomes_ready_with_certificates_from_secrets(

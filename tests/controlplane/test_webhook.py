@@ -347,4 +347,4 @@ def test_without_the_webhook_an_unauthorised_secret_never_reaches_the_server(
         get_json(control_plane, "connection", "copied", "-n", namespace)["status"]["phase"]
         == "Failed"
     )
-    assert api.requests == [f"Bearer {token}"]
+    assert api.authenticated == [f"Bearer {token}"]

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import uuid
 from collections.abc import (
+    Callable,
     Iterator,
     Mapping,
     Sequence,
@@ -32,7 +33,13 @@ from http_server import (
     serve_silence,
 )
 from localserver import free_port
-from patchbay.api.connector import AuthSpec, CheckSpec, HttpErrorRule, HttpRequestSpec
+from patchbay.api.connector import (
+    AuthSpec,
+    CheckSpec,
+    CredentialPlacement,
+    HttpErrorRule,
+    HttpRequestSpec,
+)
 from patchbay.api.reasons import Reason
 from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import ConfigValue, DriverError, TlsMaterial, VerifyRequest
@@ -181,6 +188,73 @@ def test_api_key_in_the_query_string_is_verified() -> None:
             )
             outcome = await verify(request)
         assert outcome.code == Reason.VERIFIED
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("placement", "read"),
+    [
+        ({"in": "header", "name": "X-Api-Key"}, lambda r: r.headers.get("X-Api-Key")),
+        ({"in": "query", "name": "api_key"}, lambda r: r.query.get("api_key")),
+        (
+            {"in": "header", "name": "Authorization", "prefix": "Token "},
+            lambda r: r.headers.get("Authorization", "").removeprefix("Token "),
+        ),
+    ],
+    ids=["header", "query", "prefix"],
+)
+def test_a_connections_own_placement_carries_the_bearer_token_where_it_says(
+    placement: dict[str, str], read: Callable[[web.Request], str | None]
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ok = read(request) == "tok-123" and "Bearer" not in request.headers.get("Authorization", "")
+        return web.Response(status=200 if ok else 401)
+
+    async def scenario() -> None:
+        async with serve({"/v2/whoami": handler}) as (url, _):
+            request = dataclasses.replace(
+                make_request(url, auth={"type": "bearer"}, secrets={"token": "tok-123"}),
+                http=HttpRequestSpec(path="/v2/whoami"),
+                credential_placement=CredentialPlacement.model_validate(placement),
+            )
+            outcome = await verify(request)
+        assert outcome.code == Reason.VERIFIED
+
+    run(scenario())
+
+
+def test_an_endpoint_that_answers_without_credentials_too_is_credentials_not_required() -> None:
+    async def scenario() -> None:
+        async with serve({"/api/2.0/status": answer()}) as (url, seen):
+            request = dataclasses.replace(
+                make_request(url, auth={"type": "bearer"}, secrets={"token": "tok-123"}),
+                http=HttpRequestSpec(path="/api/2.0/status", credentials_required=True),
+            )
+            outcome = await verify(request)
+        assert outcome.result == "Succeeded"
+        assert outcome.code == Reason.CREDENTIALS_NOT_REQUIRED
+        assert "without credentials" in outcome.message
+        authorizations = [r.headers.get("Authorization") for r in seen.requests]
+        assert authorizations == [None, "Bearer tok-123"]
+
+    run(scenario())
+
+
+def test_an_endpoint_that_refuses_requests_without_credentials_is_verified() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ok = request.headers.get("Authorization") == "Bearer tok-123"
+        return web.Response(status=200 if ok else 401)
+
+    async def scenario() -> None:
+        async with serve({"/api/2.0/status": handler}) as (url, seen):
+            request = dataclasses.replace(
+                make_request(url, auth={"type": "bearer"}, secrets={"token": "tok-123"}),
+                http=HttpRequestSpec(path="/api/2.0/status", credentials_required=True),
+            )
+            outcome = await verify(request)
+        assert outcome.code == Reason.VERIFIED
+        assert seen.count == 2
 
     run(scenario())
 

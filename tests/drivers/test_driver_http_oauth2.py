@@ -6,8 +6,10 @@ The token endpoint and the API are aiohttp servers started by each test on
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +30,14 @@ from http_server import (
 from patchbay.api.connector import ConnectorSpec
 from patchbay.api.reasons import Reason
 from patchbay.core.egress import ConnectorEgress, EgressPolicy, parse_networks
-from patchbay.drivers.base import DriverError, TlsMaterial, VerifyRequest
+from patchbay.drivers.base import (
+    ACCESS_TOKEN_KEY,
+    EXPIRES_AT_FORMAT,
+    EXPIRES_AT_KEY,
+    DriverError,
+    TlsMaterial,
+    VerifyRequest,
+)
 from patchbay.drivers.text import REDACTED
 from tests.drivers.test_driver_http import make_request, verify, verify_error
 
@@ -85,6 +94,33 @@ def test_client_credentials_token_is_sent_as_bearer_and_verifies() -> None:
             }
         ]
         assert server.api_auth_headers == [f"Bearer {server.issued[0]}"]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "expiry"),
+    [(3600, True), ("600", True), (None, False), (-5, False), (10**9, False)],
+    ids=["seconds", "as-text", "absent", "negative", "beyond-a-year"],
+)
+def test_the_access_token_is_kept_for_the_binding_only_when_asked(
+    lifetime: int | str | None, expiry: bool
+) -> None:
+    server = provider(allowed_scopes=frozenset({"read"}), token_lifetime=lifetime)
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            kept = dataclasses.replace(me_request(url, server), keep_access_token=True)
+            await verify(kept)
+            not_kept = me_request(url, server)
+            await verify(not_kept)
+        assert kept.granted[ACCESS_TOKEN_KEY] == server.issued[0]
+        assert (EXPIRES_AT_KEY in kept.granted) is expiry
+        if expiry:
+            expires = datetime.strptime(kept.granted[EXPIRES_AT_KEY], EXPIRES_AT_FORMAT)
+            left = expires.replace(tzinfo=UTC) - datetime.now(UTC)
+            assert timedelta(0) < left <= timedelta(seconds=int(str(lifetime)))
+        assert not_kept.granted == {}
 
     run(scenario())
 

@@ -138,6 +138,12 @@ class TokenApi:
     requests: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
 
+    @property
+    def authenticated(self) -> list[str]:
+        """The Authorization headers of the requests that had one: a verification's own
+        request, without the probe that checks the API refuses requests without it."""
+        return [header for header in self.requests if header]
+
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(request.headers.get("Authorization", ""))
         self.paths.append(request.path)
@@ -239,6 +245,9 @@ class OAuth2Server:
     retry_after: str | None = None
     # When set, clients authenticate with a signed assertion instead of the secret.
     assertion: AssertionVerifier | None = None
+    # The expires_in of the access tokens it issues (None: not said); unavailable: 503.
+    token_lifetime: int | str | None = 3600
+    unavailable: bool = False
     token_forms: list[dict[str, str]] = field(default_factory=list)
     token_auth_headers: list[str] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
@@ -264,6 +273,8 @@ class OAuth2Server:
             return web.json_response(
                 {"error": "slow_down"}, status=429, headers={"Retry-After": self.retry_after}
             )
+        if self.unavailable:
+            return _oauth2_error(503, "temporarily_unavailable", "Try again later.")
         if self.assertion is not None:
             token_url = str(request.url.with_query(None))
             authenticated = self.assertion.claims(form, self.client_id, token_url)
@@ -285,8 +296,9 @@ class OAuth2Server:
         body: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": 3600,
         }
+        if self.token_lifetime is not None:
+            body["expires_in"] = self.token_lifetime
         if self.rotate_refresh_token and grant_type == "refresh_token":
             self.refresh_token = body["refresh_token"] = f"rt-{uuid.uuid4().hex}"
         return web.json_response(body, headers={"Cache-Control": "no-store"})

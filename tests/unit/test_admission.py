@@ -90,3 +90,57 @@ def test_checks_stored_before_the_rule_do_not_block_other_edits() -> None:
     assert connection_problem(CONNECTOR, suspended, old) is None
     more = {**old, "verification": {"checks": [CHECK, CHECK]}}
     assert connection_problem(CONNECTOR, more, old) is not None
+
+
+def _allowing(**verification: bool) -> ConnectorSpec:
+    return CONNECTOR.model_copy(
+        update={"verification": CONNECTOR.verification.model_copy(update=verification)}
+    )
+
+
+OWN_REQUEST = {
+    "connectorRef": REF,
+    "config": {"baseUrl": "https://a.test"},
+    "verification": {
+        "http": {"path": "/v2/me", "credential": {"in": "header", "name": "X-Api-Key"}}
+    },
+}
+
+
+def test_a_verification_request_of_its_own_needs_the_connectors_leave() -> None:
+    problem = connection_problem(CONNECTOR, OWN_REQUEST)
+
+    assert problem is not None and problem.startswith("spec.verification.http:")
+    assert "allowConnectionRequest" in problem
+    assert connection_problem(_allowing(allow_connection_request=True), OWN_REQUEST) is None
+
+
+def test_a_credential_placement_needs_a_token_or_key_to_place() -> None:
+    oauth2 = _allowing(allow_connection_request=True).model_copy(
+        update={
+            "auth": ConnectorSpec.model_validate(
+                {
+                    "driver": "http",
+                    "auth": {"type": "oauth2ClientCredentials", "oauth2": {"tokenUrl": "/t"}},
+                }
+            ).auth
+        }
+    )
+
+    problem = connection_problem(oauth2, OWN_REQUEST)
+
+    assert problem is not None and problem.startswith("spec.verification.http.credential:")
+
+
+def test_an_access_token_in_the_binding_needs_an_oauth2_connector() -> None:
+    spec = {
+        "connectorRef": REF,
+        "config": {"baseUrl": "https://a.test"},
+        "binding": {"accessToken": True},
+    }
+
+    problem = connection_problem(CONNECTOR, spec)
+
+    assert problem is not None and problem.startswith("spec.binding.accessToken:")
+    # a Connection stored before can still be suspended
+    assert connection_problem(CONNECTOR, {**spec, "suspend": True}, spec) is None

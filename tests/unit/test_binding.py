@@ -10,6 +10,7 @@ import pytest
 from patchbay.core.binding import build_binding_secret
 from patchbay.drivers.base import DriverInfo
 from patchbay.drivers.registry import REGISTERED, UnknownDriverError, driver_names
+from patchbay.kube import secret_values
 
 
 def _binding(
@@ -40,12 +41,12 @@ def test_postgres_binding_has_the_postgresql_service_binding_type() -> None:
     secret = _postgres()
 
     assert secret["type"] == "servicebinding.io/postgresql"
-    assert secret["stringData"]["type"] == "postgresql"
-    assert secret["stringData"]["provider"] == "patchbay"
+    assert secret_values(secret)["type"] == "postgresql"
+    assert secret_values(secret)["provider"] == "patchbay"
 
 
 def test_postgres_binding_carries_the_well_known_keys() -> None:
-    data = _postgres()["stringData"]
+    data = secret_values(_postgres())
 
     assert data == {
         "type": "postgresql",
@@ -60,7 +61,7 @@ def test_postgres_binding_carries_the_well_known_keys() -> None:
 
 
 def test_binding_values_are_all_strings_and_booleans_are_lowercase() -> None:
-    data = _postgres(sslRequired=True)["stringData"]
+    data = secret_values(_postgres(sslRequired=True))
 
     assert data["sslRequired"] == "true"
     assert all(isinstance(v, str) for v in data.values())
@@ -74,7 +75,7 @@ def test_uri_percent_encodes_a_password_with_special_characters() -> None:
         {"username": "orders", "password": password},
     )
 
-    uri = secret["stringData"]["uri"]
+    uri = secret_values(secret)["uri"]
     parts = urlsplit(uri)
     assert parts.hostname == "db"
     assert parts.port == 5432
@@ -82,7 +83,7 @@ def test_uri_percent_encodes_a_password_with_special_characters() -> None:
     assert parts.password is not None
     assert unquote(parts.password) == password
     assert "@" not in parts.password
-    assert secret["stringData"]["password"] == password
+    assert secret_values(secret)["password"] == password
 
 
 def test_uri_brackets_an_ipv6_host() -> None:
@@ -92,7 +93,7 @@ def test_uri_brackets_an_ipv6_host() -> None:
         {"username": "u", "password": "p"},
     )
 
-    parts = urlsplit(secret["stringData"]["uri"])
+    parts = urlsplit(secret_values(secret)["uri"])
     assert (parts.hostname, parts.port) == ("::1", 5432)
 
 
@@ -118,8 +119,8 @@ def test_http_binding_uri_is_the_base_url() -> None:
     secret = _binding("http", {"baseUrl": "https://api.example.com/v2"}, {"token": "tok-abc"})
 
     assert secret["type"] == "servicebinding.io/http"
-    assert secret["stringData"]["uri"] == "https://api.example.com/v2"
-    assert secret["stringData"]["token"] == "tok-abc"
+    assert secret_values(secret)["uri"] == "https://api.example.com/v2"
+    assert secret_values(secret)["token"] == "tok-abc"
 
 
 def test_binding_without_a_host_has_no_uri() -> None:
@@ -127,7 +128,7 @@ def test_binding_without_a_host_has_no_uri() -> None:
         "s3", {"bucket": "reports"}, {"accessKeyId": "AKIA", "secretAccessKey": "xyz"}
     )
 
-    assert "uri" not in secret["stringData"]
+    assert "uri" not in secret_values(secret)
     assert secret["type"] == "servicebinding.io/s3"
 
 
@@ -136,8 +137,8 @@ def test_binding_of_a_connection_without_a_port_names_its_drivers_default_port()
         "mysql", {"host": "db", "database": "shop"}, {"username": "app", "password": "pw"}
     )
 
-    assert secret["stringData"]["port"] == "3306"
-    assert secret["stringData"]["uri"] == "mysql://app:pw@db:3306/shop"
+    assert secret_values(secret)["port"] == "3306"
+    assert secret_values(secret)["uri"] == "mysql://app:pw@db:3306/shop"
 
 
 def test_binding_of_an_unregistered_driver_is_refused() -> None:
@@ -187,7 +188,7 @@ def test_a_connection_of_every_registered_driver_gets_a_binding_with_the_documen
         secrets,
     )
 
-    data = secret["stringData"]
+    data = secret_values(secret)
     assert secret["type"] == f"servicebinding.io/{info.binding_type}"
     assert (data["type"], data["provider"]) == (info.binding_type, "patchbay")
     # Every variable, secret or not, as text.

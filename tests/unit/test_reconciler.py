@@ -9,6 +9,7 @@ import copy
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,14 @@ from patchbay.api.reasons import Reason
 from patchbay.controller import connection as reconciler
 from patchbay.controller.connection import OperatorSettings, Reconciler
 from patchbay.core.authorization import admission_record, scope
-from patchbay.drivers.base import Egress, VerifyOutcome, VerifyRequest
+from patchbay.drivers.base import (
+    ACCESS_TOKEN_KEY,
+    EXPIRES_AT_FORMAT,
+    EXPIRES_AT_KEY,
+    Egress,
+    VerifyOutcome,
+    VerifyRequest,
+)
 
 NS = "shop"
 TOKEN = "good-token-value"
@@ -77,9 +85,12 @@ class FakeApi:
                 obj.setdefault(section, {}).update(values)
         return self.put(target, obj)
 
-    async def apply(self, path: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
-        self.writes.append(("APPLY", path))
-        return self.put(path, manifest)
+    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        self._maybe_fail("PUT", path)
+        self.writes.append(("PUT", path))
+        if path not in self.objects:
+            raise kube.KubeApiError(404, "NotFound", f"{path} not found")
+        return self.put(path, body)
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         self.writes.append(("POST", path))
@@ -106,6 +117,9 @@ class FakeHttpDriver:
     # refresh tokens presented, and the one the fake token endpoint takes next (it rotates)
     refreshes: list[str] = field(default_factory=list)
     refresh: str = "rt-0"
+    # how long the access tokens it grants live, and whether its token endpoint is down
+    access_lifetime: timedelta = timedelta(hours=1)
+    token_endpoint_down: bool = False
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         base_url = str(request.config["baseUrl"])
@@ -113,11 +127,17 @@ class FakeHttpDriver:
         if request.auth.type == "oauth2RefreshToken":
             presented = request.secrets.get("refreshToken", "")
             self.refreshes.append(presented)
+            if self.token_endpoint_down:
+                return VerifyOutcome("Failed", Reason.PROVIDER_ERROR, "token endpoint: HTTP 503")
             if presented != self.refresh:
                 return VerifyOutcome(
                     "Failed", Reason.AUTHENTICATION_FAILED, "invalid_grant", retryable=False
                 )
             self.refresh = request.issued["refreshToken"] = f"rt-{len(self.refreshes)}"
+            if request.keep_access_token:
+                expires = datetime.now(UTC) + self.access_lifetime
+                request.granted[ACCESS_TOKEN_KEY] = f"at-{len(self.refreshes)}"
+                request.granted[EXPIRES_AT_KEY] = expires.strftime(EXPIRES_AT_FORMAT)
             return VerifyOutcome("Succeeded", Reason.VERIFIED, "connected and authenticated")
         if "blackhole" in base_url:
             await self.release.wait()
@@ -256,7 +276,7 @@ def test_new_connection_is_verified_once_with_one_status_patch_binding_and_event
     assert world.ready("orders") == ("True", "Verified")
     assert world.api.count("PATCH", "/orders/status") == 1
     assert world.api.count("POST", "/secrets") == 1  # the binding, created
-    assert world.api.count("APPLY", "/orders-binding") == 0
+    assert world.api.count("PUT", "/orders-binding") == 0
     assert world.api.count("POST", "/events") == 1
 
 
@@ -271,7 +291,7 @@ def test_a_secret_of_the_binding_name_owned_by_another_is_never_written() -> Non
     world = run(scenario)
     assert world.ready("orders") == ("False", "BindingConflict")
     assert world.status("orders")["binding"] is None
-    assert world.api.count("APPLY", "/orders-binding") == 0
+    assert world.api.count("PUT", "/orders-binding") == 0
     assert world.api.objects[kube.secret_path(NS, "orders-binding")]["data"] == foreign["data"]
 
 
@@ -287,7 +307,7 @@ def test_a_binding_this_connection_owns_already_is_updated_after_a_restart() -> 
 
     world = run(scenario)
     assert world.ready("orders") == ("True", "Verified")
-    assert world.api.count("APPLY", "/orders-binding") == 1
+    assert world.api.count("PUT", "/orders-binding") == 1
     binding = world.api.objects[kube.secret_path(NS, "orders-binding")]
     assert decoded(binding)["token"] == "rotated-but-accepted"
 
@@ -597,3 +617,68 @@ def test_a_revoked_refresh_token_fails_once_and_is_not_retried_before_its_time()
     assert world.driver.refreshes == ["rt-0"]
     assert world.ready("orders") == ("False", "AuthenticationFailed")
     assert world.status("orders")["verification"]["error"]["retryable"] is False
+
+
+BOUND_TOKEN = {"binding": {"accessToken": True}}
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, EXPIRES_AT_FORMAT).replace(tzinfo=UTC)
+
+
+def test_the_binding_carries_an_access_token_renewed_before_it_expires() -> None:
+    binding_path = kube.secret_path(NS, "orders-binding")
+    tokens: list[dict[str, str]] = []
+
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "token"), oauth_secret("rt-0"))
+        await world.apply_connection(connection("orders", **BOUND_TOKEN))
+        await settle()
+        tokens.append(decoded(world.api.objects[binding_path]))
+        await verify_again(world, "orders", "renewal")
+        tokens.append(decoded(world.api.objects[binding_path]))
+
+    world = run(scenario, connector_spec=REFRESHING)
+    assert [t[ACCESS_TOKEN_KEY] for t in tokens] == ["at-1", "at-2"]
+    expires = parse_time(tokens[1][EXPIRES_AT_KEY])
+    verification = world.status("orders")["verification"]
+    next_time = datetime.fromisoformat(verification["nextTime"])
+    last = datetime.fromisoformat(verification["lastAttemptTime"])
+    # renewed five minutes before the hour-long token expires, not at the hourly interval
+    assert expires - timedelta(minutes=6) < next_time <= expires - timedelta(minutes=5)
+    assert next_time < last + timedelta(hours=1)
+    assert "at-" not in str(world.status("orders"))
+
+
+def test_a_failed_renewal_leaves_workloads_the_token_until_it_expires() -> None:
+    binding_path = kube.secret_path(NS, "orders-binding")
+
+    async def scenario(world: World) -> None:
+        world.api.put(kube.secret_path(NS, "token"), oauth_secret("rt-0"))
+        await world.apply_connection(connection("orders", **BOUND_TOKEN))
+        await settle()
+        world.driver.token_endpoint_down = True
+        await verify_again(world, "orders", "endpoint down")
+        assert decoded(world.api.objects[binding_path])[ACCESS_TOKEN_KEY] == "at-1"
+        # once it has expired, the binding no longer offers it
+        binding = world.api.objects[binding_path]
+        past = (datetime.now(UTC) - timedelta(minutes=1)).strftime(EXPIRES_AT_FORMAT)
+        binding["data"][EXPIRES_AT_KEY] = base64.b64encode(past.encode()).decode()
+        await verify_again(world, "orders", "still down")
+
+    world = run(scenario, connector_spec=REFRESHING)
+    assert world.ready("orders") == ("False", "ProviderError")
+    left = decoded(world.api.objects[binding_path])
+    assert ACCESS_TOKEN_KEY not in left and EXPIRES_AT_KEY not in left
+    assert left["clientId"] == "billing"
+
+
+def test_an_access_token_in_the_binding_without_an_oauth_grant_is_config_invalid() -> None:
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders", **BOUND_TOKEN))
+        await settle()
+
+    world = run(scenario)
+    assert world.ready("orders") == ("False", "ConfigInvalid")
+    assert "spec.binding.accessToken" in world.status("orders")["verification"]["error"]["message"]
+    assert world.driver.calls == []

@@ -35,8 +35,8 @@ class FlakyApi:
         self.writes.append(("POST", path))
         return {}
 
-    async def apply(self, path: str, body: Any) -> dict[str, Any]:
-        self.writes.append(("APPLY", path))
+    async def replace(self, path: str, body: Any) -> dict[str, Any]:
+        self.writes.append(("PUT", path))
         return {}
 
 

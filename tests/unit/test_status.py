@@ -207,3 +207,16 @@ def test_status_strings_are_cut_to_the_schema_limits() -> None:
 def test_status_within_the_limits_is_unchanged() -> None:
     status = {"phase": "Ready", "verification": {"details": {"serverVersion": "16.4"}}}
     assert fit_status(status) == status
+
+
+def test_a_server_that_does_not_check_credentials_is_ready_with_that_warning() -> None:
+    unchecked = ConditionState(
+        "True", Reason.CREDENTIALS_NOT_REQUIRED, "GET /: HTTP 200 without credentials too"
+    )
+    findings = _findings(verified=unchecked)
+
+    ready = ready_condition(findings)
+
+    assert (ready.status, ready.reason) == ("True", Reason.CREDENTIALS_NOT_REQUIRED)
+    assert "without credentials" in ready.message
+    assert phase(findings, ready) == "Ready"

@@ -7,8 +7,12 @@ from types import TracebackType
 
 import pytest
 
+from patchbay.api.connection import ConnectionSpec
+from patchbay.api.connector import ConnectorSpec
 from patchbay.api.reasons import Reason
 from patchbay.core import verification
+from patchbay.core.config import ResolvedConfig
+from patchbay.core.credentials import ResolvedCredentials
 from patchbay.core.verification import REDACTED, run_verification, scrub
 from patchbay.drivers.base import (
     CheckOutcome,
@@ -239,3 +243,42 @@ def test_driver_ignoring_its_timeout_frees_the_caller_after_a_short_grace(
     assert (outcome.result, outcome.code) == ("Failed", Reason.TIMEOUT)
     assert freed
     assert still_running
+
+
+def test_a_connections_own_request_still_proves_credentials_when_its_connector_does() -> None:
+    connector = ConnectorSpec.model_validate(
+        {
+            "driver": "http",
+            "auth": {"type": "bearer"},
+            "verification": {
+                "http": {"path": "/", "credentialsRequired": True},
+                "allowConnectionRequest": True,
+            },
+        }
+    )
+    connection = ConnectionSpec.model_validate(
+        {
+            "connectorRef": {"name": "http-api"},
+            "verification": {
+                "http": {"path": "/v2/me", "credential": {"in": "query", "name": "key"}}
+            },
+            "binding": {"accessToken": False},
+        }
+    )
+
+    request = verification.build_verify_request(
+        connector,
+        connection,
+        ResolvedConfig(values={"baseUrl": "https://a.test"}, secret_variables=()),
+        ResolvedCredentials(values={"token": "t0ken"}, configured={"token": True}),
+        10.0,
+    )
+
+    assert request.http is not None
+    assert (request.http.path, request.http.credentials_required) == ("/v2/me", True)
+    assert request.credential_placement is not None
+    assert (request.credential_placement.in_, request.credential_placement.name) == (
+        "query",
+        "key",
+    )
+    assert request.keep_access_token is False

@@ -19,7 +19,13 @@ from patchbay.api.common import (
     cel,
     validation_rules,
 )
-from patchbay.api.connector import CheckSpec, CheckType, ObjectMeta
+from patchbay.api.connector import (
+    CheckSpec,
+    CheckType,
+    CredentialPlacement,
+    HttpRequestSpec,
+    ObjectMeta,
+)
 
 VerificationMode = Literal["Periodic", "OnChange", "Manual"]
 Phase = Literal["Pending", "Ready", "Failed", "Suspended"]
@@ -93,6 +99,27 @@ class TlsSpec(ApiModel):
     )
 
 
+class ConnectionHttpRequest(HttpRequestSpec):
+    """A Connection's own verification request, where its connector allows one."""
+
+    credential: CredentialPlacement | None = Field(
+        default=None,
+        description="Where the bearer token or API key goes, instead of where the connector "
+        "puts it, e.g. {in: header, name: X-Api-Key} or {in: query, name: api_key}.",
+    )
+
+
+class BindingSpec(ApiModel):
+    """What the binding Secret carries beyond the connector's variables."""
+
+    access_token: bool = Field(
+        default=False,
+        description="OAuth 2.0 connectors: also the current access token (key accessToken) "
+        "and its expiry (accessTokenExpiresAt, RFC 3339), renewed by a verification before "
+        "the token expires, so workloads need no refresh logic of their own.",
+    )
+
+
 class ConnectionVerificationSpec(ApiModel):
     """When and how the operator verifies this Connection."""
 
@@ -132,6 +159,11 @@ class ConnectionVerificationSpec(ApiModel):
         max_length=32,
         description="Capability checks run after login, in addition to the connector's.",
     )
+    http: ConnectionHttpRequest | None = Field(
+        default=None,
+        description="http driver: the request that proves the connection works, in place of "
+        "the connector's, where the connector allows it (allowConnectionRequest).",
+    )
 
 
 class ConnectionSpec(ApiModel):
@@ -150,6 +182,9 @@ class ConnectionSpec(ApiModel):
     tls: TlsSpec | None = Field(default=None, description="TLS trust and client certificate.")
     verification: ConnectionVerificationSpec = Field(
         default_factory=ConnectionVerificationSpec, description="Verification settings."
+    )
+    binding: BindingSpec | None = Field(
+        default=None, description="What the binding Secret carries besides the variables."
     )
     suspend: bool = Field(
         default=False, description="Stop all calls to the external system until set to false."

@@ -304,6 +304,12 @@ class HttpRequestSpec(ApiModel):
         description="Extra non-secret request headers.",
         json_schema_extra={"maxProperties": 32},
     )
+    credentials_required: bool = Field(
+        default=False,
+        description="Prove that the server checks credentials: send the request without "
+        "them first; when that gets an expected status too, the outcome is "
+        "CredentialsNotRequired (Ready, with a warning) instead of Verified.",
+    )
 
 
 class CheckSpec(ApiModel):
@@ -397,6 +403,13 @@ class ConnectorVerificationSpec(ApiModel):
     http: HttpRequestSpec | None = Field(
         default=None,
         description="The authenticated request that proves an http connection works.",
+    )
+    allow_connection_request: bool = Field(
+        default=False,
+        description="Whether a Connection may replace that request with one of its own "
+        "(spec.verification.http: path, method, accepted statuses, where a bearer token or "
+        "API key goes). Only for a connector whose Connections name their own base URL, "
+        "like the generic http-api: a vendor entry proves what its vendor documents.",
     )
     http_errors: list[HttpErrorRule] = Field(
         default_factory=list,

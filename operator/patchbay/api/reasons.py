@@ -12,6 +12,8 @@ from enum import StrEnum
 class Reason(StrEnum):
     VALID = "Valid"  # a Connector whose definition is usable
     VERIFIED = "Verified"
+    # Verified, but the server answered as well without credentials: it does not check them.
+    CREDENTIALS_NOT_REQUIRED = "CredentialsNotRequired"
     PENDING = "Pending"
     SUSPENDED = "Suspended"
     STALE = "Stale"

@@ -64,7 +64,7 @@ from patchbay.core.binding import binding_name, build_binding_secret
 from patchbay.core.config import (
     ConfigInvalidError,
     ResolvedConfig,
-    allow_connection_checks,
+    allow_connection_options,
     resolve_config,
 )
 from patchbay.core.credentials import (
@@ -84,8 +84,14 @@ from patchbay.core.resolve import (
     validation_message,
 )
 from patchbay.core.schedule import Bounds, Cadence, bounds, next_attempt
-from patchbay.core.status import ConditionState, Findings, merge_conditions
-from patchbay.core.tokens import build_token_state, standing_values, token_state_name
+from patchbay.core.status import SUCCESS_WARNINGS, ConditionState, Findings, merge_conditions
+from patchbay.core.tokens import (
+    build_token_state,
+    standing_values,
+    token_renewal,
+    token_state_name,
+    unexpired_access_token,
+)
 from patchbay.core.verification import build_verify_request, run_verification
 from patchbay.drivers.base import Driver, VerifyOutcome
 from patchbay.logs import object_fields
@@ -445,7 +451,10 @@ class Reconciler:
     ) -> float | None:
         """Without a next regular verification, a success ages into reason Stale."""
         last_success = (observed.verification or VerificationStatus()).last_success_time
-        if last_success is None or ready_reason(observed) != Reason.VERIFIED:
+        if last_success is None or ready_reason(observed) not in (
+            Reason.VERIFIED,
+            *SUCCESS_WARNINGS,
+        ):
             return None
         status = record.status
         connector = await self._connector(connector_key(key[0], spec))
@@ -497,6 +506,7 @@ class Reconciler:
         secret_fields: dict[str, bool] = {}
         binding: str | None = None
         binding_conflict: str | None = None
+        renew_at: datetime | None = None  # of the access token in the binding
         duration_ms: int | None = None
         cadence = Cadence("Periodic", 3600.0)
         gate: str | None = None
@@ -507,7 +517,7 @@ class Reconciler:
                     limits = bounds(spec, connector_spec)
                     cadence = limits.cadence
                     config = resolve_config(connector_spec, spec.config)
-                    allow_connection_checks(connector_spec, spec.verification.checks)
+                    allow_connection_options(connector_spec, spec)
                     # before the Secrets are read: a Connection sent to wait in line
                     # would read them again when its turn comes
                     target = destination(connector_spec.driver, config)
@@ -532,14 +542,11 @@ class Reconciler:
                         credentials_state = ConditionState("False", exc.reason, exc.message)
                         secret_fields = {v.key: False for v in config.secret_variables}
                         creds = None
+                    bind_token = spec.binding is not None and spec.binding.access_token
                     if creds is not None:
-                        binding = await self._project_binding(
-                            key, record, connector_spec.driver, config.values, creds.values
-                        )
-                        if binding is None:
-                            binding_conflict = (
-                                f"Secret {binding_name(key[1])!r} exists and is not this "
-                                "Connection's binding; it is left untouched"
+                        if not bind_token:  # else once the verification has a token
+                            binding, binding_conflict = await self._project_binding(
+                                key, record, connector_spec.driver, config.values, creds.values
                             )
                         wait = self._take_budget(
                             record.connector,
@@ -569,13 +576,18 @@ class Reconciler:
                         duration_ms = int(elapsed * 1000)
                         if request.issued:
                             await self._keep_issued(key, record, request.issued, sources)
-                            # workloads get the token that works now
-                            binding = await self._project_binding(
+                        if request.issued or bind_token:
+                            granted = request.granted
+                            if bind_token and not granted:
+                                granted = await self._unexpired_access_token(key)
+                            renew_at = token_renewal(granted, finished=now())
+                            # workloads get the tokens that work now
+                            binding, binding_conflict = await self._project_binding(
                                 key,
                                 record,
                                 connector_spec.driver,
                                 config.values,
-                                {**creds.values, **request.issued},
+                                {**creds.values, **request.issued, **granted},
                             )
                         verified_state = _verified_state(outcome, limits)
                 except ValidationError as exc:
@@ -636,6 +648,8 @@ class Reconciler:
             retry_after=outcome.retry_after if outcome else None,
             rng=self._rng,
         )
+        if renew_at is not None and cadence.mode != "Manual":
+            next_time = renew_at if next_time is None else min(next_time, renew_at)
         succeeded = outcome is not None and outcome.result == "Succeeded"
         result = outcome.result if outcome else "Unknown" if verified_state is None else "Failed"
         verification = VerificationStatus.model_construct(
@@ -786,9 +800,9 @@ class Reconciler:
         driver: str,
         config: Mapping[str, str | int | bool],
         secrets: Mapping[str, str],
-    ) -> str | None:
-        """Create or update the binding Secret; None when a Secret of that name exists
-        that this Connection does not own, which is left untouched."""
+    ) -> tuple[str | None, str | None]:
+        """Create or update the binding Secret: its name, or None and why when a Secret of
+        that name exists that this Connection does not own, which is left untouched."""
         manifest = build_binding_secret(
             connection=key[1],
             namespace=key[0],
@@ -798,12 +812,23 @@ class Reconciler:
             secrets=secrets,
         )
         digest = inputs_hash(manifest, None, None, {})
+        name = binding_name(key[1])
         if record.binding_digest == digest:
-            return binding_name(key[1])
+            return name, None
         if not await self._write_owned(key, record, manifest, first=record.binding_digest is None):
-            return None
+            return None, f"Secret {name!r} exists and is not this Connection's binding; it is "
+            "left untouched"
         record.binding_digest = digest
-        return binding_name(key[1])
+        return name, None
+
+    async def _unexpired_access_token(self, key: Key) -> dict[str, str]:
+        """The access token in the binding while it is still valid: a failed renewal
+        leaves workloads the token they have until it expires."""
+        try:
+            existing = await self.client.get(kube.secret_path(key[0], binding_name(key[1])))
+        except (kube.KubeApiError, aiohttp.ClientError, TimeoutError):
+            return {}
+        return unexpired_access_token(kube.secret_values(existing) if existing else {}, now())
 
     async def _write_owned(
         self, key: Key, record: Tracked, manifest: dict[str, Any], *, first: bool
@@ -824,7 +849,9 @@ class Reconciler:
             owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
             if not any(o.get("uid") == record.uid for o in owners):
                 return False
-        await self.client.apply(path, manifest)
+        # the whole Secret is the operator's: a key it no longer writes (an expired access
+        # token, a variable the connector dropped) must go
+        await self.client.replace(path, manifest)
         return True
 
     def _sources(

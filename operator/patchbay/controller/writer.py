@@ -13,7 +13,7 @@ from patchbay.api.common import API_VERSION
 from patchbay.api.connection import ConnectionStatus, VerificationStatus
 from patchbay.api.reasons import Reason
 from patchbay.controller.cache import Key, Tracked, compact
-from patchbay.core.status import Findings, connection_conditions, fit_status
+from patchbay.core.status import SUCCESS_WARNINGS, Findings, connection_conditions, fit_status
 from patchbay.logs import object_fields
 from patchbay.metrics import Metrics
 
@@ -160,6 +160,8 @@ class StatusWriter:
             event_reason, event_type = "Suspended", "Normal"
         elif before[1] == Reason.SUSPENDED:
             event_reason, event_type = "Resumed", "Normal"
+        elif reason_text in SUCCESS_WARNINGS:
+            event_reason, event_type = reason_text, "Warning"
         elif after[0] == "True":
             event_reason, event_type = "Verified", "Normal"
         elif reason_text == Reason.PENDING:

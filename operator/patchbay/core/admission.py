@@ -10,13 +10,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import ConnectorSpec
 from patchbay.core.config import (
-    ChecksNotAllowedError,
     ConfigInvalidError,
-    allow_connection_checks,
+    NotAllowedError,
+    allow_connection_options,
     resolve_config,
 )
+
+# What a Connection may ask of its connector only where the connector allows it.
+_OPTIONS = (("connectorRef",), ("verification", "checks"), ("verification", "http"), ("binding",))
+
+
+def _options(spec: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    found: Any = spec
+    for key in path:
+        found = (found or {}).get(key)
+    return found
 
 
 def connection_problem(
@@ -26,7 +39,8 @@ def connection_problem(
 ) -> str | None:
     """Why the API server should refuse this Connection, or None to admit it.
 
-    Only a new Connection, or an edit of its config, its own checks or its connector, is
+    Only a new Connection, or an edit of its config, its connector or what it asks of
+    the connector (checks, a verification request, an access token in its binding), is
     judged:
     a Connection stored before its connector changed can still be labelled,
     suspended or otherwise edited, and then reports ConfigInvalid on its status.
@@ -35,17 +49,15 @@ def connection_problem(
     """
     if connector is None:
         return None
-    checks = (spec.get("verification") or {}).get("checks") or []
-    old_checks = ((old_spec or {}).get("verification") or {}).get("checks") or []
-    if (
-        old_spec is None
-        or checks != old_checks
-        or old_spec.get("connectorRef") != spec.get("connectorRef")
+    if old_spec is None or any(
+        _options(old_spec, path) != _options(spec, path) for path in _OPTIONS
     ):
         try:
-            allow_connection_checks(connector, checks)
-        except ChecksNotAllowedError as exc:
+            allow_connection_options(connector, ConnectionSpec.model_validate(spec))
+        except NotAllowedError as exc:
             return str(exc)
+        except ValidationError:
+            return None  # the schema refuses it, with a better message
     if old_spec is not None and all(
         old_spec.get(field) == spec.get(field) for field in ("config", "connectorRef")
     ):

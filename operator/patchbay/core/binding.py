@@ -9,6 +9,7 @@ from urllib.parse import quote
 from patchbay.api.common import API_VERSION
 from patchbay.drivers.base import DriverInfo
 from patchbay.drivers.registry import driver_info
+from patchbay.kube import secret_data
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "patchbay"}
 CONNECTION_LABEL = "patchbay.dev/connection"
@@ -85,5 +86,5 @@ def build_binding_secret(
         "kind": "Secret",
         "metadata": owned_secret_metadata(binding_name(connection), connection, namespace, uid),
         "type": f"servicebinding.io/{binding_type}",
-        "stringData": data,
+        "data": secret_data(data),
     }

@@ -12,11 +12,12 @@ the finished URL, and a Connection can still replace the whole URL.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from patchbay.api.common import DURATION_PATTERN
+from patchbay.api.connection import ConnectionSpec
 from patchbay.api.connector import ConnectorSpec, VariableSpec
 from patchbay.api.patterns import PatternError, fullmatch
 
@@ -100,22 +101,48 @@ def _matches(variable: VariableSpec, pattern: str, value: str) -> bool:
         raise ConfigInvalidError(variable.key, f"has a pattern that {exc}") from None
 
 
-class ChecksNotAllowedError(ConfigInvalidError):
-    """A Connection adds checks of its own to a connector that does not allow it."""
+class NotAllowedError(ConfigInvalidError):
+    """A Connection asks for something its connector does not allow; the message names
+    the field of spec."""
 
-    def __init__(self) -> None:
-        ValueError.__init__(
-            self,
-            "spec.verification.checks: this connector does not allow Connections to add "
-            "checks (its spec.verification.allowConnectionChecks is false)",
+    def __init__(self, field: str, problem: str) -> None:
+        ValueError.__init__(self, f"{field}: {problem}")
+        self.variable = field
+
+
+_OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
+
+
+def allow_connection_options(connector: ConnectorSpec, connection: ConnectionSpec) -> None:
+    """Raise NotAllowedError for what the Connection adds that the connector does not
+    allow: checks or a verification request of its own, or an access token in its
+    binding without an OAuth 2.0 grant to get one."""
+    verification = connector.verification
+    if connection.verification.checks and not verification.allow_connection_checks:
+        raise NotAllowedError(
+            "spec.verification.checks",
+            "this connector does not allow Connections to add checks (its "
+            "spec.verification.allowConnectionChecks is false)",
         )
-        self.variable = "checks"
-
-
-def allow_connection_checks(connector: ConnectorSpec, checks: Sequence[object]) -> None:
-    """Raise ChecksNotAllowedError unless the connector allows these checks of its own."""
-    if checks and not connector.verification.allow_connection_checks:
-        raise ChecksNotAllowedError
+    request = connection.verification.http
+    if request is not None:
+        if connector.driver != "http" or not verification.allow_connection_request:
+            raise NotAllowedError(
+                "spec.verification.http",
+                "this connector does not allow Connections a verification request of their "
+                "own (its spec.verification.allowConnectionRequest is false)",
+            )
+        if request.credential is not None and connector.auth.type not in ("bearer", "apiKey"):
+            raise NotAllowedError(
+                "spec.verification.http.credential",
+                f"places a bearer token or API key; this connector's auth is {connector.auth.type}",
+            )
+    binding = connection.binding
+    if binding is not None and binding.access_token and connector.auth.type not in _OAUTH2_GRANTS:
+        raise NotAllowedError(
+            "spec.binding.accessToken",
+            f"needs a connector with an OAuth 2.0 grant; this one's auth is {connector.auth.type}",
+        )
 
 
 def resolve_config(connector: ConnectorSpec, config: Mapping[str, object]) -> ResolvedConfig:

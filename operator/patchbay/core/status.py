@@ -72,6 +72,8 @@ class Findings:
 
 
 PENDING = ConditionState("Unknown", Reason.PENDING, "not verified yet")
+# Reasons of a successful verification that the user should still look at.
+SUCCESS_WARNINGS = frozenset({Reason.CREDENTIALS_NOT_REQUIRED})
 
 
 def ready_condition(findings: Findings) -> ConditionState:
@@ -99,7 +101,11 @@ def ready_condition(findings: Findings) -> ConditionState:
     message = findings.verified.message if findings.verified else ""
     if findings.connector.reason == Reason.CONNECTOR_DEPRECATED:
         message = f"{message}; {findings.connector.message}"
-    return ConditionState("True", Reason.VERIFIED, message)
+    # a success that proved less than it should stays a warning on Ready
+    reason = Reason.VERIFIED
+    if findings.verified is not None and findings.verified.reason in SUCCESS_WARNINGS:
+        reason = findings.verified.reason
+    return ConditionState("True", reason, message)
 
 
 def phase(findings: Findings, ready: ConditionState) -> str:

@@ -41,7 +41,14 @@ def build_verify_request(
     timeout_seconds: float,
 ) -> VerifyRequest:
     """What the driver is asked: the connector's checks run before the Connection's own,
-    and the servers that can are told the time limit too."""
+    and the servers that can are told the time limit too. A Connection's own request
+    replaces its connector's where allow_connection_options let it, and still proves
+    that credentials are required when the connector's does."""
+    own_request = connection.verification.http
+    demanded = connector.verification.http
+    if own_request is not None and demanded is not None and demanded.credentials_required:
+        # a Connection's request may say where and how, not prove less
+        own_request = own_request.model_copy(update={"credentials_required": True})
     return VerifyRequest(
         timeout_seconds=timeout_seconds,
         config=config.values,
@@ -49,9 +56,11 @@ def build_verify_request(
         auth=connector.auth,
         checks=[*connector.verification.checks, *connection.verification.checks],
         connection_checks=len(connection.verification.checks),
-        http=connector.verification.http,
+        http=own_request or connector.verification.http,
         http_errors=connector.verification.http_errors,
         tls=credentials.tls,
+        credential_placement=own_request.credential if own_request else None,
+        keep_access_token=connection.binding is not None and connection.binding.access_token,
     )
 
 

@@ -31,7 +31,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
-from patchbay.api.connector import AuthSpec, CheckSpec, HttpErrorRule, HttpRequestSpec
+from patchbay.api.connector import (
+    AuthSpec,
+    CheckSpec,
+    CredentialPlacement,
+    HttpErrorRule,
+    HttpRequestSpec,
+)
 from patchbay.api.limits import MAX_TIMEOUT_SECONDS
 from patchbay.api.reasons import NOT_RETRYABLE, Reason
 from patchbay.drivers.pem import pem_files
@@ -103,12 +109,24 @@ class VerifyRequest:
     # variable: a rotated refresh token. The old value may no longer work, so the caller
     # keeps these, also when the verification then fails.
     issued: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # A Connection's own place for its bearer token or API key (http driver).
+    credential_placement: CredentialPlacement | None = None
+    # Keep the OAuth 2.0 access token the verification obtains in ``granted``, as
+    # ACCESS_TOKEN_KEY and, when the token endpoint says, EXPIRES_AT_KEY (RFC 3339, UTC).
+    keep_access_token: bool = False
+    granted: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def value(self, key: str) -> ConfigValue | None:
         """A variable's value, secret or not."""
         if key in self.secrets:
             return self.secrets[key]
         return self.config.get(key)
+
+
+# Keys of an access token a verification obtained, as the binding Secret carries them.
+ACCESS_TOKEN_KEY = "accessToken"
+EXPIRES_AT_KEY = "accessTokenExpiresAt"
+EXPIRES_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)

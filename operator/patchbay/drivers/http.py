@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, quote_plus, urlencode
 
 import aiohttp
@@ -49,6 +50,9 @@ from patchbay.drivers.assertion import (
     client_assertion,
 )
 from patchbay.drivers.base import (
+    ACCESS_TOKEN_KEY,
+    EXPIRES_AT_FORMAT,
+    EXPIRES_AT_KEY,
     ConfigValue,
     Deadline,
     DriverError,
@@ -82,6 +86,8 @@ _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json"
 _OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
 # Where an access token goes unless the connector says otherwise (RFC 6750 2.1).
 _BEARER_HEADER = CredentialPlacement(name="Authorization", prefix="Bearer ")
+# An expires_in beyond a year is no expiry a workload could plan with.
+_LONGEST_TOKEN_LIFETIME = 366 * 24 * 3600
 # A token response holds a few tokens (JWTs of some kilobytes); more is not one.
 _TOKEN_RESPONSE_LIMIT = 64 * 1024
 # The error codes of RFC 6749 section 5.2 (two that token endpoints borrow from
@@ -179,17 +185,20 @@ def _credentials(request: VerifyRequest) -> _Credentials:
             # The encoded pair too: a server may echo the Authorization header.
             sensitive=(password, header, pair),
         )
+    # a Connection's own request may say where its token or key goes
+    own = request.credential_placement
     if auth.type == "bearer":
         token = _secret(request, "token")
         bearer = auth.bearer
-        if bearer is None:
-            return _placed(_BEARER_HEADER, token)
-        return _placed(CredentialPlacement(name=bearer.header, prefix=bearer.prefix), token)
+        if own is None and bearer is not None:
+            own = CredentialPlacement(name=bearer.header, prefix=bearer.prefix)
+        return _placed(own or _BEARER_HEADER, token)
     if auth.type == "apiKey":
         api_key = _secret(request, "apiKey")
-        if auth.api_key is None:
+        placement = own or auth.api_key
+        if placement is None:
             raise DriverError(Reason.CONFIG_INVALID, "auth.apiKey is required for apiKey auth")
-        return _placed(auth.api_key, api_key)
+        return _placed(placement, api_key)
     if auth.type == "tlsClientCert":
         # The certificate is the credential: see _tls_material.
         return _Credentials(headers={}, query={}, sensitive=())
@@ -383,6 +392,7 @@ class _Exchange:
         server_name: str | None,
         issued: dict[str, str],
         error_rules: Sequence[HttpErrorRule] = (),
+        granted: dict[str, str] | None = None,
     ) -> None:
         self.session = session
         self.egress = egress
@@ -392,6 +402,7 @@ class _Exchange:
         self.tls = tls
         self.server_name = server_name
         self.issued = issued
+        self.granted = granted
         self.error_rules = error_rules
         self.ruled_statuses = frozenset(s for rule in error_rules for s in rule.status)
 
@@ -428,10 +439,12 @@ class _Exchange:
         except ValueError:
             raise DriverError(Reason.CONFIG_INVALID, f"{what} does not make a valid URL") from None
 
+    def _join_path(self, path: str) -> URL:
+        return self._join(path, f"path {path}") if path else self.base
+
     def url_for(self, path: str) -> URL:
         """The base URL plus the path, placeholders filled and URL-quoted; "" is the base."""
-        url = self._join(path, f"path {path}") if path else self.base
-        return self._with_credential_query(url)
+        return self._with_credential_query(self._join_path(path))
 
     def token_url(self, template: str) -> URL:
         """The token endpoint: a path on the base URL, or an absolute URL template
@@ -529,13 +542,12 @@ class _Exchange:
             code, detail, retryable = mapped
             raise self.fail(code, f"{label}: {detail}", retryable=retryable) from None
 
-    async def send(self, spec: HttpRequestSpec) -> _Response:
+    async def send(self, spec: HttpRequestSpec, *, with_credentials: bool = True) -> _Response:
         """Make the request, following up to MAX_REDIRECTS redirects."""
         method: str = spec.method
-        url = self.url_for(spec.path)
+        url = self.url_for(spec.path) if with_credentials else self._join_path(spec.path)
         first = f"{method} {safe_url(url)}"
         label = first
-        with_credentials = True
         for _ in range(MAX_REDIRECTS + 1):
             if url.scheme not in ("http", "https") or not url.host:
                 raise self.fail(Reason.PROTOCOL_ERROR, f"{label}: not an http(s) URL")
@@ -754,6 +766,8 @@ class _Exchange:
             given = grant.form.get("refresh_token")
             if given and isinstance(rotated, str) and rotated and rotated != given:
                 self.issued["refreshToken"] = rotated
+            if self.granted is not None:
+                self.granted.update(_granted(token, answer.get("expires_in")))
             self.credentials = _placed(
                 grant.access_token,
                 token,
@@ -816,6 +830,18 @@ class _Exchange:
         else:
             code, meaning = Reason.PROTOCOL_ERROR, "the answer is not an OAuth 2.0 error response"
         return self.fail(code, f"{label}: {meaning} ({said})")
+
+
+def _granted(token: str, expires_in: object) -> dict[str, str]:
+    """The access token for the binding, with its expiry when the answer gives a sane one."""
+    granted = {ACCESS_TOKEN_KEY: token}
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)  # some endpoints send the number as a string
+    if isinstance(expires_in, int | float) and 0 < expires_in <= _LONGEST_TOKEN_LIFETIME:
+        # the request took some of it: counting from now errs on the early side only slightly
+        expires = datetime.now(UTC) + timedelta(seconds=int(expires_in))
+        granted[EXPIRES_AT_KEY] = expires.strftime(EXPIRES_AT_FORMAT)
+    return granted
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -914,6 +940,10 @@ class HttpDriver:
                 tls.server_name if tls else None,
                 request.issued,
                 request.http_errors,
+                request.granted if request.keep_access_token else None,
+            )
+            unchecked = spec.credentials_required and (
+                (await exchange.send(spec, with_credentials=False)).status in spec.expect_status
             )
             if grant is not None:
                 await exchange.authorize(grant)
@@ -921,7 +951,15 @@ class HttpDriver:
             response = await exchange.request(spec)
             latency_ms = round((time.monotonic() - started) * 1000)
             results = await run_checks(self.name, request, {"http": exchange.check}, deadline)
-        return results.outcome(server_version=response.server, latency_ms=latency_ms)
+        outcome = results.outcome(server_version=response.server, latency_ms=latency_ms)
+        if unchecked and outcome.code == Reason.VERIFIED:
+            return replace(
+                outcome,
+                code=Reason.CREDENTIALS_NOT_REQUIRED,
+                message=f"{response.label} answers HTTP {response.status} without credentials "
+                "too: the server does not check them",
+            )
+        return outcome
 
 
 DRIVER = DriverInfo(

@@ -161,12 +161,15 @@ def test_mysql_columns_show_the_servers_type_nullability_and_primary_key(
     control_plane: localcluster.ControlPlane, shop: str
 ) -> None:
     found = cli_json(control_plane, "columns", "shop", f"{DATABASE}.orders", "-n", shop)
-    assert found["columns"] == [
-        {"name": "id", "type": "int(11)", "nullable": False, "primaryKey": True},
-        {"name": "customer", "type": "varchar(40)", "nullable": False, "primaryKey": False},
-        {"name": "amount", "type": "decimal(10,2)", "nullable": True, "primaryKey": False},
-        {"name": "note", "type": "text", "nullable": True, "primaryKey": False},
+    assert [
+        (c["name"], c["dataType"], c["nullable"], c["primaryKey"]) for c in found["columns"]
+    ] == [
+        ("id", "int(11)", False, True),
+        ("customer", "varchar(40)", False, False),
+        ("amount", "decimal(10,2)", True, False),
+        ("note", "text", True, False),
     ]
+    assert all(c["normalizedName"] == c["name"] for c in found["columns"])
 
     missing = cli(control_plane, "columns", "shop", f"{DATABASE}.nope", "-n", shop)
     assert error_line(missing) == f"error: ResourceNotFound: table {DATABASE}.nope does not exist"
@@ -180,9 +183,13 @@ def test_mysql_sample_returns_at_most_the_requested_rows(
 ) -> None:
     table = f"{DATABASE}.orders"
     two = cli_json(control_plane, "sample", "shop", table, "--rows", "2", "-n", shop)
-    assert two["columns"] == ["id", "customer", "amount", "note"]
-    assert len(two["rows"]) == 2
-    assert two["truncated"] is True
+    assert [(c["name"], c["dataType"]) for c in two["columns"]] == [
+        ("id", "int"),
+        ("customer", "varchar(40)"),
+        ("amount", "decimal(10,2)"),
+        ("note", "text"),
+    ]
+    assert (len(two["rows"]), two["rowCount"], two["truncated"]) == (2, 2, True)
 
     everything = cli_json(control_plane, "sample", "shop", table, "-n", shop)
     assert len(everything["rows"]) == ROWS_IN_ORDERS
@@ -190,12 +197,20 @@ def test_mysql_sample_returns_at_most_the_requested_rows(
     assert min(everything["rows"]) == [1, "customer 1", "2.50", None]  # decimals as text
 
 
+ID_COLUMN = {"name": "id", "normalizedName": "id", "dataType": "int"}
+
+
 def test_mysql_query_row_cap_sets_truncated(
     control_plane: localcluster.ControlPlane, shop: str
 ) -> None:
     sql = "select id from orders order by id"
     capped = cli_json(control_plane, "query", "shop", sql, "--max-rows", "3", "-n", shop)
-    assert capped == {"columns": ["id"], "rows": [[1], [2], [3]], "truncated": True}
+    assert capped == {
+        "columns": [ID_COLUMN],
+        "rows": [[1], [2], [3]],
+        "rowCount": 3,
+        "truncated": True,
+    }
 
     exact = cli_json(control_plane, "query", "shop", sql, "--max-rows", "5", "-n", shop)
     assert exact["rows"] == [[1], [2], [3], [4], [5]]
@@ -205,7 +220,7 @@ def test_mysql_query_row_cap_sets_truncated(
     limited = cli_json(
         control_plane, "query", "shop", f"{sql} limit 4", "--max-rows", "2", "-n", shop
     )
-    assert limited == {"columns": ["id"], "rows": [[1], [2]], "truncated": True}
+    assert limited == {"columns": [ID_COLUMN], "rows": [[1], [2]], "rowCount": 2, "truncated": True}
 
 
 def test_mysql_query_cannot_write(

@@ -42,7 +42,10 @@ from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
+    ColumnInfo,
     DriverError,
+    RowSet,
+    SqlBrowser,
     TlsMaterial,
     json_value,
 )
@@ -570,6 +573,44 @@ def test_sample_cuts_long_values(mdb: localmariadb.MariadbServer) -> None:
     rows = CALLS.browse(make_request(mdb), lambda b: b.sample("orders", "documents", 3))
     assert rows.truncated
     assert [row[0] for row in rows.rows] == ["z" * MAX_VALUE_BYTES] * 3
+
+
+def test_sample_and_query_name_each_columns_type_as_the_server_spells_it(
+    mdb: localmariadb.MariadbServer,
+) -> None:
+    for statement in (
+        "create table orders.typed (id int unsigned primary key, name varchar(20) not null,"
+        " amount decimal(10, 2), note text, raw varbinary(8), kind enum('a', 'b'))",
+        "insert into orders.typed values (1, 'one', 2.50, null, 'xy', 'a')",
+    ):
+        localmariadb.execute(mdb, statement)
+
+    async def browsed(browser: SqlBrowser) -> tuple[list[ColumnInfo], RowSet, RowSet]:
+        return (
+            await browser.columns("orders", "typed"),
+            await browser.sample("orders", "typed", 5),
+            await browser.query("select cast(id as signed) as big, now() as at from typed", 5),
+        )
+
+    columns, sample, queried = CALLS.browse(make_request(mdb), browsed)
+    assert [(c.name, c.nullable, c.primary_key) for c in columns] == [
+        ("id", False, True),
+        ("name", False, False),
+        ("amount", True, False),
+        ("note", True, False),
+        ("raw", True, False),
+        ("kind", True, False),
+    ]
+    # The catalog adds display widths and enum values; a result's metadata has neither.
+    assert sample.types == (
+        "int unsigned",
+        "varchar(20)",
+        "decimal(10,2)",
+        "text",
+        "varbinary(8)",
+        "enum",
+    )
+    assert queried.types == ("bigint", "datetime")
 
 
 def test_query_check_with_a_long_value_passes_and_says_it_was_cut(

@@ -39,7 +39,15 @@ from localserver import free_port, stopping
 from patchbay.api.connector import CheckSpec, HttpRequestSpec
 from patchbay.api.reasons import Reason
 from patchbay.core.egress import EgressPolicy, parse_networks
-from patchbay.drivers.base import MAX_VALUE_BYTES, DriverError, TlsMaterial
+from patchbay.drivers.base import (
+    MAX_VALUE_BYTES,
+    ColumnInfo,
+    DriverError,
+    RowSet,
+    SqlBrowser,
+    TableInfo,
+    TlsMaterial,
+)
 from patchbay.drivers.postgres import PostgresDriver, _classify
 from testpki import CertificateAuthority
 
@@ -526,6 +534,57 @@ def test_sample_cuts_long_values(pg: localpostgres.PostgresServer) -> None:
     rows = CALLS.browse(make_request(pg), lambda b: b.sample("public", "documents", 3))
     assert rows.truncated
     assert [row[0] for row in rows.rows] == ["z" * MAX_VALUE_BYTES] * 3
+
+
+def test_tables_lists_readable_tables_and_system_tables_only_when_asked(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    async def listed(browser: SqlBrowser) -> tuple[list[TableInfo], list[TableInfo]]:
+        return await browser.tables(False), await browser.tables(True)
+
+    user, everything = CALLS.browse(make_request(pg), listed)
+    assert TableInfo("public", "orders", "table") in user
+    assert all(t.name != "secrets" for t in user)  # no privilege on it
+    assert all(t.schema != "pg_catalog" for t in user)
+    assert TableInfo("pg_catalog", "pg_class", "table") in everything
+
+
+def test_columns_sample_and_query_name_each_columns_type_alike(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    localpostgres.execute(
+        pg,
+        "create table public.typed (id int primary key, name varchar(20) not null,"
+        " amount numeric(10, 2));"
+        "insert into public.typed values (1, 'one', 2.50);"
+        "grant select on public.typed to app",
+        "orders",
+    )
+
+    async def browsed(browser: SqlBrowser) -> tuple[list[ColumnInfo], RowSet, RowSet]:
+        return (
+            await browser.columns("public", "typed"),
+            await browser.sample("public", "typed", 5),
+            await browser.query("select amount, id::bigint as big, now() as at from typed", 5),
+        )
+
+    columns, sample, queried = CALLS.browse(make_request(pg), browsed)
+    assert columns == [
+        ColumnInfo("id", "integer", nullable=False, primary_key=True),
+        ColumnInfo("name", "character varying(20)", nullable=False, primary_key=False),
+        ColumnInfo("amount", "numeric(10,2)", nullable=True, primary_key=False),
+    ]
+    assert sample.types == tuple(c.type for c in columns)
+    assert sample.rows == ((1, "one", "2.50"),)
+    assert queried.types == ("numeric(10,2)", "bigint", "timestamp with time zone")
+
+
+def test_columns_of_an_unknown_table_is_resource_not_found(
+    pg: localpostgres.PostgresServer,
+) -> None:
+    with pytest.raises(DriverError) as info:
+        CALLS.browse(make_request(pg), lambda b: b.columns("public", "nope"))
+    assert info.value.code == Reason.RESOURCE_NOT_FOUND
 
 
 def test_query_check_with_a_long_value_passes_and_says_it_was_cut(

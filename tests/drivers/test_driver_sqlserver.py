@@ -4,9 +4,11 @@ No SQL Server can be installed here (it is in neither Debian nor PyPI), so these
 cover what needs none: unreachable and silent servers, peers that do not speak TDS, a
 fake server's answer to the driver's first (PRELOGIN) message, the egress policy and
 secrets; and, against a fake that keeps SQL Server's side of TDS (tds_fake), what the
-driver sends for checks: which SQL reaches the server, the limits it sets, and the
-attention it sends when time is up. docs/connectors.md says what a test against a real
-server needs.
+driver sends for checks and discovery: which SQL reaches the server, the limits it sets,
+the attention it sends when time is up or it has read enough, and what it makes of the
+answers. The fake does not evaluate SQL, so the catalog queries themselves are not proven
+here (docs/discovery.md says what is not). docs/connectors.md says what a test against a
+real server needs.
 Everything connects to 127.0.0.1 (or 127.0.0.2 for the egress test) only.
 """
 
@@ -18,7 +20,9 @@ import socket
 import struct
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import pytest
 from aiohttp import web
@@ -26,8 +30,9 @@ from aiohttp import web
 import http_server
 from driver_calls import (
     OPEN_POLICY,
-    DriverCalls,
+    SqlDriverCalls,
     assert_error_keeps_no_secret,
+    assert_stopped_at_the_result_cap,
     outcome_texts,
     query,
     run,
@@ -39,16 +44,21 @@ from patchbay.core.egress import EgressPolicy, parse_networks
 from patchbay.core.verification import run_verification
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
+    ColumnInfo,
     DriverError,
+    RowSet,
+    SqlBrowser,
+    TableInfo,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
 )
-from patchbay.drivers.sqlserver import TEXT_SIZE, SqlServerDriver
+from patchbay.drivers.sqlserver import TEXT_SIZE, SqlServerDriver, columns_sql, tables_sql
 from tds_fake import Column, FakeSqlServer, ResultSet
 
+T = TypeVar("T")
 DRIVER = SqlServerDriver()
-CALLS = DriverCalls(DRIVER)
+CALLS = SqlDriverCalls(DRIVER)
 verify = CALLS.verify
 verify_error = CALLS.error
 PASSWORD = "canary-" + uuid.uuid4().hex
@@ -258,6 +268,9 @@ def test_loopback_socket_family_follows_the_address() -> None:
 # --- checks, against a fake that keeps SQL Server's side of TDS ---------------------------
 
 ONE_ROW = ResultSet((Column("one", "int"),), ((1,),))
+# A query that takes longer than any test waits: the fake never answers it.
+EVERYTHING = "select count(*) from everything"
+COUNT = ResultSet((Column("n", "int"),), ((1,),))
 
 
 async def _checked(
@@ -279,7 +292,8 @@ def test_query_check_runs_in_a_transaction_rolled_back_with_limits_set() -> None
     server = FakeSqlServer(results={"select 1 as one": ONE_ROW})
     outcome = run(_checked(server, "select 1 as one"))
     assert (outcome.result, outcome.code) == ("Succeeded", Reason.VERIFIED)
-    setup, check, tran_count, cleanup = server.batches[-4:]
+    describe, setup, check, tran_count, cleanup = server.batches[-5:]
+    assert "sys.dm_exec_describe_first_result_set(N'select 1 as one'" in describe
     assert re.fullmatch(
         rf"SET ROWCOUNT 1; SET TEXTSIZE {TEXT_SIZE}; SET LOCK_TIMEOUT \d+; BEGIN TRANSACTION",
         setup,
@@ -347,7 +361,7 @@ def test_query_check_reading_a_long_value_has_it_cut_on_the_server_and_says_so()
 
 
 def test_query_check_outliving_the_time_left_is_cancelled_on_the_server_as_timeout() -> None:
-    server = FakeSqlServer(stalled={"select count(*) from everything"})
+    server = FakeSqlServer(results={EVERYTHING: COUNT}, stalled={EVERYTHING})
     outcome = run(_checked(server, "select count(*) from everything", server_limit=1.0))
     assert outcome.code == Reason.TIMEOUT
     assert server.attentions >= 1
@@ -355,7 +369,7 @@ def test_query_check_outliving_the_time_left_is_cancelled_on_the_server_as_timeo
 
 def test_query_check_out_of_time_is_unknown_and_later_checks_do_not_run() -> None:
     server = FakeSqlServer(
-        stalled={"select count(*) from everything"}, results={"select 1 as one": ONE_ROW}
+        stalled={EVERYTHING}, results={"select 1 as one": ONE_ROW, EVERYTHING: COUNT}
     )
     outcome = run(
         _checked(server, "select count(*) from everything", "select 1 as one", server_limit=1.0)
@@ -367,7 +381,7 @@ def test_query_check_out_of_time_is_unknown_and_later_checks_do_not_run() -> Non
 
 
 def test_query_check_cut_off_by_the_callers_timeout_hangs_up_on_the_server() -> None:
-    server = FakeSqlServer(stalled={"select count(*) from everything"})
+    server = FakeSqlServer(results={EVERYTHING: COUNT}, stalled={EVERYTHING})
 
     async def scenario() -> VerifyOutcome:
         outcome = await _checked(server, "select count(*) from everything", caller_limit=1.0)
@@ -377,3 +391,247 @@ def test_query_check_cut_off_by_the_callers_timeout_hangs_up_on_the_server() -> 
     outcome = run(scenario())
     assert outcome.code == Reason.TIMEOUT
     assert server.closed.is_set()
+
+
+# --- discovery, against the same fake --------------------------------------------------------
+
+TEXT = "nvarchar(max)"
+
+
+def browse(
+    server: FakeSqlServer, use: Callable[[SqlBrowser], Awaitable[T]], server_limit: float = 10
+) -> T:
+    """What ``use`` finds in one browsing session on ``server``."""
+
+    async def scenario() -> T:
+        async with server.serve():
+            request = replace(make_request(port=server.port), timeout_seconds=server_limit)
+            async with DRIVER.browse_sql(request, OPEN_POLICY) as browser:
+                return await use(browser)
+
+    return run(scenario())
+
+
+def browse_error(
+    server: FakeSqlServer, use: Callable[[SqlBrowser], Awaitable[object]], server_limit: float = 10
+) -> DriverError:
+    with pytest.raises(DriverError) as info:
+        browse(server, use, server_limit)
+    assert_error_keeps_no_secret(info.value, PASSWORD)
+    return info.value
+
+
+def test_tables_lists_what_the_server_lists_and_system_tables_only_on_request() -> None:
+    listing = (Column("schema", TEXT), Column("name", TEXT), Column("kind", TEXT))
+    user_tables = (("dbo", "open_orders", "view"), ("dbo", "orders", "table"))
+    server = FakeSqlServer(
+        results={
+            tables_sql(False): ResultSet(listing, user_tables),
+            tables_sql(True): ResultSet(listing, (*user_tables, ("sys", "objects", "system view"))),
+        }
+    )
+
+    async def listed(browser: SqlBrowser) -> tuple[list[TableInfo], list[TableInfo]]:
+        return await browser.tables(False), await browser.tables(True)
+
+    user, everything = browse(server, listed)
+    assert user == [TableInfo("dbo", "open_orders", "view"), TableInfo("dbo", "orders", "table")]
+    assert TableInfo("sys", "objects", "system view") in everything
+    # The statement leaves system objects out unless asked; a listing is never cut short.
+    assert "is_ms_shipped = 0" in tables_sql(False)
+    assert "is_ms_shipped = 0" not in tables_sql(True)
+    setup, listed, cleanup = server.batches[-3:]
+    assert setup.startswith("SET ROWCOUNT 0;") and setup.endswith("BEGIN TRANSACTION")
+    assert listed == tables_sql(True)
+    assert cleanup.startswith("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
+
+
+# What columns_sql answers: name, type, whether nullable, whether in the primary key.
+DEFINITION = (Column("name", TEXT), Column("type", TEXT), Column("n", "bit"), Column("k", "int"))
+
+
+def test_columns_show_type_nullability_and_primary_key() -> None:
+    server = FakeSqlServer(
+        results={
+            columns_sql("dbo", "orders"): ResultSet(
+                DEFINITION,
+                (("OrderID", "int", False, 1), ("Customer Name", "nvarchar(40)", True, 0)),
+            )
+        }
+    )
+    assert browse(server, lambda b: b.columns("dbo", "orders")) == [
+        ColumnInfo("OrderID", "int", nullable=False, primary_key=True),
+        ColumnInfo("Customer Name", "nvarchar(40)", nullable=True, primary_key=False),
+    ]
+
+
+def test_columns_of_a_table_the_login_cannot_see_is_resource_not_found() -> None:
+    server = FakeSqlServer(results={columns_sql("dbo", "secrets"): ResultSet(DEFINITION, ())})
+    error = browse_error(server, lambda b: b.columns("dbo", "secrets"))
+    assert (error.code, error.message) == (
+        Reason.RESOURCE_NOT_FOUND,
+        "table dbo.secrets does not exist",
+    )
+
+
+def test_table_names_stay_within_their_quotes() -> None:
+    name = "x']; DROP TABLE orders; --"
+    server = FakeSqlServer(results={columns_sql("dbo", name): ResultSet(DEFINITION, ())})
+    error = browse_error(server, lambda b: b.columns("dbo", name))
+    assert error.code == Reason.RESOURCE_NOT_FOUND
+    assert "OBJECT_ID(N'[dbo].[x'']]; DROP TABLE orders; --]')" in server.batches[-2]
+
+
+ORDERS = ResultSet(
+    (Column("id", "int"), Column("customer", TEXT)),
+    tuple((i, f"customer {i}") for i in range(1, 6)),
+)
+
+
+def test_sample_reads_one_row_past_the_limit_to_tell_whether_there_are_more() -> None:
+    server = FakeSqlServer(
+        results={
+            "SELECT * FROM [dbo].[orders]": ORDERS,
+            "SELECT [id], [customer] FROM [dbo].[orders]": ORDERS,
+        }
+    )
+
+    async def sampled(browser: SqlBrowser) -> tuple[RowSet, RowSet]:
+        return await browser.sample("dbo", "orders", 2), await browser.sample("dbo", "orders", 5)
+
+    two, everything = browse(server, sampled)
+    assert two == RowSet(
+        ("id", "customer"), ("int", TEXT), ((1, "customer 1"), (2, "customer 2")), True
+    )
+    assert any(batch.startswith("SET ROWCOUNT 3; SET TEXTSIZE ") for batch in server.batches)
+    assert (len(everything.rows), everything.truncated) == (5, False)
+
+
+def test_sample_reads_xml_values_as_text_the_server_cuts() -> None:
+    described = ResultSet((Column("id", "int"), Column("doc", "xml")), ())
+    read = ResultSet((Column("id", "int"), Column("doc", TEXT)), ((1, "<a>" + "x" * 1_000_000),))
+    server = FakeSqlServer(
+        results={
+            "SELECT * FROM [dbo].[documents]": described,
+            "SELECT [id], CAST([doc] AS nvarchar(max)) AS [doc] FROM [dbo].[documents]": read,
+        }
+    )
+    rows = browse(server, lambda b: b.sample("dbo", "documents", 10))
+    assert rows.types == ("int", "xml")
+    assert rows.truncated
+    assert rows.rows[0] == (1, "<a>" + "x" * (MAX_VALUE_BYTES - 3))
+    # The server sent no more than TEXTSIZE allowed (and the fake keeps to it as SQL Server).
+    assert server.largest_reply < 2 * MAX_VALUE_BYTES + 1024
+
+
+def test_query_describes_runs_and_checks_its_transaction_and_caps_rows() -> None:
+    sql = "select id, customer from orders order by id"
+    server = FakeSqlServer(results={sql: ORDERS})
+    rows = browse(server, lambda b: b.query(sql, 3))
+    assert rows.columns == ("id", "customer")
+    assert rows.types == ("int", TEXT)
+    assert (len(rows.rows), rows.truncated) == (3, True)
+    setup, describe, limits, ran, tran_count, cleanup = server.batches[-6:]
+    assert re.fullmatch(
+        rf"SET ROWCOUNT 0; SET TEXTSIZE {TEXT_SIZE}; SET LOCK_TIMEOUT \d+; BEGIN TRANSACTION",
+        setup,
+    )
+    assert "sys.dm_exec_describe_first_result_set(N'select id, customer" in describe
+    assert re.fullmatch(r"SET ROWCOUNT 4; SET TEXTSIZE \d+", limits)
+    assert (ran, tran_count) == (sql, "SELECT @@TRANCOUNT")
+    assert cleanup.startswith("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
+
+
+def test_query_that_could_write_is_refused_before_anything_is_sent() -> None:
+    server = FakeSqlServer()
+
+    async def refused(browser: SqlBrowser) -> tuple[DriverError, int]:
+        sent = len(server.batches)
+        with pytest.raises(DriverError) as info:
+            await browser.query("select 1; delete from orders", 10)
+        return info.value, len(server.batches) - sent
+
+    error, batches = browse(server, refused)
+    assert error.code == Reason.CONFIG_INVALID
+    assert "only one statement" in error.message
+    assert batches == 0
+
+
+@pytest.mark.parametrize(
+    ("number", "message", "reason"),
+    [
+        (208, "Invalid object name 'nope'.", Reason.RESOURCE_NOT_FOUND),
+        (
+            229,
+            "The SELECT permission was denied on the object 'secrets'.",
+            Reason.PERMISSION_DENIED,
+        ),
+        (102, "Incorrect syntax near 'form'.", Reason.PROVIDER_ERROR),
+    ],
+)
+def test_query_the_server_cannot_describe_fails_with_its_error_and_never_runs(
+    number: int, message: str, reason: Reason
+) -> None:
+    sql = "select * form secrets"
+    server = FakeSqlServer(errors={sql: (number, message)})
+    error = browse_error(server, lambda b: b.query(sql, 10))
+    assert (error.code, error.message, error.server_code) == (reason, message, str(number))
+    assert sql not in server.batches
+
+
+def test_sample_of_a_missing_table_is_resource_not_found() -> None:
+    server = FakeSqlServer(
+        errors={"SELECT * FROM [dbo].[nope]": (208, "Invalid object name 'dbo.nope'.")}
+    )
+    error = browse_error(server, lambda b: b.sample("dbo", "nope", 10))
+    assert error.code == Reason.RESOURCE_NOT_FOUND
+
+
+def test_query_of_xml_values_is_refused_with_the_cast_to_use_instead() -> None:
+    sql = "select id, doc from documents"
+    server = FakeSqlServer(
+        results={sql: ResultSet((Column("id", "int"), Column("doc", "xml")), ())}
+    )
+    error = browse_error(server, lambda b: b.query(sql, 10))
+    assert error.code == Reason.CONFIG_INVALID
+    assert error.message.endswith("CAST doc (xml) AS nvarchar(max)")
+    assert sql not in server.batches
+
+
+def test_query_check_of_xml_values_is_refused_before_it_runs() -> None:
+    sql = "select doc from documents"
+    server = FakeSqlServer(results={sql: ResultSet((Column("doc", "xml"),), ())})
+    check = run(_checked(server, sql)).checks[0]
+    assert (check.result, check.code) == ("Failed", Reason.CONFIG_INVALID)
+    assert "CAST doc (xml) AS nvarchar(max)" in check.message
+    assert sql not in server.batches
+
+
+def test_query_stops_reading_at_the_result_cap_and_stops_the_server() -> None:
+    sql = "select body from documents"
+    wide = ResultSet((Column("body", TEXT),), tuple(("y" * 60_000,) for _ in range(40)))
+    server = FakeSqlServer(results={sql: wide})
+    rows = browse(server, lambda b: b.query(sql, 40))
+    assert_stopped_at_the_result_cap(rows, 40)
+    assert server.attentions == 1
+
+
+def test_query_outliving_the_time_left_is_stopped_on_the_server_as_timeout() -> None:
+    sql = "select count(*) as n from everything"
+    server = FakeSqlServer(results={sql: ResultSet((Column("n", "int"),), ((1,),))}, stalled={sql})
+    error = browse_error(server, lambda b: b.query(sql, 10), server_limit=1.0)
+    assert error.code == Reason.TIMEOUT
+    assert server.attentions >= 1
+
+
+def test_browsing_a_closed_port_is_host_unreachable_without_the_password() -> None:
+    async def scenario() -> DriverError:
+        request = make_request(port=free_port())
+        with pytest.raises(DriverError) as info:
+            async with DRIVER.browse_sql(request, OPEN_POLICY):
+                pass
+        return info.value
+
+    error = run(scenario())
+    assert error.code == Reason.HOST_UNREACHABLE
+    assert_error_keeps_no_secret(error, PASSWORD)

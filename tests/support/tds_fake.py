@@ -1,16 +1,24 @@
 """A fake SQL Server on loopback, speaking as much TDS (MS-TDS) as the sqlserver driver's
-checks use. No SQL Server can be installed here (see test_driver_sqlserver.py).
+checks and discovery use. No SQL Server can be installed here (see
+test_driver_sqlserver.py).
 
 It holds to SQL Server's side of the protocol where the driver relies on it: PRELOGIN
 without encryption; LOGIN7 answered with LOGINACK; each SQL batch answered with a result
-set or DONE; an ATTENTION answered with DONE carrying the attention flag, after which the
-batch it interrupted is over; SET ROWCOUNT and SET TEXTSIZE obeyed; BEGIN TRANSACTION,
-COMMIT and ROLLBACK counted in @@TRANCOUNT. It keeps every batch it received, so a test
+set, an error or DONE; an ATTENTION answered with DONE carrying the attention flag, after
+which the batch it interrupted is over; SET ROWCOUNT and SET TEXTSIZE obeyed; BEGIN
+TRANSACTION, COMMIT and ROLLBACK counted in @@TRANCOUNT; and
+sys.dm_exec_describe_first_result_set, which describes the columns of a statement the fake
+has an answer for (in its own row: the error of a statement it answers with one, and no
+row for a statement it has no result for). It keeps every batch it received, so a test
 can tell what reached the server.
 
-Canned answers: ``results`` maps a batch's exact text to columns and rows (int and
-nvarchar(max) columns); a batch in ``stalled`` is never answered, as a long query would
-not be, until the client sends an attention or hangs up.
+Canned answers: ``results`` maps a batch's exact text to columns and rows (int, bit and
+nvarchar(max) columns; other types can only be described); ``errors`` maps it to a server
+error (number and message); a batch in ``stalled`` is never answered, as a long query
+would not be, until the client sends an attention or hangs up.
+
+It does not evaluate SQL: what a catalog query or a statement returns is what the test
+says it returns.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from fake_tcp import FakeTcpServer
 
 PRELOGIN, LOGIN7, SQL_BATCH, ATTENTION, REPLY = 0x12, 0x10, 0x01, 0x06, 0x04
 END_OF_MESSAGE = 0x01
-DONE_MORE, DONE_COUNT, DONE_ATTENTION = 0x01, 0x10, 0x20
+DONE_MORE, DONE_ERROR, DONE_COUNT, DONE_ATTENTION = 0x01, 0x02, 0x10, 0x20
+ERROR_TOKEN = 0xAA
+ERROR_SEVERITY = 16  # a statement's error: the batch ends, the session goes on
 ENCRYPT_NOT_SUP = 2
 TDS_7_4 = 0x74000004
 PRODUCT_VERSION = 0x10000FA0  # 16.0.4000
@@ -33,17 +43,27 @@ PACKET_SIZE = 4096  # the client's default: larger packets would not fit its buf
 COLLATION = bytes([0x09, 0x04, 0xD0, 0x00, 0x34])
 PLP_CHUNK = 8000
 
-Value = int | str | None
+Value = int | bool | str | None
 # Strings, quoted names and comments, which hold no statements (nested comments aside).
 _CODE_ONLY = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\[[^\]]*\]|--[^\n]*|/\*.*?\*/", re.DOTALL
 )
+# SELECT <columns of the function> FROM sys.dm_exec_describe_first_result_set(N'<sql>', ...
+_DESCRIBE = re.compile(
+    r"SELECT (?P<columns>.+?) FROM sys\.dm_exec_describe_first_result_set\("
+    r"N'(?P<statement>(?:[^']|'')*)'",
+    re.DOTALL,
+)
+# sys.types' system_type_id of the types the fake describes.
+SYSTEM_TYPE_IDS = {"int": 56, "bit": 104, "nvarchar(max)": 231, "xml": 241}
+# The function's integer columns; the others the fake answers are text.
+_DESCRIBE_INTEGERS = {"column_ordinal", "system_type_id", "error_number"}
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: str  # "int" or "nvarchar(max)"
+    type: str  # "int", "bit" or "nvarchar(max)"; SYSTEM_TYPE_IDS for the describable ones
 
 
 @dataclass(frozen=True)
@@ -60,14 +80,26 @@ def _token_done(status: int = 0, rows: int = 0) -> bytes:
     return struct.pack("<BHHQ", 0xFD, status, 0, rows)
 
 
+def _token_error(number: int, message: str) -> bytes:
+    text = struct.pack("<H", len(message)) + _ucs2(message)
+    server = bytes([len("fake")]) + _ucs2("fake")
+    body = struct.pack("<iBB", number, 1, ERROR_SEVERITY) + text + server + b"\x00"
+    body += struct.pack("<i", 1)  # line number
+    return struct.pack("<BH", ERROR_TOKEN, len(body)) + body
+
+
 def _column_metadata(columns: tuple[Column, ...]) -> bytes:
     body = struct.pack("<BH", 0x81, len(columns))
     for column in columns:
         body += struct.pack("<IH", 0, 0x0001)  # user type, nullable
         if column.type == "int":
             body += bytes([0x26, 4])  # INTN(4)
-        else:
+        elif column.type == "bit":
+            body += bytes([0x68, 1])  # BITN(1)
+        elif column.type == "nvarchar(max)":
             body += bytes([0xE7]) + struct.pack("<H", 0xFFFF) + COLLATION  # NVARCHAR(MAX)
+        else:
+            raise ValueError(f"the fake cannot send {column.type} values")
         body += bytes([len(column.name)]) + _ucs2(column.name)
     return body
 
@@ -75,6 +107,8 @@ def _column_metadata(columns: tuple[Column, ...]) -> bytes:
 def _value(column: Column, value: Value, text_size: int | None) -> bytes:
     if column.type == "int":
         return b"\x00" if value is None else struct.pack("<Bi", 4, int(value))
+    if column.type == "bit":
+        return b"\x00" if value is None else struct.pack("<BB", 1, int(bool(value)))
     if value is None:
         return struct.pack("<Q", 0xFFFFFFFFFFFFFFFF)
     data = _ucs2(str(value))
@@ -120,10 +154,12 @@ class FakeSqlServer(FakeTcpServer):
         results: dict[str, ResultSet] | None = None,
         stalled: set[str] | None = None,
         host: str = "127.0.0.1",
+        errors: dict[str, tuple[int, str]] | None = None,
     ) -> None:
         super().__init__(host)
         self.results = results or {}
         self.stalled = stalled or set()
+        self.errors = errors or {}
         self.batches: list[str] = []
         self.attentions = 0
         self.largest_reply = 0
@@ -165,6 +201,10 @@ class FakeSqlServer(FakeTcpServer):
                 session.tran_count = 0
         if batch.strip().upper() == "SELECT @@TRANCOUNT":
             result = ResultSet((Column("", "int"),), ((session.tran_count,),))
+        elif described := _DESCRIBE.match(batch):
+            result = self._description(described)
+        elif batch in self.errors:
+            return _token_error(*self.errors[batch]) + _token_done(DONE_ERROR)
         elif batch in self.results:
             result = self.results[batch]
         else:
@@ -177,6 +217,30 @@ class FakeSqlServer(FakeTcpServer):
                 for column, value in zip(result.columns, row, strict=True)
             )
         return body + _token_done(DONE_COUNT, len(rows))
+
+    def _description(self, call: re.Match[str]) -> ResultSet:
+        """What sys.dm_exec_describe_first_result_set answers for the statement of ``call``,
+        in the columns of the function its SELECT names."""
+        names = [name.strip() for name in call.group("columns").split(",")]
+        statement = call.group("statement").replace("''", "'")
+        described: list[dict[str, Value]] = []
+        if statement in self.errors:
+            number, message = self.errors[statement]
+            described.append({"error_number": number, "error_message": message})
+        elif statement in self.results:
+            for ordinal, column in enumerate(self.results[statement].columns, 1):
+                described.append(
+                    {
+                        "column_ordinal": ordinal,
+                        "name": column.name,
+                        "system_type_name": column.type,
+                        "system_type_id": SYSTEM_TYPE_IDS[column.type],
+                    }
+                )
+        columns = tuple(
+            Column(name, "int" if name in _DESCRIBE_INTEGERS else "nvarchar(max)") for name in names
+        )
+        return ResultSet(columns, tuple(tuple(row.get(n) for n in names) for row in described))
 
     async def converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         kind, _ = await self._message(reader)

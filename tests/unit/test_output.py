@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 
-from patchbay.cli import output
+from patchbay.cli import discovery, output
 from patchbay.cli.main import Progress
 from patchbay.cli.manage import describe_body
+from patchbay.drivers.base import RowSet
 
 
 def test_table_columns_line_up_under_their_headers() -> None:
@@ -51,11 +53,21 @@ def test_fields_align_their_values() -> None:
     assert first.startswith("  Name:")
 
 
-DATA: dict[str, Any] = {
-    "columns": ["id", "note"],
-    "rows": [[1, None], [2, "é"]],
-    "truncated": True,
-}
+DATA: dict[str, Any] = discovery.rows_data(
+    RowSet(("ID", "Note Text"), ("integer", "text"), ((1, None), (2, "é")), truncated=True)
+)
+
+
+def test_rows_data_names_each_column_three_ways_and_counts_the_rows() -> None:
+    assert DATA == {
+        "columns": [
+            {"name": "ID", "normalizedName": "id", "dataType": "integer"},
+            {"name": "Note Text", "normalizedName": "note_text", "dataType": "text"},
+        ],
+        "rows": [[1, None], [2, "é"]],
+        "rowCount": 2,
+        "truncated": True,
+    }
 
 
 @pytest.mark.parametrize("load", [json.loads, yaml.safe_load], ids=["json", "yaml"])
@@ -69,14 +81,38 @@ def test_yaml_keeps_the_field_order_of_the_data() -> None:
     assert [line.split(":")[0] for line in text.splitlines()] == ["name", "columns", "truncated"]
 
 
-def test_rows_view_shows_null_and_says_when_rows_were_left_out() -> None:
+def test_rows_view_shows_types_null_and_says_when_the_result_was_truncated() -> None:
     text = output.render(DATA, "table", output.rows_view)
     lines = text.splitlines()
-    assert lines[0].split() == ["id", "note"]  # column names keep their case
+    # Names keep their case; each has its type.
+    assert re.split(r" {3,}", lines[0]) == ["ID (integer)", "Note Text (text)"]
     assert lines[1].split() == ["1", "NULL"]
-    assert lines[-1] == "(2 rows; more rows not shown)"
-    one = output.rows_view({"columns": ["x"], "rows": [[1]], "truncated": False})
-    assert one.splitlines()[-1] == "(1 row)"
+    assert lines[-1] == "(2 rows; truncated: more rows or longer values than shown)"
+    one = discovery.rows_data(RowSet(("x",), ("int",), ((1,),), truncated=False))
+    assert output.rows_view(one).splitlines()[-1] == "(1 row)"
+
+
+def test_columns_view_shows_normalized_names_types_nullability_and_primary_keys() -> None:
+    data = {
+        "columns": [
+            {
+                "name": "OrderID",
+                "normalizedName": "order_id",
+                "dataType": "int",
+                "nullable": False,
+                "primaryKey": True,
+            }
+        ]
+    }
+    header, row = output.columns_view(data).splitlines()
+    assert re.split(r" {3,}", header) == [
+        "NAME",
+        "NORMALIZED NAME",
+        "TYPE",
+        "NULLABLE",
+        "PRIMARY KEY",
+    ]
+    assert row.split() == ["OrderID", "order_id", "int", "false", "true"]
 
 
 CONNECTION: dict[str, Any] = {

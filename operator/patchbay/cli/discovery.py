@@ -50,6 +50,7 @@ from patchbay.drivers.base import (
     SqlBrowsing,
     VerifyRequest,
 )
+from patchbay.drivers.sql import normalized_name
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -214,10 +215,19 @@ async def with_files(
 # ----- results as data (stable field names for -o json|yaml) ---------------------------
 
 
+def column_data(name: str, data_type: str) -> dict[str, Any]:
+    """A column as every SQL result names it: as the database does, normalized, and its type."""
+    return {"name": name, "normalizedName": normalized_name(name), "dataType": data_type}
+
+
 def rows_data(rows: RowSet) -> dict[str, Any]:
     return {
-        "columns": list(rows.columns),
+        "columns": [
+            column_data(name, data_type)
+            for name, data_type in zip(rows.columns, rows.types, strict=True)
+        ],
         "rows": [list(row) for row in rows.rows],
+        "rowCount": len(rows.rows),
         "truncated": rows.truncated,
     }
 
@@ -233,12 +243,7 @@ async def columns(target: Target, egress: Egress, schema: str, table: str) -> di
         "schema": schema,
         "table": table,
         "columns": [
-            {
-                "name": c.name,
-                "type": c.type,
-                "nullable": c.nullable,
-                "primaryKey": c.primary_key,
-            }
+            {**column_data(c.name, c.type), "nullable": c.nullable, "primaryKey": c.primary_key}
             for c in found
         ],
     }

@@ -189,18 +189,22 @@ def tables_view(data: Mapping[str, Any]) -> str:
 
 def columns_view(data: Mapping[str, Any]) -> str:
     return format_table(
-        ["NAME", "TYPE", "NULLABLE", "PRIMARY KEY"],
-        [(c["name"], c["type"], c["nullable"], c["primaryKey"]) for c in data["columns"]],
+        ["NAME", "NORMALIZED NAME", "TYPE", "NULLABLE", "PRIMARY KEY"],
+        [
+            (c["name"], c["normalizedName"], c["dataType"], c["nullable"], c["primaryKey"])
+            for c in data["columns"]
+        ],
     )
 
 
 def rows_view(data: Mapping[str, Any]) -> str:
+    """The rows under headers "name (type)", and how many there are."""
+    headers = [f"{c['name']} ({c['dataType']})".lstrip() for c in data["columns"]]
     rows = [["NULL" if value is None else value for value in row] for row in data["rows"]]
-    text = format_table(data["columns"], rows)
-    count = len(rows)
+    count = data["rowCount"]
     summary = f"({count} row{'' if count == 1 else 's'}"
-    summary += "; more rows not shown)" if data["truncated"] else ")"
-    return f"{text}\n{summary}"
+    summary += "; truncated: more rows or longer values than shown)" if data["truncated"] else ")"
+    return f"{format_table(headers, rows)}\n{summary}"
 
 
 def files_view(data: Mapping[str, Any]) -> str:

@@ -349,8 +349,8 @@ class RowCollector:
             self.truncated = self.values_cut = True
         return True
 
-    def result(self, columns: Sequence[str]) -> RowSet:
-        return RowSet(tuple(columns), tuple(self.rows), self.truncated)
+    def result(self, columns: Sequence[str], types: Sequence[str]) -> RowSet:
+        return RowSet(tuple(columns), tuple(types), tuple(self.rows), self.truncated)
 
 
 class Deadline:
@@ -392,15 +392,18 @@ class ColumnInfo:
 
 @dataclass(frozen=True)
 class RowSet:
-    """Rows of a sample or query; ``truncated`` when the source had more than were returned."""
+    """Rows of a sample or query; ``truncated`` when the source had more than were returned,
+    or a value was cut."""
 
     columns: tuple[str, ...]
+    types: tuple[str, ...]  # each column's type as the database spells it, e.g. "integer"
     rows: tuple[tuple[JsonValue, ...], ...]
     truncated: bool
 
 
 class SqlBrowser(Protocol):
-    """A session on a SQL database. Everything runs in read-only transactions."""
+    """A session on a SQL database. Every call runs in a transaction of its own that is
+    rolled back, read-only where the database has read-only transactions."""
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
         """Tables and views the login may read; system schemas only when asked."""
@@ -417,7 +420,8 @@ class SqlBrowser(Protocol):
     async def query(self, sql: str, max_rows: int) -> RowSet:
         """One statement (at most MAX_SQL_LENGTH characters) returning at most ``max_rows`` rows.
 
-        A statement that writes fails with the database's read-only error.
+        Only a query runs: anything else is refused before it runs (ConfigInvalid), or a
+        write fails with the database's read-only error.
         """
         ...
 

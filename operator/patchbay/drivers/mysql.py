@@ -31,11 +31,11 @@ import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiomysql
 import pymysql
-from pymysql.constants import CLIENT, COMMAND, CR
+from pymysql.constants import CLIENT, COMMAND, CR, FIELD_TYPE, FLAG
 from pymysql.protocol import FieldDescriptorPacket
 
 from patchbay.api.reasons import Reason
@@ -281,25 +281,20 @@ def _quote(identifier: str) -> str:
 
 async def _fetch(
     conn: _Connection, statement: str, max_rows: int, args: Sequence[object] | None
-) -> RowSet:
-    """At most max_rows rows of one of the driver's own statements, and whether there were
-    more. User SQL goes through ``_fetch_capped``."""
-    # Unbuffered: rows are read one by one, and one row more than max_rows means there are
-    # more. sql_select_limit makes the server stop there for a SELECT without a LIMIT of
-    # its own; closing the cursor reads (and drops) whatever a larger LIMIT still sends.
+) -> list[tuple[JsonValue, ...]]:
+    """At most max_rows rows of one of the driver's own statements. User SQL goes through
+    ``_fetch_capped``."""
+    # Unbuffered: rows are read one by one. sql_select_limit makes the server stop one row
+    # past max_rows for a SELECT without a LIMIT of its own; closing the cursor reads (and
+    # drops) whatever a larger LIMIT still sends.
     cursor = await conn.cursor(aiomysql.SSCursor)
     await cursor.execute(statement, args)  # without arguments, "%" in the SQL is left alone
-    columns = tuple(str(column[0]) for column in cursor.description or ())
     rows: list[tuple[JsonValue, ...]] = []
-    truncated = False
-    while (row := await cursor.fetchone()) is not None:
-        if len(rows) == max_rows:
-            truncated = True
-            break
+    while (row := await cursor.fetchone()) is not None and len(rows) < max_rows:
         rows.append(tuple(json_value(v) for v in row))
     # Not in a finally: after a cancellation, reading the rest could wait on a hung server.
     await cursor.close()
-    return RowSet(columns, tuple(rows), truncated)
+    return rows
 
 
 _NEAR = re.compile(r"near '(.+)' at line \d+", re.DOTALL)
@@ -320,9 +315,85 @@ def _stops_at_a_semicolon(statement: str, exc: pymysql.err.MySQLError) -> bool:
     return False
 
 
-async def _columns_of(conn: _Connection, statement: str) -> tuple[str, ...]:
-    """The column names of one statement, which the server prepares (parses and describes)
-    but does not run; a statement without columns is ConfigInvalid.
+_BINARY_CHARSET = 63
+# Bytes per character of the text a session of this driver receives: it asks for utf8mb4.
+_RESULT_CHARACTER_BYTES = 4
+# How MySQL and MariaDB spell the types of result columns; lengths and precision are added
+# by ``type_name``. FIELD_TYPE names the protocol's codes.
+_TYPE_NAMES = {
+    FIELD_TYPE.TINY: "tinyint",
+    FIELD_TYPE.SHORT: "smallint",
+    FIELD_TYPE.INT24: "mediumint",
+    FIELD_TYPE.LONG: "int",
+    FIELD_TYPE.LONGLONG: "bigint",
+    FIELD_TYPE.FLOAT: "float",
+    FIELD_TYPE.DOUBLE: "double",
+    FIELD_TYPE.NULL: "null",
+    FIELD_TYPE.TIMESTAMP: "timestamp",
+    FIELD_TYPE.DATE: "date",
+    FIELD_TYPE.NEWDATE: "date",
+    FIELD_TYPE.TIME: "time",
+    FIELD_TYPE.DATETIME: "datetime",
+    FIELD_TYPE.YEAR: "year",
+    FIELD_TYPE.JSON: "json",
+    FIELD_TYPE.ENUM: "enum",
+    FIELD_TYPE.SET: "set",
+    FIELD_TYPE.GEOMETRY: "geometry",
+}
+_INTEGERS = (
+    FIELD_TYPE.TINY,
+    FIELD_TYPE.SHORT,
+    FIELD_TYPE.INT24,
+    FIELD_TYPE.LONG,
+    FIELD_TYPE.LONGLONG,
+)
+_LOBS = (FIELD_TYPE.TINY_BLOB, FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB, FIELD_TYPE.BLOB)
+# The largest tinytext, text and mediumtext (or blob), in characters; the rest are long.
+_LOB_SIZES = ((255, "tiny"), (65_535, ""), (16_777_215, "medium"))
+
+
+class ColumnDefinition(Protocol):
+    """What the protocol says of a result column (pymysql's FieldDescriptorPacket)."""
+
+    type_code: int
+    flags: int
+    length: int  # in bytes
+    charsetnr: int
+    scale: int
+
+
+def type_name(field: ColumnDefinition) -> str:
+    """A result column's type as the server spells it in a table's definition, from what the
+    protocol says of it: "int unsigned", "varchar(40)", "decimal(10,2)", "mediumtext"."""
+    code, flags, length = field.type_code, field.flags, field.length
+    binary = field.charsetnr == _BINARY_CHARSET
+    characters = length if binary else length // _RESULT_CHARACTER_BYTES
+    unsigned = " unsigned" if flags & FLAG.UNSIGNED else ""
+    if code in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL):
+        # The length counts the digits, the decimal point and a sign.
+        precision = length - (1 if field.scale else 0) - (0 if unsigned else 1)
+        return f"decimal({precision},{field.scale}){unsigned}"
+    if code in _INTEGERS:
+        return _TYPE_NAMES[code] + unsigned
+    if code == FIELD_TYPE.BIT:
+        return f"bit({length})"
+    if code in (FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING):
+        return f"varbinary({length})" if binary else f"varchar({characters})"
+    if code == FIELD_TYPE.STRING:  # ENUM and SET columns come as strings with a flag
+        if flags & FLAG.ENUM:
+            return "enum"
+        if flags & FLAG.SET:
+            return "set"
+        return f"binary({length})" if binary else f"char({characters})"
+    if code in _LOBS:
+        size = next((name for limit, name in _LOB_SIZES if characters <= limit), "long")
+        return size + ("blob" if binary else "text")
+    return _TYPE_NAMES.get(code, f"type {code}")
+
+
+async def _columns_of(conn: _Connection, statement: str) -> tuple[list[str], list[str]]:
+    """The column names and types of one statement, which the server prepares (parses and
+    describes) but does not run; a statement without columns is ConfigInvalid.
 
     aiomysql has no prepared statements, so this speaks the two commands itself.
     """
@@ -343,7 +414,7 @@ async def _columns_of(conn: _Connection, statement: str) -> tuple[str, ...]:
         await conn._read_packet()
     if parameters:
         await conn._read_packet()
-    names = [str((await conn._read_packet(FieldDescriptorPacket)).name) for _ in range(columns)]
+    fields = [await conn._read_packet(FieldDescriptorPacket) for _ in range(columns)]
     if columns:
         await conn._read_packet()
     await conn._execute_command(COMMAND.COM_STMT_CLOSE, struct.pack("<I", statement_id))
@@ -351,7 +422,7 @@ async def _columns_of(conn: _Connection, statement: str) -> tuple[str, ...]:
         raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
     if parameters:
         raise DriverError(Reason.CONFIG_INVALID, "placeholders (?) are not supported here")
-    return tuple(names)
+    return [str(field.name) for field in fields], [type_name(field) for field in fields]
 
 
 def _capped(statement: str, columns: int, cap: int) -> str:
@@ -373,8 +444,8 @@ async def _fetch_capped(
 ) -> tuple[RowSet, int | None]:
     """At most max_rows rows of user SQL within the read caps (``sql.CappedRows``), and the
     per-value cap when a value was cut (else None)."""
-    columns = await _columns_of(conn, statement)
-    rows = sql.CappedRows(columns, max_rows)
+    columns, types = await _columns_of(conn, statement)
+    rows = sql.CappedRows(columns, types, max_rows)
     cursor = await conn.cursor(aiomysql.SSCursor)
     try:
         await cursor.execute(_capped(statement, len(columns), rows.cap))
@@ -587,9 +658,13 @@ class MysqlSqlBrowser:
     def __init__(self, session: _Session) -> None:
         self._session = session
 
+    async def _run(self, fetch: Callable[[], Awaitable[T]], max_rows: int) -> T:
+        # One row more than max_rows tells whether there are more.
+        return await self._session.rolled_back(max_rows + 1, fetch)
+
     async def _catalog(
-        self, statement: str, max_rows: int, args: Sequence[object] | None = None
-    ) -> RowSet:
+        self, statement: str, max_rows: int, args: Sequence[object]
+    ) -> list[tuple[JsonValue, ...]]:
         conn = self._session.conn
         return await self._run(lambda: _fetch(conn, statement, max_rows, args), max_rows)
 
@@ -600,19 +675,15 @@ class MysqlSqlBrowser:
 
         return await self._run(fetch, max_rows)
 
-    async def _run(self, fetch: Callable[[], Awaitable[RowSet]], max_rows: int) -> RowSet:
-        # One row more than max_rows tells whether there are more.
-        return await self._session.rolled_back(max_rows + 1, fetch)
-
     async def tables(self, include_system: bool) -> list[TableInfo]:
         found = await self._catalog(_TABLES, sql.EVERY_ROW, (include_system,))
-        return sql.table_infos(found.rows, _TABLE_KINDS)
+        return sql.table_infos(found, _TABLE_KINDS)
 
     async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         found = await self._catalog(_COLUMNS, MAX_ROWS, (schema, table))
-        if not found.rows:  # a table has at least one column
+        if not found:  # a table has at least one column
             raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
-        return sql.column_infos(found.rows)
+        return sql.column_infos(found)
 
     async def sample(self, schema: str, table: str, rows: int) -> RowSet:
         statement = f"SELECT * FROM {_quote(schema)}.{_quote(table)} LIMIT {rows + 1}"

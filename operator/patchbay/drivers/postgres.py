@@ -17,7 +17,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -165,14 +165,13 @@ def _generator(rows: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
 
 async def _fetch(
     conn: Connection, query: Query, max_rows: int, params: Mapping[str, Any] | None = None
-) -> RowSet:
-    """At most max_rows rows of one of the driver's own statements, and whether there were
-    more. User SQL goes through ``_fetch_capped``."""
+) -> list[tuple[JsonValue, ...]]:
+    """At most max_rows rows of one of the driver's own statements. User SQL goes through
+    ``_fetch_capped``."""
     # stream() uses the extended protocol, which refuses several statements in one string.
     # Rows arrive one by one: reading on to the end of a result of max_rows rows spares a
-    # cancel request, and one row more means there are more, so stop there.
+    # cancel request, so stop only at a row past those.
     rows: list[tuple[JsonValue, ...]] = []
-    truncated = False
     # aclosing: an abandoned stream would keep holding the connection's lock.
     async with (
         conn.cursor() as cur,
@@ -180,11 +179,9 @@ async def _fetch(
     ):
         async for row in stream:
             if len(rows) == max_rows:
-                truncated = True
                 break
             rows.append(tuple(json_value(v) for v in row))
-        columns = tuple(column.name for column in cur.description or ())
-    return RowSet(columns, tuple(rows), truncated)
+    return rows
 
 
 # Lowers statement_timeout for the rest of the transaction to what remains of the caller's
@@ -214,8 +211,8 @@ def _raise_for(conn: Connection, results: list[pq.abc.PGresult]) -> pq.abc.PGres
     raise error
 
 
-async def _columns_of(conn: Connection, statement: bytes) -> tuple[str, ...]:
-    """The column names of one statement, which the server parses and describes (Parse and
+async def _described(conn: Connection, statement: bytes) -> pq.abc.PGresult:
+    """The columns of one statement, which the server parses and describes (Parse and
     Describe messages) but does not run; a statement without columns is ConfigInvalid."""
     pgconn = conn.pgconn
     async with conn.lock:
@@ -226,10 +223,26 @@ async def _columns_of(conn: Connection, statement: bytes) -> tuple[str, ...]:
         described = _raise_for(conn, await conn.wait(generators.execute(pgconn)))
     if not described.nfields:
         raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+    return described
+
+
+def _column_names(conn: Connection, described: pq.abc.PGresult) -> tuple[str, ...]:
     encoding = conn.info.encoding
     return tuple(
         (described.fname(i) or b"").decode(encoding, "replace") for i in range(described.nfields)
     )
+
+
+async def _type_names(conn: Connection, described: pq.abc.PGresult) -> tuple[str, ...]:
+    """The described columns' types as ``format_type`` spells them, as ``columns`` does."""
+    calls = pgsql.SQL(", ").join(
+        pgsql.SQL("pg_catalog.format_type({}::oid, {})").format(
+            pgsql.Literal(described.ftype(i)), pgsql.Literal(described.fmod(i))
+        )
+        for i in range(described.nfields)
+    )
+    (row,) = await _fetch(conn, pgsql.SQL("select {}").format(calls), 1)
+    return tuple(str(name) for name in row)
 
 
 def _capped(statement: bytes, columns: int, cap: int) -> bytes:
@@ -249,13 +262,16 @@ def _capped(statement: bytes, columns: int, cap: int) -> bytes:
 
 
 async def _fetch_capped(
-    conn: Connection, statement: bytes, max_rows: int, deadline: Deadline
+    conn: Connection, statement: bytes, max_rows: int, deadline: Deadline, *, typed: bool
 ) -> tuple[RowSet, int | None]:
     """At most max_rows rows of user SQL within the read caps (``sql.CappedRows``), and the
-    per-value cap when a value was cut (else None)."""
+    per-value cap when a value was cut (else None). The columns' types are looked up only
+    when ``typed``: a check does not show them."""
     await _limit_time(conn, deadline)
-    columns = await _columns_of(conn, statement)
-    rows = sql.CappedRows(columns, max_rows)
+    described = await _described(conn, statement)
+    columns = _column_names(conn, described)
+    types = await _type_names(conn, described) if typed else ()
+    rows = sql.CappedRows(columns, types, max_rows)
     capped = _capped(statement, len(columns), rows.cap)
     started = refused = False
     async with (
@@ -322,7 +338,8 @@ class _Checks(sql.SqlChecks):
 
     async def read_query(self, statement: str) -> int | None:
         _, cut_to = await _rolled_back(
-            self._conn, _fetch_capped(self._conn, statement.encode(), 1, self._deadline)
+            self._conn,
+            _fetch_capped(self._conn, statement.encode(), 1, self._deadline, typed=False),
         )
         return cut_to
 
@@ -446,37 +463,35 @@ class PostgresSqlBrowser:
 
     async def _catalog(
         self, query: Query, max_rows: int, params: Mapping[str, Any] | None = None
-    ) -> RowSet:
-        async def fetch() -> RowSet:
+    ) -> list[tuple[JsonValue, ...]]:
+        async def fetch() -> list[tuple[JsonValue, ...]]:
             await _limit_time(self._conn, self._deadline)
             return await _fetch(self._conn, query, max_rows, params)
 
-        return await self._run(fetch)
+        return await _rolled_back(self._conn, fetch())
 
     async def _capped(self, statement: bytes, max_rows: int) -> RowSet:
         async def fetch() -> RowSet:
-            rows, _ = await _fetch_capped(self._conn, statement, max_rows, self._deadline)
+            rows, _ = await _fetch_capped(
+                self._conn, statement, max_rows, self._deadline, typed=True
+            )
             return rows
 
-        return await self._run(fetch)
-
-    async def _run(self, fetch: Callable[[], Awaitable[RowSet]]) -> RowSet:
         return await _rolled_back(self._conn, fetch())
 
     async def tables(self, include_system: bool) -> list[TableInfo]:
         found = await self._catalog(_TABLES, sql.EVERY_ROW, {"include_system": include_system})
-        return sql.table_infos(found.rows, _TABLE_KINDS)
+        return sql.table_infos(found, _TABLE_KINDS)
 
     async def _oid(self, schema: str, table: str) -> int:
         found = await self._catalog(_TABLE_OID, 1, {"schema": schema, "table": table})
-        if not found.rows:
+        if not found:
             raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
-        return int(cast("int", found.rows[0][0]))
+        return int(cast("int", found[0][0]))
 
     async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
         oid = await self._oid(schema, table)
-        found = await self._catalog(_COLUMNS, MAX_ROWS, {"oid": oid})
-        return sql.column_infos(found.rows)
+        return sql.column_infos(await self._catalog(_COLUMNS, MAX_ROWS, {"oid": oid}))
 
     async def sample(self, schema: str, table: str, rows: int) -> RowSet:
         # One row more than asked for tells whether the table has more.

@@ -1,15 +1,18 @@
-"""What the SQL drivers that read user SQL through a capping query share: that query's
-shape, reading its rows, catalog rows as tables and columns, and the query and table checks.
+"""What the SQL drivers share: the shape of a capping query, reading rows within the read
+caps, catalog rows as tables and columns, column names normalized, and the query and
+table checks.
 
-Such a driver never runs a user's statement as given: it runs a SELECT over it (as a
-subquery or common table expression) that returns, for each of the statement's values,
-the value when its text takes at most the cap, else NULL, and the value cut to the cap,
-else NULL (``capped_columns``). So no value longer than the cap crosses the network, and
-``CappedRows`` puts each row back together, within the result's caps, as it is read.
+A driver whose database allows it never runs a user's statement as given: it runs a
+SELECT over it (as a subquery or common table expression) that returns, for each of the
+statement's values, the value when its text takes at most the cap, else NULL, and the
+value cut to the cap, else NULL (``capped_columns``). So no value longer than the cap
+crosses the network, and ``CappedRows`` puts each row back together, within the result's
+caps, as it is read.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import AnyStr, NamedTuple
@@ -73,25 +76,28 @@ def without_trailing_semicolons(statement: AnyStr) -> AnyStr:
 
 
 class CappedRows:
-    """The rows of a capping query over a statement with ``columns``, offered one at a time as
-    they are read, until ``max_rows`` rows or MAX_RESULT_BYTES are kept (``RowCollector``).
+    """The rows of a statement with ``columns`` of ``types``, offered one at a time as they are
+    read, until ``max_rows`` rows or MAX_RESULT_BYTES are kept (``RowCollector``).
 
-    What is bounded: each value (cut on the server), each row (the per-value cap shrinks with
-    the number of columns) and the rows kept. The client library receives a row whole, so
-    one row is what the client holds beyond the rows kept.
+    What is bounded: each value (cut to ``cap``; on the server by a capping query, where the
+    driver has one), each row (the per-value cap shrinks with the number of columns) and the
+    rows kept. The client library receives a row whole, so one row is what the client holds
+    beyond the rows kept.
     """
 
-    def __init__(self, columns: Sequence[str], max_rows: int) -> None:
+    def __init__(self, columns: Sequence[str], types: Sequence[str], max_rows: int) -> None:
         self.columns = tuple(columns)
+        self.types = tuple(types)
         self.cap = value_cap(len(self.columns))
         self._collector = RowCollector(max_rows)
 
-    def offer(self, kept: Sequence[object], cut: Sequence[object]) -> bool:
-        """Keep the row of the values ``kept`` on the server, or, where NULL there, ``cut``;
+    def offer(self, kept: Sequence[object], cut: Sequence[object] | None = None) -> bool:
+        """Keep the row of the values ``kept`` on the server, or, where NULL there, ``cut``
+        (a capping query's two halves; without one, ``kept`` is the row as read, cut here).
         False tells the caller to stop reading."""
         row: list[JsonValue] = []
         any_cut = False
-        for value, cut_value in zip(kept, cut, strict=True):
+        for value, cut_value in zip(kept, cut or [None] * len(kept), strict=True):
             json, value_cut = capped_value(value if cut_value is None else cut_value, self.cap)
             row.append(json)
             any_cut = any_cut or value_cut or cut_value is not None
@@ -100,7 +106,7 @@ class CappedRows:
     def result(self) -> tuple[RowSet, int | None]:
         """The rows kept, and the per-value cap when a value was cut (else None)."""
         cut_to = self.cap if self._collector.values_cut else None
-        return self._collector.result(self.columns), cut_to
+        return self._collector.result(self.columns, self.types), cut_to
 
 
 def table_infos(rows: Iterable[Sequence[JsonValue]], kinds: Mapping[str, str]) -> list[TableInfo]:
@@ -118,6 +124,35 @@ def column_infos(rows: Iterable[Sequence[JsonValue]]) -> list[ColumnInfo]:
         ColumnInfo(str(name), str(type_), bool(nullable), bool(primary_key))
         for name, type_, nullable, primary_key in rows
     ]
+
+
+# Letters and digits of any script: \w without the underscore.
+_ALPHANUMERIC_RUN = re.compile(r"[^\W_]+")
+
+
+def normalized_name(name: str) -> str:
+    """A column name in lower snake case: "OrderID" -> "order_id", "Order Date" ->
+    "order_date", "HTTPStatus" -> "http_status".
+
+    Words are the runs of letters and digits; a word also ends before a capital letter that
+    follows a small letter or a digit ("orderId", "Line2Total"), and before the last capital
+    of a run of capitals followed by a small letter ("HTTPStatus"). Words are lowered and
+    joined with "_"; everything else (spaces, punctuation, "_") only separates words. A name
+    without letters or digits normalizes to "". docs/discovery.md states the same rule.
+    """
+    words: list[str] = []
+    for run in _ALPHANUMERIC_RUN.findall(name):
+        start = 0
+        for i in range(1, len(run)):
+            before, char = run[i - 1], run[i]
+            after = run[i + 1] if i + 1 < len(run) else ""
+            if char.isupper() and (
+                before.islower() or before.isdigit() or (before.isupper() and after.islower())
+            ):
+                words.append(run[start:i])
+                start = i
+        words.append(run[start:])
+    return "_".join(word.lower() for word in words)
 
 
 class SqlChecks(ABC):

@@ -1,4 +1,5 @@
-"""Microsoft SQL Server driver: log in over TDS (python-tds) and run checks.
+"""Microsoft SQL Server driver: log in over TDS (python-tds), run checks, and browse
+tables, columns and rows for the CLI (``SqlBrowsing``).
 
 python-tds blocks, so the login and each check run in a thread. The driver opens the
 socket itself, to the address the egress policy approved, and hands it to python-tds,
@@ -24,8 +25,18 @@ what a driver can judge.
 
 A check reads at most one row per statement (SET ROWCOUNT 1); the server cuts
 varchar(max), nvarchar(max), varbinary(max), text and image values (SET TEXTSIZE) and
-the driver cuts every value to the read cap, saying so in the check's message. Other
-values are at most 8,000 bytes each; python-tds holds one row whole.
+the driver cuts every value to the read cap, saying so in the check's message. xml and
+CLR-type values, which SET TEXTSIZE does not cut, are refused: the server describes a
+query check's statement first. Other values are at most 8,000 bytes each; python-tds
+holds one row whole.
+
+Discovery works the same way: each call runs in its own transaction, always rolled back.
+The CLI's ``query`` is judged by ``refusal`` before anything is sent; then the server
+describes the statement without running it (sys.dm_exec_describe_first_result_set), which
+gives the columns' types and refuses a statement without a result set, and the statement
+runs with SET ROWCOUNT one row past the row limit and SET TEXTSIZE just past the per-value
+cap. xml and CLR-type values are read as text cut on the server in ``sample`` and refused
+in ``query``, as in query checks (CAST them to nvarchar(max)).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -50,20 +61,28 @@ from pytds.tds_socket import _TdsSocket
 
 from patchbay.api.connector import CheckSpec
 from patchbay.api.reasons import Reason
+from patchbay.drivers import sql
 from patchbay.drivers.base import (
     MAX_VALUE_BYTES,
     NO_RESULT_SET,
+    ColumnInfo,
     Deadline,
     DriverError,
     DriverInfo,
     Egress,
     IPAddress,
+    JsonValue,
+    RowSet,
+    SqlBrowser,
+    SqlBrowsing,
+    TableInfo,
     TlsMaterial,
     VerifyOutcome,
     VerifyRequest,
     capped_value,
     config_port,
     config_text,
+    json_value,
     load_tls_material,
     resolve_address,
     secret_text,
@@ -193,6 +212,17 @@ _route_following_login = _TdsSocket.login
 _TdsSocket.login = _login_without_routing
 
 
+def _server_error(number: int, message: str, context: str = "") -> DriverError:
+    """The reason for a SQL Server error by its number."""
+    message = message.strip()
+    if number == _CANNOT_OPEN_DATABASE or _CANNOT_OPEN_DATABASE_TEXT.search(message):
+        code = Reason.RESOURCE_NOT_FOUND
+        message += " (SQL Server also says this when the login has no user in the database)"
+    else:
+        code = _BY_NUMBER.get(number, Reason.PROVIDER_ERROR)
+    return DriverError(code, f"{context}{message}", server_code=str(number))
+
+
 def _classify(exc: BaseException, context: str = "", *, connected: bool = True) -> DriverError:
     """A reason for a failure; server messages never contain the password."""
     if isinstance(exc, _Rerouted):
@@ -203,13 +233,7 @@ def _classify(exc: BaseException, context: str = "", *, connected: bool = True) 
         )
     if isinstance(exc, tds_base.DatabaseError) and exc.number:
         # args[0] holds every message of the reply; .text only the last.
-        message = str(exc.args[0] if exc.args else exc.text).strip()
-        if exc.number == _CANNOT_OPEN_DATABASE or _CANNOT_OPEN_DATABASE_TEXT.search(message):
-            code = Reason.RESOURCE_NOT_FOUND
-            message += " (SQL Server also says this when the login has no user in the database)"
-        else:
-            code = _BY_NUMBER.get(exc.number, Reason.PROVIDER_ERROR)
-        return DriverError(code, f"{context}{message}", server_code=str(exc.number))
+        return _server_error(exc.number, str(exc.args[0] if exc.args else exc.text), context)
     if isinstance(exc, OpenSSL.SSL.Error):
         return DriverError(Reason.TLS_ERROR, f"{context}TLS: {_tls_reason(exc)}")
     if isinstance(exc, TimeoutError):
@@ -280,6 +304,11 @@ def _connect(sock: socket.socket, address: IPAddress, login: _Login) -> pytds.Co
 
 def _quote(identifier: str) -> str:
     return "[" + identifier.replace("]", "]]") + "]"
+
+
+def _literal(text: str) -> str:
+    """``text`` as a T-SQL string literal: quotes doubled, nothing else is special in one."""
+    return "N'" + text.replace("'", "''") + "'"
 
 
 # Words that start statements other than queries, write (INTO makes SELECT ... INTO create a
@@ -431,16 +460,37 @@ def refusal(sql: str) -> str | None:
     return None
 
 
-def _check(cursor: pytds.Cursor, check: CheckSpec, deadline: Deadline) -> int | None:
-    """Run one check in the open transaction; the per-value cap when a value was cut."""
-    subject = check_subject(check)
-    why = refusal(subject) if check.type == "query" else None
-    if why is not None:
-        raise DriverError(Reason.CONFIG_INVALID, why)
+def _begin(cursor: pytds.Cursor, deadline: Deadline, row_count: int) -> None:
+    """Open the transaction a check or discovery call runs in, with its limits: rows per
+    statement (0: no limit), bytes of a large value, and time to wait for a lock."""
     cursor.execute(
-        f"SET ROWCOUNT 1; SET TEXTSIZE {TEXT_SIZE}; SET LOCK_TIMEOUT {deadline.remaining_ms()};"
-        " BEGIN TRANSACTION"
+        f"SET ROWCOUNT {row_count}; SET TEXTSIZE {TEXT_SIZE};"
+        f" SET LOCK_TIMEOUT {deadline.remaining_ms()}; BEGIN TRANSACTION"
     )
+
+
+def _transaction_kept(cursor: pytds.Cursor) -> None:
+    """ConfigInvalid when the SQL run since ``_begin`` ended or nested its transaction."""
+    cursor.execute("SELECT @@TRANCOUNT")
+    # fetchall reads on to the end of the reply, so no attention is sent for the rest.
+    if [tuple(row) for row in cursor.fetchall()] != [(1,)]:
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "the SQL ended or nested the transaction it runs in; "
+            "it must not commit, roll back or begin transactions",
+        )
+
+
+def _check(cursor: pytds.Cursor, check: CheckSpec, deadline: Deadline) -> int | None:
+    """Run one check in its own transaction; the per-value cap when a value was cut."""
+    subject = check_subject(check)
+    if check.type == "query":
+        why = refusal(subject)
+        if why is not None:
+            raise DriverError(Reason.CONFIG_INVALID, why)
+        # Before _begin: SET ROWCOUNT 1 would cut the description to one column.
+        _refuse_uncut(_described(cursor, subject))
+    _begin(cursor, deadline, 1)
     cut_to: int | None = None
     if check.type == "table":
         schema, _, table = subject.rpartition(".")
@@ -457,43 +507,39 @@ def _check(cursor: pytds.Cursor, check: CheckSpec, deadline: Deadline) -> int | 
             cut_to = cap
     while cursor.nextset():  # read the rest, at most a row per statement
         pass
-    cursor.execute("SELECT @@TRANCOUNT")
-    row = cursor.fetchone()
-    if not row or row[0] != 1:
-        raise DriverError(
-            Reason.CONFIG_INVALID,
-            "the check SQL ended or nested the check's transaction; "
-            "checks must not commit, roll back or begin transactions",
-        )
+    _transaction_kept(cursor)
     return cut_to
 
 
-def _checked(
-    conn: pytds.Connection, sock: socket.socket, check: CheckSpec, deadline: Deadline
-) -> str:
-    """One check in its own transaction, always rolled back; runs in a thread.
+def _rolled_back(
+    conn: pytds.Connection,
+    sock: socket.socket,
+    deadline: Deadline,
+    work: Callable[[pytds.Cursor], T],
+) -> T:
+    """``work`` (a check or discovery call, which opens its transaction with ``_begin``),
+    then a rollback of whatever it left open; runs in a thread.
 
     A server error leaves the connection usable; any other failure (the connection is
     gone or garbled, or the time is up) is SessionLost.
     """
     error: DriverError | None = None
-    cut_to: int | None = None
     try:
         # When the time is up python-tds stops waiting and sends the server an attention.
         sock.settimeout(deadline.remaining())
         with conn.cursor() as cursor:
             try:
-                cut_to = _check(cursor, check, deadline)
+                result = work(cursor)
             except DriverError as exc:
                 error = exc
             except tds_base.DatabaseError as exc:
                 error = _classify(exc)
             cursor.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION; SET ROWCOUNT 0")
-    except Exception as exc:  # the connection failed under the check: _classify sorts it
+    except Exception as exc:  # the connection failed under the work: _classify sorts it
         error = SessionLost.of(_classify(exc))
     if error is not None:  # raised here, so that no library exception rides along
         raise error
-    return ok_message(cut_to)
+    return result
 
 
 def server_version(product_version: int) -> str:
@@ -513,41 +559,260 @@ async def _in_thread(sock: socket.socket, work: Callable[[], T]) -> T:
         raise
 
 
+class _Session:
+    """A logged-in connection, its socket, and the time the caller gives it."""
+
+    def __init__(self, conn: pytds.Connection, sock: socket.socket, deadline: Deadline) -> None:
+        self.conn = conn
+        self.sock = sock
+        self.deadline = deadline
+
+    async def run(self, work: Callable[[pytds.Cursor], T]) -> T:
+        """``work`` in a thread, in a transaction rolled back (``_rolled_back``)."""
+        return await _in_thread(
+            self.sock, lambda: _rolled_back(self.conn, self.sock, self.deadline, work)
+        )
+
+
+@contextlib.asynccontextmanager
+async def _logged_in(request: VerifyRequest, egress: Egress) -> AsyncIterator[tuple[_Session, int]]:
+    """A session and the login's latency in milliseconds; closed on exit."""
+    deadline = Deadline(request.timeout_seconds)
+    login = _login(request)
+    if login.encrypt and login.ca_pem:
+        # The same PEM check, and message, as every other driver's, before connecting.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        await run_cpu(load_tls_material, context, TlsMaterial(ca_pem=login.ca_pem))
+    address = await resolve_address(egress, login.host, login.port)
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(SOCKET_TIMEOUT_SECONDS)
+        started = time.monotonic()
+        conn = await _in_thread(sock, lambda: _connect(sock, address, login))
+        latency_ms = round((time.monotonic() - started) * 1000)
+        yield _Session(conn, sock, deadline), latency_ms
+        # Only closes the socket. Not in a finally: after a cancellation the thread may
+        # still be ending, and leaving the with block closes the socket anyway.
+        conn.close()
+
+
+# ----- discovery ---------------------------------------------------------------------
+
+# Values SET TEXTSIZE does not cut, by system_type_id: a sample reads them as text.
+_UNCUT_TYPES = {240: "CLR type", 241: "xml"}
+_SYSTEM_SCHEMAS = "(N'sys', N'INFORMATION_SCHEMA')"
+# sys.all_objects lists what the login may see; HAS_PERMS_BY_NAME keeps what it may read.
+# System objects: those in the sys and INFORMATION_SCHEMA schemas, and those Microsoft
+# ships into others (is_ms_shipped).
+_TABLES = (
+    "SELECT s.name, o.name,"
+    f" CASE WHEN o.is_ms_shipped = 1 OR s.name IN {_SYSTEM_SCHEMAS}"
+    " THEN N'system ' ELSE N'' END + CASE o.type WHEN 'V' THEN N'view' ELSE N'table' END"
+    " FROM sys.all_objects AS o JOIN sys.schemas AS s ON s.schema_id = o.schema_id"
+    " WHERE o.type IN ('U', 'V', 'S')"
+    " AND HAS_PERMS_BY_NAME(QUOTENAME(s.name) + N'.' + QUOTENAME(o.name), N'OBJECT', N'SELECT') = 1"
+)
+_NOT_SYSTEM = f" AND o.is_ms_shipped = 0 AND s.name NOT IN {_SYSTEM_SCHEMAS}"
+# Types spelled as SQL Server spells them (as sys.dm_exec_describe_first_result_set does):
+# lengths in characters, "max", precision and scale; alias types by their own name.
+_COLUMN_TYPE = (
+    "CASE WHEN t.is_user_defined = 1 THEN t.name"
+    " WHEN t.name IN (N'varchar', N'char', N'varbinary', N'binary') THEN t.name + N'('"
+    " + CASE c.max_length WHEN -1 THEN N'max' ELSE CAST(c.max_length AS nvarchar(4)) END + N')'"
+    " WHEN t.name IN (N'nvarchar', N'nchar') THEN t.name + N'('"
+    " + CASE c.max_length WHEN -1 THEN N'max' ELSE CAST(c.max_length / 2 AS nvarchar(4)) END"
+    " + N')'"
+    " WHEN t.name IN (N'decimal', N'numeric') THEN t.name"
+    " + N'(' + CAST(c.precision AS nvarchar(2)) + N',' + CAST(c.scale AS nvarchar(2)) + N')'"
+    " WHEN t.name IN (N'datetime2', N'time', N'datetimeoffset') THEN t.name"
+    " + N'(' + CAST(c.scale AS nvarchar(1)) + N')'"
+    " ELSE t.name END"
+)
+_IN_PRIMARY_KEY = (
+    "CASE WHEN EXISTS (SELECT 1 FROM sys.indexes AS i JOIN sys.index_columns AS ic"
+    " ON ic.object_id = i.object_id AND ic.index_id = i.index_id"
+    " WHERE i.object_id = c.object_id AND i.is_primary_key = 1 AND ic.column_id = c.column_id)"
+    " THEN 1 ELSE 0 END"
+)
+
+
+def tables_sql(include_system: bool) -> str:
+    """What ``tables`` asks the server."""
+    return _TABLES + ("" if include_system else _NOT_SYSTEM) + " ORDER BY 1, 2"
+
+
+def columns_sql(schema: str, table: str) -> str:
+    """What ``columns`` asks the server: nothing for a table the login may not see."""
+    qualified = _literal(f"{_quote(schema)}.{_quote(table)}")
+    return (
+        f"SELECT c.name, {_COLUMN_TYPE}, c.is_nullable, {_IN_PRIMARY_KEY}"
+        " FROM sys.all_columns AS c JOIN sys.types AS t ON t.user_type_id = c.user_type_id"
+        " JOIN sys.all_objects AS o ON o.object_id = c.object_id AND o.type IN ('U', 'V', 'S')"
+        f" WHERE c.object_id = OBJECT_ID({qualified}) ORDER BY c.column_id"
+    )
+
+
+def describe_sql(statement: str) -> str:
+    """What asks the server to describe ``statement``'s columns without running it."""
+    return (
+        "SELECT name, system_type_name, user_type_name, system_type_id, error_number,"
+        f" error_message FROM sys.dm_exec_describe_first_result_set({_literal(statement)},"
+        " NULL, 0) ORDER BY column_ordinal"
+    )
+
+
+@dataclass(frozen=True)
+class _Described:
+    name: str
+    type: str  # as SQL Server spells it, e.g. "nvarchar(40)"
+    uncut: str | None  # the kind of type SET TEXTSIZE does not cut, e.g. "xml"
+
+
+def _described(cursor: pytds.Cursor, statement: str) -> list[_Described]:
+    """The columns of ``statement``'s result, which the server describes without running
+    it; the server's error when it cannot, ConfigInvalid when there is no result."""
+    cursor.execute(describe_sql(statement))
+    found = cursor.fetchall()
+    for *_, error_number, error_message in found:
+        if error_number is not None:  # the function reports errors in a row of its own
+            raise _server_error(int(error_number), str(error_message))
+    if not found:
+        raise DriverError(Reason.CONFIG_INVALID, NO_RESULT_SET)
+    return [
+        _Described(name or "", str(system_type or user_type), _UNCUT_TYPES.get(type_id))
+        for name, system_type, user_type, type_id, *_ in found
+    ]
+
+
+def _refuse_uncut(columns: list[_Described]) -> list[_Described]:
+    """``columns``, unless one holds values the server does not cut (ConfigInvalid)."""
+    uncut = [f"{c.name or '(no name)'} ({c.uncut})" for c in columns if c.uncut]
+    if uncut:
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            "SQL Server does not cut xml and CLR-type values to the read cap: "
+            f"CAST {', '.join(uncut)} AS nvarchar(max)",
+        )
+    return columns
+
+
+def _text_size(cap: int) -> int:
+    """SET TEXTSIZE for values cut to ``cap`` bytes: one character more than the cap takes
+    in UTF-16, so that a value the server cut is longer than the cap, and the cut shows."""
+    return 2 * (cap + 1)
+
+
+def _read(cursor: pytds.Cursor, statement: str, types: Sequence[str], max_rows: int) -> RowSet:
+    """At most max_rows rows of ``statement`` (of columns of ``types``) within the read caps
+    (``sql.CappedRows``), in the open transaction."""
+    # One row more than max_rows tells whether there are more.
+    text_size = _text_size(value_cap(len(types)))
+    cursor.execute(f"SET ROWCOUNT {max_rows + 1}; SET TEXTSIZE {text_size}")
+    cursor.execute(statement)
+    names = [str(column[0]) for column in cursor.description or ()]
+    if len(names) != len(types):
+        raise DriverError(
+            Reason.PROTOCOL_ERROR,
+            f"the server described {len(types)} columns but returned {len(names)}",
+        )
+    rows = sql.CappedRows(names, types, max_rows)
+    while (row := cursor.fetchone()) is not None:
+        if not rows.offer(row):
+            cursor.cancel()  # an attention: the server stops sending the rest
+            break
+    while cursor.nextset():
+        pass
+    _transaction_kept(cursor)
+    return rows.result()[0]
+
+
+def _catalog(cursor: pytds.Cursor, statement: str) -> list[tuple[JsonValue, ...]]:
+    """Every row of one of the driver's own catalog statements."""
+    cursor.execute(statement)
+    return [tuple(json_value(value) for value in row) for row in cursor.fetchall()]
+
+
+class SqlServerSqlBrowser:
+    """SqlBrowser over one session; each call is its own transaction, rolled back."""
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    async def _run(self, work: Callable[[pytds.Cursor], T]) -> T:
+        def begun(cursor: pytds.Cursor) -> T:
+            _begin(cursor, self._session.deadline, 0)
+            return work(cursor)
+
+        return await self._session.run(begun)
+
+    async def tables(self, include_system: bool) -> list[TableInfo]:
+        found = await self._run(lambda cursor: _catalog(cursor, tables_sql(include_system)))
+        return sql.table_infos(found, {})  # the statement names the kinds
+
+    async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
+        found = await self._run(lambda cursor: _catalog(cursor, columns_sql(schema, table)))
+        if not found:  # a table has at least one column
+            raise DriverError(Reason.RESOURCE_NOT_FOUND, f"table {schema}.{table} does not exist")
+        return sql.column_infos(found)
+
+    async def sample(self, schema: str, table: str, rows: int) -> RowSet:
+        qualified = f"{_quote(schema)}.{_quote(table)}"
+
+        def read(cursor: pytds.Cursor) -> RowSet:
+            columns = _described(cursor, f"SELECT * FROM {qualified}")
+            select = ", ".join(
+                f"CAST({_quote(c.name)} AS nvarchar(max)) AS {_quote(c.name)}"
+                if c.uncut
+                else _quote(c.name)
+                for c in columns
+            )
+            statement = f"SELECT {select} FROM {qualified}"
+            return _read(cursor, statement, [c.type for c in columns], rows)
+
+        return await self._run(read)
+
+    async def query(self, statement: str, max_rows: int) -> RowSet:
+        why = refusal(statement)
+        if why is not None:  # nothing is sent
+            raise DriverError(Reason.CONFIG_INVALID, why)
+
+        def read(cursor: pytds.Cursor) -> RowSet:
+            columns = _refuse_uncut(_described(cursor, statement))
+            return _read(cursor, statement, [c.type for c in columns], max_rows)
+
+        return await self._run(read)
+
+
 class SqlServerDriver:
     name = "sqlserver"
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
-        deadline = Deadline(request.timeout_seconds)
-        login = _login(request)
-        if login.encrypt and login.ca_pem:
-            # The same PEM check, and message, as every other driver's, before connecting.
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            await run_cpu(load_tls_material, context, TlsMaterial(ca_pem=login.ca_pem))
-        address = await resolve_address(egress, login.host, login.port)
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(SOCKET_TIMEOUT_SECONDS)
-            started = time.monotonic()
-            conn = await _in_thread(sock, lambda: _connect(sock, address, login))
-            latency_ms = round((time.monotonic() - started) * 1000)
-            version = server_version(conn.product_version)
+        async with _logged_in(request, egress) as (session, latency_ms):
+            version = server_version(session.conn.product_version)
 
             async def check(spec: CheckSpec) -> str:
-                return await _in_thread(sock, lambda: _checked(conn, sock, spec, deadline))
+                return ok_message(
+                    await session.run(lambda cursor: _check(cursor, spec, session.deadline))
+                )
 
             results = await run_checks(
-                self.name, request, {"query": check, "table": check}, deadline
+                self.name, request, {"query": check, "table": check}, session.deadline
             )
-            # Only closes the socket. Not in a finally: after a cancellation the thread may
-            # still be ending, and leaving the with block closes the socket anyway.
-            conn.close()
         return results.outcome(server_version=version, latency_ms=latency_ms)
 
+    @contextlib.asynccontextmanager
+    async def browse_sql(self, request: VerifyRequest, egress: Egress) -> AsyncIterator[SqlBrowser]:
+        async with _logged_in(request, egress) as (session, _):
+            yield SqlServerSqlBrowser(session)
 
+
+# Checked by mypy, as factory= below checks the Driver interface: the class can
+# browse as its capabilities say.
+_sql: SqlBrowsing = SqlServerDriver()
 DRIVER = DriverInfo(
     name=SqlServerDriver.name,
     binding_type="sqlserver",
     default_port=DEFAULT_PORT,
-    capabilities=frozenset({"verify"}),
+    capabilities=frozenset({"verify", "sql"}),
     factory=SqlServerDriver,
 )

@@ -249,6 +249,10 @@ def test_rotated_secret_reverifies_without_editing_connection(site: Site) -> Non
     assert base64.b64decode(binding["data"]["token"]).decode() == site.token
 
 
+SUSPEND = '{"spec": {"suspend": true}}'
+RESUME = '{"spec": {"suspend": false}}'
+
+
 def test_suspended_connection_makes_no_calls_and_resumes(site: Site) -> None:
     site.connect("billing", suspend=True)
     obj = site.wait("billing", "Suspended")
@@ -256,11 +260,34 @@ def test_suspended_connection_makes_no_calls_and_resumes(site: Site) -> None:
     time.sleep(3)
     assert site.api.requests == []
 
-    site.kubectl(
-        "patch", "connection", "billing", "--type", "merge", "-p", '{"spec": {"suspend": false}}'
-    )
+    site.kubectl("patch", "connection", "billing", "--type", "merge", "-p", RESUME)
     site.wait("billing", "Verified")
     assert len(site.api.authenticated) == 1
+
+
+def test_suspending_takes_the_credentials_out_of_the_binding_until_verified_again(
+    site: Site,
+) -> None:
+    def binding() -> dict[str, str]:
+        data = site.get("secret", "billing-binding")["data"]
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    site.verified("billing")
+    assert binding()["token"] == site.token
+    site.kubectl("patch", "connection", "billing", "--type", "merge", "-p", SUSPEND)
+    suspended = site.wait("billing", "Suspended")
+    withheld = binding()
+    site.kubectl("patch", "connection", "billing", "--type", "merge", "-p", RESUME)
+    resumed = site.wait("billing", "Verified")
+
+    assert withheld == {"type": "http", "provider": "patchbay", "suspended": "true"}
+    assert suspended["status"]["binding"] == {
+        "name": "billing-binding",
+        "credentialsWithheld": True,
+    }
+    assert binding()["token"] == site.token
+    assert resumed["status"]["binding"] == {"name": "billing-binding"}
+    assert [e["reason"] for e in site.events("billing")] == ["Verified", "Suspended", "Verified"]
 
 
 def test_deleting_connection_removes_its_binding_secret_only(site: Site) -> None:

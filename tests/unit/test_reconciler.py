@@ -32,6 +32,19 @@ NS = "shop"
 TOKEN = "good-token-value"
 
 
+def merged(target: Any, patch: Any) -> Any:
+    """A JSON merge patch (RFC 7386) applied: objects merge key by key, null removes."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
 class FakeApi:
     """Stores objects by path and answers like the API server for what the reconciler does;
     records every write, and can fail chosen requests once."""
@@ -78,12 +91,7 @@ class FakeApi:
         self.writes.append(("PATCH", path))
         target = path.removesuffix("/status")
         obj = copy.deepcopy(self.objects.get(target) or {"metadata": {}})
-        for section, values in patch.items():
-            if section == "status":
-                obj["status"] = {**(obj.get("status") or {}), **values}
-            else:
-                obj.setdefault(section, {}).update(values)
-        return self.put(target, obj)
+        return self.put(target, merged(obj, patch))
 
     async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         self._maybe_fail("PUT", path)
@@ -290,7 +298,7 @@ def test_a_secret_of_the_binding_name_owned_by_another_is_never_written() -> Non
 
     world = run(scenario)
     assert world.ready("orders") == ("False", "BindingConflict")
-    assert world.status("orders")["binding"] is None
+    assert world.status("orders").get("binding") is None
     assert world.api.count("PUT", "/orders-binding") == 0
     assert world.api.objects[kube.secret_path(NS, "orders-binding")]["data"] == foreign["data"]
 
@@ -682,3 +690,58 @@ def test_an_access_token_in_the_binding_without_an_oauth_grant_is_config_invalid
     assert world.ready("orders") == ("False", "ConfigInvalid")
     assert "spec.binding.accessToken" in world.status("orders")["verification"]["error"]["message"]
     assert world.driver.calls == []
+
+
+async def set_suspend(world: World, name: str, suspend: bool) -> None:
+    body = copy.deepcopy(world.api.objects[kube.connection_path(NS, name)])
+    body["spec"]["suspend"] = suspend
+    body["metadata"]["generation"] += 1
+    await world.apply_connection(body)
+    await settle()
+    await world.echo_status(name)
+    await settle()
+
+
+def test_a_suspended_connections_binding_holds_no_credentials_until_verified_again() -> None:
+    binding_path = kube.secret_path(NS, "orders-binding")
+    seen: list[dict[str, str]] = []
+    statuses: list[Any] = []
+
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders"))
+        await settle()
+        await set_suspend(world, "orders", True)
+        seen.append(decoded(world.api.objects[binding_path]))
+        statuses.append(world.status("orders")["binding"])
+        # resumed while the token is refused: still nothing to use
+        world.driver.accept = "another-token"
+        await set_suspend(world, "orders", False)
+        seen.append(decoded(world.api.objects[binding_path]))
+        statuses.append(world.status("orders")["binding"])
+        world.driver.accept = TOKEN
+        await verify_again(world, "orders", "fixed")
+        seen.append(decoded(world.api.objects[binding_path]))
+        statuses.append(world.status("orders")["binding"])
+
+    world = run(scenario)
+    suspended, failed, verified = seen
+    assert suspended == {"type": "http", "provider": "patchbay", "suspended": "true"}
+    assert failed == suspended
+    assert verified["token"] == TOKEN and "suspended" not in verified
+    withheld = {"name": "orders-binding", "credentialsWithheld": True}
+    assert statuses == [withheld, withheld, {"name": "orders-binding"}]
+    assert world.ready("orders") == ("True", "Verified")
+
+
+def test_a_connection_may_keep_its_binding_while_suspended() -> None:
+    binding_path = kube.secret_path(NS, "orders-binding")
+
+    async def scenario(world: World) -> None:
+        await world.apply_connection(connection("orders", binding={"keepWhileSuspended": True}))
+        await settle()
+        await set_suspend(world, "orders", True)
+
+    world = run(scenario)
+    assert world.ready("orders") == ("False", "Suspended")
+    assert decoded(world.api.objects[binding_path])["token"] == TOKEN
+    assert world.status("orders")["binding"] == {"name": "orders-binding"}

@@ -118,6 +118,12 @@ class BindingSpec(ApiModel):
         "and its expiry (accessTokenExpiresAt, RFC 3339), renewed by a verification before "
         "the token expires, so workloads need no refresh logic of their own.",
     )
+    keep_while_suspended: bool = Field(
+        default=False,
+        description="Leave the credentials in the binding while spec.suspend is true, so that "
+        "suspending pauses only the operator's own calls; by default a suspended Connection's "
+        "binding holds no credentials until it is resumed and verified again.",
+    )
 
 
 class ConnectionVerificationSpec(ApiModel):
@@ -187,7 +193,10 @@ class ConnectionSpec(ApiModel):
         default=None, description="What the binding Secret carries besides the variables."
     )
     suspend: bool = Field(
-        default=False, description="Stop all calls to the external system until set to false."
+        default=False,
+        description="Disable the Connection: the operator makes no call to the external system "
+        "and the binding Secret holds no credentials (unless binding.keepWhileSuspended), "
+        "until this is false again and a verification has succeeded.",
     )
     default: bool = Field(
         default=False,
@@ -255,6 +264,17 @@ class VerificationStatus(ApiModel):
     )
 
 
+class BindingStatus(ApiModel):
+    """The Service Binding Secret (servicebinding.io's Provisioned Service duck type)."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the binding Secret.")
+    credentials_withheld: bool | None = Field(
+        default=None,
+        description="The binding holds no credentials: the Connection is suspended, or has "
+        "not been verified since it was resumed.",
+    )
+
+
 class SecretFieldStatus(ApiModel):
     """Whether a secret variable has a value. Never the value."""
 
@@ -275,7 +295,7 @@ class ConnectionStatus(ApiModel):
     secret_fields: dict[str, SecretFieldStatus] = Field(
         default_factory=dict, description="Which secret variables are configured."
     )
-    binding: LocalObjectReference | None = Field(
+    binding: BindingStatus | None = Field(
         default=None, description="The Service Binding Secret projected for workloads."
     )
     is_default: bool | None = Field(

@@ -60,7 +60,12 @@ from patchbay.controller.writer import (
     wire,
 )
 from patchbay.core.authorization import opted_in, record_holds, scope
-from patchbay.core.binding import binding_name, build_binding_secret
+from patchbay.core.binding import (
+    SUSPENDED_KEY,
+    binding_name,
+    build_binding_secret,
+    withheld_binding_secret,
+)
 from patchbay.core.config import (
     ConfigInvalidError,
     ResolvedConfig,
@@ -98,6 +103,8 @@ from patchbay.logs import object_fields
 from patchbay.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+# The binding digest of a record whose binding a suspend emptied: matches no projection.
+WITHHELD = "withheld"
 
 # after the API server failed a request while a Connection was reconciled: the first
 # retry, doubled on each further failure up to the cap
@@ -419,8 +426,11 @@ class Reconciler:
             record.loaded = True
         await self._ensure_labels(key, record, spec)
         if spec.get("suspend"):
-            if status.phase != "Suspended":
-                await self._write_suspended(key, record)
+            withhold = not (spec.get("binding") or {}).get("keepWhileSuspended")
+            withheld = bool(status.binding and status.binding.credentials_withheld)
+            # keepWhileSuspended set later brings nothing back before a verification
+            if status.phase != "Suspended" or (withhold and not withheld):
+                await self._write_suspended(key, record, withhold)
             return None
         first = status.verification is None
         requested = record.requested != record.handled_request
@@ -510,6 +520,8 @@ class Reconciler:
         duration_ms: int | None = None
         cadence = Cadence("Periodic", 3600.0)
         gate: str | None = None
+        # suspended without keepWhileSuspended: nothing with credentials until a success
+        withheld = bool(observed.binding and observed.binding.credentials_withheld)
         try:
             if connector_spec is not None:
                 try:
@@ -544,7 +556,9 @@ class Reconciler:
                         creds = None
                     bind_token = spec.binding is not None and spec.binding.access_token
                     if creds is not None:
-                        if not bind_token:  # else once the verification has a token
+                        # with a token to bind, or credentials withheld since a suspend:
+                        # projected once the verification is over
+                        if not (bind_token or withheld):
                             binding, binding_conflict = await self._project_binding(
                                 key, record, connector_spec.driver, config.values, creds.values
                             )
@@ -576,7 +590,8 @@ class Reconciler:
                         duration_ms = int(elapsed * 1000)
                         if request.issued:
                             await self._keep_issued(key, record, request.issued, sources)
-                        if request.issued or bind_token:
+                        restore = withheld and outcome.result == "Succeeded"
+                        if ((request.issued or bind_token) and not withheld) or restore:
                             granted = request.granted
                             if bind_token and not granted:
                                 granted = await self._unexpired_access_token(key)
@@ -700,7 +715,11 @@ class Reconciler:
                 if secret_fields
                 else credentials_state is not None and credentials_state.status == "True",
                 "secretFields": {k: {"configured": v} for k, v in secret_fields.items()},
-                "binding": {"name": binding} if binding else None,
+                "binding": {"name": binding_name(key[1]), "credentialsWithheld": True}
+                if withheld and binding is None and not binding_conflict
+                else {"name": binding, "credentialsWithheld": None}  # null: a merge removes it
+                if binding
+                else None,
             },
         )
         record.handled_hash = handled_hash
@@ -851,7 +870,12 @@ class Reconciler:
                 return False
         # the whole Secret is the operator's: a key it no longer writes (an expired access
         # token, a variable the connector dropped) must go
-        await self.client.replace(path, manifest)
+        try:
+            await self.client.replace(path, manifest)
+        except kube.KubeApiError as exc:
+            if exc.status != 404:
+                raise
+            return await self._write_owned(key, record, manifest, first=True)  # deleted since
         return True
 
     def _sources(
@@ -941,7 +965,13 @@ class Reconciler:
         await self.client.merge_patch(kube.connection_path(*key), {"metadata": {"labels": wanted}})
         record.labels = our_labels({**have, **wanted})
 
-    async def _write_suspended(self, key: Key, record: Tracked) -> None:
+    async def _write_suspended(self, key: Key, record: Tracked, withhold: bool) -> None:
+        """Suspended: the status says so and, unless the Connection keeps them, the
+        binding's credentials are taken out."""
+        extra: dict[str, Any] = {}
+        if withhold:
+            await self._withhold_credentials(key, record)
+            extra["binding"] = {"name": binding_name(key[1]), "credentialsWithheld": True}
         previous = record.findings
         findings = Findings(
             suspended=True,
@@ -951,7 +981,19 @@ class Reconciler:
             credentials=previous.credentials if previous else None,
             verified=previous.verified if previous else None,
         )
-        await self._write_status(key, record, findings, {})
+        await self._write_status(key, record, findings, extra)
+
+    async def _withhold_credentials(self, key: Key, record: Tracked) -> None:
+        """Replace this Connection's binding with one that holds no credentials."""
+        path = kube.secret_path(key[0], binding_name(key[1]))
+        existing = await self.client.get(path)
+        owners = ((existing or {}).get("metadata") or {}).get("ownerReferences") or []
+        if existing is None or not any(o.get("uid") == record.uid for o in owners):
+            return  # none yet, or not ours: nothing of this Connection's to take out
+        if kube.secret_values(existing).get(SUSPENDED_KEY) != "true":
+            await self.client.replace(path, withheld_binding_secret(existing))
+        # whatever is projected next differs from what the record knew
+        record.binding_digest = WITHHELD
 
     async def _write_status(
         self, key: Key, record: Tracked, findings: Findings, extra: dict[str, Any]

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from patchbay.api.common import API_VERSION
 from patchbay.drivers.base import DriverInfo
 from patchbay.drivers.registry import driver_info
-from patchbay.kube import secret_data
+from patchbay.kube import secret_data, secret_values
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "patchbay"}
 CONNECTION_LABEL = "patchbay.dev/connection"
@@ -52,6 +52,29 @@ def _uri(driver: DriverInfo, values: Mapping[str, str]) -> str | None:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
     return f"{driver.binding_type}://{credentials}{host}{port}/{database}"
+
+
+# The key that marks a binding whose credentials are withheld (a suspended Connection).
+SUSPENDED_KEY = "suspended"
+
+
+def withheld_binding_secret(binding: Mapping[str, Any]) -> dict[str, Any]:
+    """The binding of a suspended Connection, made from its current one: the same name,
+    owner and type, with the type, the provider and the marker ``suspended: "true"`` as
+    its only data, so a workload that mounts it starts but finds no credentials."""
+    values = secret_values(binding)
+    kept: dict[str, str] = {key: values[key] for key in ("type", "provider") if key in values}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            key: binding["metadata"][key]
+            for key in ("name", "namespace", "labels", "ownerReferences")
+            if key in binding["metadata"]
+        },
+        "type": binding.get("type", "Opaque"),
+        "data": secret_data({**kept, SUSPENDED_KEY: "true"}),
+    }
 
 
 def build_binding_secret(

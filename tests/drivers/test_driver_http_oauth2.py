@@ -187,6 +187,54 @@ def test_scope_not_granted_to_the_client_is_permission_denied() -> None:
     run(scenario())
 
 
+def test_scope_placeholders_are_filled_with_config_values_as_they_are() -> None:
+    server = provider()
+
+    async def scenario() -> None:
+        async with serve(server.routes()) as (url, _):
+            # the scope names the API's own endpoint, as a national cloud's Graph needs
+            server.allowed_scopes = frozenset({f"{url}/.default", "site:contoso/hr"})
+            request = me_request(
+                url,
+                server,
+                client_credentials(scopes=["{baseUrl}/.default", "site:{site}"]),
+                config={"site": "contoso/hr"},
+            )
+            outcome = await verify(request)
+        assert outcome.code == Reason.VERIFIED
+        assert server.token_forms[0]["scope"] == f"{url}/.default site:contoso/hr"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("scope", "site", "problem"),
+    [
+        ("{clientSecret}/.default", "hr", "names {clientSecret}, which is not a non-secret"),
+        ("site:{site}", "hr admin", "is not one scope once filled"),
+    ],
+    ids=["secret-variable", "value-with-a-space"],
+)
+def test_a_scope_that_names_a_secret_or_splits_in_two_is_config_invalid_before_any_request(
+    scope: str, site: str, problem: str
+) -> None:
+    async def scenario() -> None:
+        async with serve({"/oauth/token": answer()}) as (url, seen):
+            request = make_request(
+                url,
+                auth=client_credentials(scopes=[scope]),
+                config={"site": site},
+                secrets={"clientId": CLIENT_ID, "clientSecret": "cs-never-in-a-scope"},
+            )
+            error = await verify_error(request)
+        assert error.code == Reason.CONFIG_INVALID
+        assert problem in error.message
+        assert "cs-never-in-a-scope" not in error.message
+        assert seen.count == 0
+
+    run(scenario())
+
+
 # --- refresh token -----------------------------------------------------------------
 
 

@@ -80,6 +80,8 @@ SNIPPET_CHARS = 200
 _BODY_READ_LIMIT = 4096
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
+# RFC 6749 3.3: a scope token is visible ASCII other than the double quote and backslash.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Error bodies often echo the request URL: mask every query value in them.
 _QUERY_VALUE = re.compile(r"([?&;][^=\s&?#\"'<>]{1,256}=)[^&\s\"'<>#]*")
 _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json")
@@ -267,7 +269,8 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
         form = {"grant_type": "client_credentials"}
         # A client assertion takes the place of the secret.
         client_secret = "" if settings is not None else _secret(request, "clientSecret")
-    scope = " ".join(auth.oauth2.scopes)
+    scopes = [_scope(template, _public_config(request)) for template in auth.oauth2.scopes]
+    scope = " ".join(scopes)
     assertion: _AssertionSpec | None = None
     if settings is not None:
         assertion = _AssertionSpec(
@@ -275,7 +278,7 @@ def _token_grant(request: VerifyRequest) -> _TokenGrant:
             client_id,
             # PEM spans lines: read as it is, never put in a header.
             secret_text(request, "privateKey"),
-            ",".join(auth.oauth2.scopes) if settings.scope_claim and scope else None,
+            ",".join(scopes) if settings.scope_claim and scope else None,
         )
         if settings.scope_claim:
             scope = ""
@@ -378,6 +381,59 @@ def _tls_contexts(tls: TlsMaterial) -> _TlsContexts:
     )
 
 
+def _fill_placeholders(
+    template: str,
+    config: Mapping[str, ConfigValue],
+    what: str,
+    *,
+    leading_url: bool = False,
+    url_quoted: bool = True,
+) -> str:
+    """Fill {variable} placeholders with the values of non-secret variables (``config``),
+    URL-quoted unless url_quoted is false.
+
+    With leading_url, a placeholder that opens the template holds a URL
+    (e.g. {baseUrl}) and goes in as it is, less a trailing slash.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in config:
+            # Secret values never go into a URL or a scope: both end up in logs.
+            raise DriverError(
+                Reason.CONFIG_INVALID,
+                f"{what} names {{{key}}}, which is not a non-secret variable",
+            )
+        value = config[key]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if leading_url and match.start() == 0:
+            return text.rstrip("/")
+        return quote(text, safe="") if url_quoted else text
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def _scope(template: str, config: Mapping[str, ConfigValue]) -> str:
+    """A scope of auth.oauth2.scopes with its placeholders filled as they are, such as a
+    national cloud's '{baseUrl}/.default'; filled, it must stay one scope token."""
+    if not _PLACEHOLDER.search(template):
+        return template
+    what = f"auth.oauth2.scopes {template}"
+    scope = _fill_placeholders(template, config, what, leading_url=True, url_quoted=False)
+    if not _SCOPE_TOKEN.fullmatch(scope):
+        raise DriverError(
+            Reason.CONFIG_INVALID,
+            f"{what} is not one scope once filled: a value holds a space, quote, backslash "
+            "or control character",
+        )
+    return scope
+
+
+def _public_config(request: VerifyRequest) -> dict[str, ConfigValue]:
+    """The values of the request's non-secret variables."""
+    return {k: v for k, v in request.config.items() if k not in request.secrets}
+
+
 class _Exchange:
     """One verification's session, target and credentials."""
 
@@ -409,31 +465,8 @@ class _Exchange:
     def fail(self, code: Reason, message: str, *, retryable: bool | None = None) -> DriverError:
         return DriverError(code, _scrub(message, self.credentials.sensitive), retryable=retryable)
 
-    def _fill(self, template: str, what: str, *, leading_url: bool = False) -> str:
-        """Fill {variable} placeholders with URL-quoted non-secret values.
-
-        With leading_url, a placeholder that opens the template holds a URL
-        (e.g. {baseUrl}) and goes in as it is, less a trailing slash.
-        """
-
-        def substitute(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if key not in self.config:
-                # Secret values never go into a URL: URLs end up in logs.
-                raise DriverError(
-                    Reason.CONFIG_INVALID,
-                    f"{what} names {{{key}}}, which is not a non-secret variable",
-                )
-            value = self.config[key]
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            if leading_url and match.start() == 0:
-                return text.rstrip("/")
-            return quote(text, safe="")
-
-        return _PLACEHOLDER.sub(substitute, template)
-
     def _join(self, path: str, what: str) -> URL:
-        filled = self._fill(path, what)
+        filled = _fill_placeholders(path, self.config, what)
         try:
             return URL(str(self.base).rstrip("/") + filled)
         except ValueError:
@@ -454,7 +487,7 @@ class _Exchange:
         if template.startswith("/"):
             return self._join(template, what)
         try:
-            url = URL(self._fill(template, what, leading_url=True))
+            url = URL(_fill_placeholders(template, self.config, what, leading_url=True))
         except ValueError:
             raise DriverError(Reason.CONFIG_INVALID, f"{what} does not make a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
@@ -787,7 +820,7 @@ class _Exchange:
         settings = assertion.settings
         key_id = settings.key_id
         if key_id:
-            key_id = self._fill(key_id, "clientAssertion.keyId")
+            key_id = _fill_placeholders(key_id, self.config, "clientAssertion.keyId")
         claims = AssertionClaims(assertion.client_id, str(token_url), key_id, assertion.scope)
         try:
             return await run_cpu(
@@ -934,7 +967,7 @@ class HttpDriver:
                 session,
                 egress,
                 base,
-                {k: v for k, v in request.config.items() if k not in request.secrets},
+                _public_config(request),
                 credentials,
                 tls_contexts,
                 tls.server_name if tls else None,

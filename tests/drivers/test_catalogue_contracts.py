@@ -10,8 +10,9 @@ egress policy that allows loopback only. Every URL variable is pointed at the lo
 server, keeping its path, so nothing here reaches a vendor; the hosts the entry's
 defaults name are compared with the documented hosts instead.
 
-The contracts can fail: for each entry, the verification path, the default hosts and
-where the credential goes are altered in turn, and each alteration must fail its
+The contracts can fail: for each entry, the verification path, the default hosts,
+where the credential goes, the signed client assertion and whether the request is first
+sent without credentials are altered in turn, and each alteration must fail its
 contract.
 """
 
@@ -190,7 +191,7 @@ async def _verify(
 
 async def _case_problems(facts: VendorFacts, spec: ConnectorSpec, case: Case) -> list[str]:
     """How the entry's verification of the case differs from what the vendor calls for."""
-    async with serve_vendor(facts) as server:
+    async with serve_vendor(facts, open_server=case.open_server) as server:
         outcome, issued = await _verify(facts, spec, server, case.secrets)
     problems = []
     if outcome.code != case.expect:
@@ -201,9 +202,11 @@ async def _case_problems(facts: VendorFacts, spec: ConnectorSpec, case: Case) ->
         problems.append(f"{case.name}: retry after {outcome.retry_after}, not {case.retry_after}")
     if any(value in outcome.message for value in case.secrets.values()):
         problems.append(f"{case.name}: a secret value is in the message")
-    # a rotating token endpoint's new refresh token, whenever it answered the grant
+    # a rotating token endpoint's new refresh token, whenever it answered the grant (the
+    # API was called after it)
     rotated = facts.token is not None and facts.token.rotates_refresh_token
-    expect_issued = {"refreshToken"} if rotated and len(case.requests) == 2 else set()
+    answered = "POST token" in case.requests[:-1]
+    expect_issued = {"refreshToken"} if rotated and answered else set()
     if set(issued) != expect_issued:
         problems.append(f"{case.name}: issued {sorted(issued)}, not {sorted(expect_issued)}")
     return problems
@@ -454,7 +457,52 @@ def _swap_client_auth(document: Document, facts: VendorFacts) -> bool:
     oauth2 = document["spec"]["auth"].get("oauth2")
     if oauth2 is None or facts.token is None or len(facts.token.client_auth) != 1:
         return False  # a token endpoint that takes either method accepts the swap
-    oauth2["clientAuth"] = "body" if oauth2.get("clientAuth", "body") == "basic" else "basic"
+    current = oauth2.get("clientAuth", "body")
+    if current == "privateKeyJwt":
+        del oauth2["clientAssertion"]
+    oauth2["clientAuth"] = "basic" if current == "body" else "body"
+    return True
+
+
+def _fix_scopes(document: Document, facts: VendorFacts) -> bool:
+    """Scopes that follow a variable (Graph's national clouds) fixed at its default."""
+    spec = document["spec"]
+    scopes = (spec["auth"].get("oauth2") or {}).get("scopes", [])
+    defaults = {v["key"]: str(v.get("default")) for v in spec["variables"]}
+    fixed = [re.sub(r"\{([A-Za-z0-9_]+)\}", lambda m: defaults[m[1]], scope) for scope in scopes]
+    if fixed == scopes:
+        return False
+    spec["auth"]["oauth2"]["scopes"] = fixed
+    return True
+
+
+def _alter_assertion(alter: Callable[[Document], None]) -> Mutation:
+    def mutate(document: Document, facts: VendorFacts) -> bool:
+        oauth2 = document["spec"]["auth"].get("oauth2") or {}
+        if "clientAssertion" not in oauth2:
+            return False
+        alter(oauth2["clientAssertion"])
+        return True
+
+    return mutate
+
+
+def _other_algorithm(assertion: Document) -> None:
+    # RS256 (RSA PKCS#1 v1.5) is the one a vendor is likeliest to refuse
+    assertion["algorithm"] = "PS256" if assertion.get("algorithm") == "RS256" else "RS256"
+
+
+def _other_key_id(assertion: Document) -> None:
+    assertion["keyId"] = "another-certificate"
+
+
+def _toggle_scope_claim(assertion: Document) -> None:
+    assertion["scopeClaim"] = not assertion.get("scopeClaim", False)
+
+
+def _toggle_credentials_required(document: Document, facts: VendorFacts) -> bool:
+    http = document["spec"]["verification"]["http"]
+    http["credentialsRequired"] = not http.get("credentialsRequired", False)
     return True
 
 
@@ -467,6 +515,12 @@ MUTATIONS: dict[str, Mutation] = {
     "prefix": _change_prefix,
     "query vs header": _swap_query_and_header,
     "client auth": _swap_client_auth,
+    "fixed scope": _fix_scopes,
+    "assertion algorithm": _alter_assertion(_other_algorithm),
+    "assertion key id": _alter_assertion(_other_key_id),
+    "assertion scope claim": _alter_assertion(_toggle_scope_claim),
+    # an entry probes without credentials where, and only where, the vendor needs it
+    "credentials required": _toggle_credentials_required,
 }
 AUTH_PLACEMENT = ("name", "prefix", "query vs header", "client auth")
 

@@ -4,7 +4,7 @@ export PATCHBAY_CACHE_DIR ?= $(HOME)/.cache/patchbay
 
 .PHONY: install crds chart-files lint test test-deps test-unit test-drivers test-controlplane \
 	test-chart cluster-up cluster-down control-plane demo \
-	helm minio e2e-kind
+	helm minio go-tools argocd-health-checks e2e-kind
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -17,10 +17,14 @@ crds:
 	$(PYTHON) -m patchbay.api.crd deploy/base/crds
 	$(PYTHON) -m patchbay.api.reference docs/api.md
 
-# The chart ships the ClusterConnector catalogue of deploy/connectors/.
-chart-files: crds
+# The chart ships the ClusterConnector catalogue of deploy/connectors/, and the Argo CD
+# health checks of deploy/argocd/health/ in its values.
+chart-files: crds argocd-health-checks
 	rm -f charts/patchbay/files/connectors/*.yaml
 	cp deploy/connectors/*.yaml charts/patchbay/files/connectors/
+
+argocd-health-checks:
+	$(PYTHON) hack/argocd_health_checks.py
 
 lint:
 	$(PYTHON) -m ruff check operator tests hack bench
@@ -40,11 +44,16 @@ helm:
 minio:
 	@hack/build-minio.sh >/dev/null
 
+# Builds kstatus and the Argo CD health runner (hack/gotools) and a pinned promtool once
+# into $(PATCHBAY_CACHE_DIR); the GitOps and monitoring tests run them.
+go-tools:
+	@hack/build-go-tools.sh >/dev/null
+
 # Debian packages the integration tests start (PostgreSQL server, ...).
 test-deps:
 	hack/install-test-deps.sh
 
-test: install lint control-plane helm minio test-deps
+test: install lint control-plane helm minio go-tools test-deps
 	$(PYTHON) -m pytest
 
 # One tier at a time, named for what it needs (see tests/conftest.py).
@@ -54,10 +63,10 @@ test-unit: install
 test-drivers: install minio test-deps
 	$(PYTHON) -m pytest tests/drivers
 
-test-controlplane: install control-plane minio test-deps
+test-controlplane: install control-plane minio go-tools test-deps
 	$(PYTHON) -m pytest tests/controlplane
 
-test-chart: install control-plane helm test-deps
+test-chart: install control-plane helm go-tools test-deps
 	$(PYTHON) -m pytest tests/chart
 
 cluster-up: install control-plane

@@ -15,6 +15,10 @@ the resolver for IP-literal hosts, so those are checked before each request.
 Redirects are followed here rather than by aiohttp, so that every hop gets
 that check and credentials (a client certificate included) are not handed
 to a different host. Token requests are never redirected.
+
+``http_session`` opens the same exchange for the SaaS file browsers of discovery
+(``patchbay.drivers.saasfiles``), which read whole answers through ``follow`` and
+classify them with ``error_for`` as the verification does.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, quote_plus, urlencode
@@ -137,14 +149,17 @@ class _Credentials:
 
 
 @dataclass(frozen=True)
-class _Response:
+class HttpAnswer:
     status: int
     label: str
     server: str | None
     retry_after: float | None
     snippet: str
-    # the JSON body of an error answer that a connector's rule may read, else None
+    # the JSON body of an error answer that a connector's rule may read (of every answer
+    # when it was read whole), else None
     document: object = None
+    # the body was to be read whole but is longer than the limit
+    oversized: bool = False
 
 
 def safe_url(url: URL) -> str:
@@ -434,8 +449,8 @@ def _public_config(request: VerifyRequest) -> dict[str, ConfigValue]:
     return {k: v for k, v in request.config.items() if k not in request.secrets}
 
 
-class _Exchange:
-    """One verification's session, target and credentials."""
+class Exchange:
+    """One verification's (or discovery session's) session, target and credentials."""
 
     def __init__(
         self,
@@ -449,7 +464,12 @@ class _Exchange:
         issued: dict[str, str],
         error_rules: Sequence[HttpErrorRule] = (),
         granted: dict[str, str] | None = None,
+        grant: _TokenGrant | None = None,
+        before_request: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.grant = grant
+        # awaited before each request, the token request and redirects included
+        self.before_request = before_request
         self.session = session
         self.egress = egress
         self.base = base
@@ -520,9 +540,9 @@ class _Exchange:
             and url.is_default_port()
         )
 
-    def _headers(self, spec: HttpRequestSpec, with_credentials: bool) -> CIMultiDict[str]:
+    def _headers(self, extra: Mapping[str, str], with_credentials: bool) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in spec.headers.items():
+        for name, value in extra.items():
             if _has_control(name) or _has_control(value):
                 raise DriverError(
                     Reason.CONFIG_INVALID, f"header {name!r} contains a line break or NUL character"
@@ -544,6 +564,8 @@ class _Exchange:
         data: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         host = url.raw_host or ""
+        if self.before_request is not None:
+            await self.before_request()
         with self._classified(label):
             await check_ip_literal(self.egress, url)
             tls = self.tls.credentialed if with_credentials else self.tls.anonymous
@@ -575,10 +597,31 @@ class _Exchange:
             code, detail, retryable = mapped
             raise self.fail(code, f"{label}: {detail}", retryable=retryable) from None
 
-    async def send(self, spec: HttpRequestSpec, *, with_credentials: bool = True) -> _Response:
-        """Make the request, following up to MAX_REDIRECTS redirects."""
-        method: str = spec.method
+    async def send(self, spec: HttpRequestSpec, *, with_credentials: bool = True) -> HttpAnswer:
+        """Make the connector's request, following up to MAX_REDIRECTS redirects."""
         url = self.url_for(spec.path) if with_credentials else self._join_path(spec.path)
+        return await self.follow(
+            spec.method,
+            url,
+            spec.headers,
+            with_credentials=with_credentials,
+            keep=spec.expect_status,
+        )
+
+    async def follow(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        *,
+        with_credentials: bool = True,
+        body: bytes | None = None,
+        keep: Collection[int] = (),
+        read_limit: int | None = None,
+    ) -> HttpAnswer:
+        """Make a request, following up to MAX_REDIRECTS redirects (a status in ``keep``
+        is the answer, not a redirect). With ``read_limit``, the answer's whole body of at
+        most that many bytes is read as JSON into its ``document``."""
         first = f"{method} {safe_url(url)}"
         label = first
         for _ in range(MAX_REDIRECTS + 1):
@@ -587,18 +630,15 @@ class _Exchange:
             resp = await self._open(
                 method,
                 url,
-                self._headers(spec, with_credentials),
+                self._headers(headers, with_credentials),
                 with_credentials=with_credentials,
                 label=label,
+                data=body,
             )
             try:
                 location = resp.headers.get("Location")
-                if (
-                    resp.status not in _REDIRECT_STATUSES
-                    or resp.status in spec.expect_status
-                    or not location
-                ):
-                    return await self._response(resp, label)
+                if resp.status not in _REDIRECT_STATUSES or resp.status in keep or not location:
+                    return await self._response(resp, label, read_limit)
                 try:
                     url = resp.url.join(URL(location))
                 except ValueError:
@@ -610,43 +650,57 @@ class _Exchange:
             if (resp.status == 303 and method != "HEAD") or (
                 resp.status in (301, 302) and method == "POST"
             ):
-                method = "GET"
+                method, body = "GET", None
             with_credentials = with_credentials and self._trusted(url)
             if with_credentials:
                 url = self._with_credential_query(url)
             label = f"{first} (redirected to {method} {safe_url(url)})"
         raise self.fail(Reason.PROTOCOL_ERROR, f"{first}: more than {MAX_REDIRECTS} redirects")
 
-    async def _response(self, resp: aiohttp.ClientResponse, label: str) -> _Response:
+    async def _response(
+        self, resp: aiohttp.ClientResponse, label: str, read_limit: int | None = None
+    ) -> HttpAnswer:
         snippet = ""
         document: object = None
-        if resp.status in self.ruled_statuses and _is_text(resp.content_type):
+        oversized = False
+        if read_limit is not None:
+            with self._classified(label):
+                whole = await _read_capped(resp, read_limit)
+            oversized = whole is None
+            document = _json_document(whole)
+            if resp.status >= 500 and whole and _is_text(resp.content_type):
+                snippet = self._snippet(whole, resp.charset)
+        elif resp.status in self.ruled_statuses and _is_text(resp.content_type):
             try:
-                raw = await resp.content.read(_BODY_READ_LIMIT)
-                document = json.loads(raw)
-            except (aiohttp.ClientError, OSError, ValueError, RecursionError):
+                document = _json_document(await resp.content.read(_BODY_READ_LIMIT))
+            except (aiohttp.ClientError, OSError):
                 document = None  # a rule with a pointer finds nothing in it
         elif resp.status >= 500 and _is_text(resp.content_type):
             try:
                 raw = await resp.content.read(_BODY_READ_LIMIT)
             except (aiohttp.ClientError, OSError):
                 raw = b""  # the status alone is the answer
-            try:
-                text = raw.decode(resp.charset or "utf-8", errors="replace")
-            except LookupError:
-                text = raw.decode("utf-8", errors="replace")
-            snippet = printable(_scrub(text, self.credentials.sensitive), SNIPPET_CHARS)
+            snippet = self._snippet(raw, resp.charset)
         server = resp.headers.get("Server")
-        return _Response(
+        return HttpAnswer(
             status=resp.status,
             label=label,
             server=printable(_scrub(server, self.credentials.sensitive)) if server else None,
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             snippet=snippet,
             document=document,
+            oversized=oversized,
         )
 
-    def _ruled(self, response: _Response) -> DriverError | None:
+    def _snippet(self, raw: bytes, charset: str | None) -> str:
+        """The start of an error body, fit for a one-line message."""
+        try:
+            text = raw[:_BODY_READ_LIMIT].decode(charset or "utf-8", errors="replace")
+        except LookupError:
+            text = raw[:_BODY_READ_LIMIT].decode("utf-8", errors="replace")
+        return printable(_scrub(text, self.credentials.sensitive), SNIPPET_CHARS)
+
+    def _ruled(self, response: HttpAnswer) -> DriverError | None:
         """The error the connector's first matching rule gives this answer, if any."""
         for rule in self.error_rules:
             if response.status not in rule.status:
@@ -676,36 +730,41 @@ class _Exchange:
         error.retry_after = retry_after
         return error
 
-    async def request(self, spec: HttpRequestSpec) -> _Response:
+    async def request(self, spec: HttpRequestSpec) -> HttpAnswer:
         """Send, and raise a DriverError for any status not in spec.expect_status."""
         response = await self.send(spec)
-        status, label = response.status, response.label
-        if status in spec.expect_status:
+        if response.status in spec.expect_status:
             return response
+        raise self.error_for(response, spec.expect_status)
+
+    def error_for(self, response: HttpAnswer, expected: Collection[int]) -> DriverError:
+        """What an answer with a status other than the expected ones means: the
+        connector's rules decide first, then the status."""
         ruled = self._ruled(response)
         if ruled is not None:
-            raise ruled
+            return ruled
+        status, label = response.status, response.label
         if status == 401:
-            raise self.fail(
+            return self.fail(
                 Reason.AUTHENTICATION_FAILED,
                 f"{label}: HTTP 401, the server rejected the credentials",
             )
         if status == 403:
-            raise self.fail(
+            return self.fail(
                 Reason.PERMISSION_DENIED, f"{label}: HTTP 403, the credentials lack permission"
             )
         if status == 404:
-            raise self.fail(Reason.RESOURCE_NOT_FOUND, f"{label}: HTTP 404, not found")
+            return self.fail(Reason.RESOURCE_NOT_FOUND, f"{label}: HTTP 404, not found")
         if status == 429:
-            raise self.rate_limited(label, response.retry_after)
+            return self.rate_limited(label, response.retry_after)
         if 500 <= status <= 599:
             message = f"{label}: HTTP {status} from server"
             if response.snippet:
                 message += f": {response.snippet}"
-            raise self.fail(Reason.PROVIDER_ERROR, message, retryable=True)
-        expected = ", ".join(str(s) for s in spec.expect_status)
-        raise self.fail(
-            Reason.PROTOCOL_ERROR, f"{label}: unexpected HTTP {status} (expected {expected})"
+            return self.fail(Reason.PROVIDER_ERROR, message, retryable=True)
+        wanted = ", ".join(str(s) for s in expected)
+        return self.fail(
+            Reason.PROTOCOL_ERROR, f"{label}: unexpected HTTP {status} (expected {wanted})"
         )
 
     async def check(self, check: CheckSpec) -> str:
@@ -901,13 +960,18 @@ def json_pointer(document: object, pointer: str) -> object:
     return found
 
 
-def _json_object(body: bytes | None) -> dict[str, object] | None:
-    if body is None:
+def _json_document(body: bytes | None) -> object:
+    """The JSON value of a body; None when there is none or it is not JSON."""
+    if not body:
         return None
     try:
-        value = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
         return None
+
+
+def _json_object(body: bytes | None) -> dict[str, object] | None:
+    value = _json_document(body)
     return value if isinstance(value, dict) else None
 
 
@@ -938,6 +1002,45 @@ def _base_url(request: VerifyRequest) -> URL:
     return url
 
 
+@asynccontextmanager
+async def http_session(
+    request: VerifyRequest,
+    egress: Egress,
+    *,
+    before_request: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[Exchange]:
+    """An exchange with the Connection's base URL, credentials and TLS material in one
+    egress session. With an OAuth 2.0 grant it holds no access token yet: ``authorize``
+    its ``grant`` first. ``before_request`` is awaited before every request."""
+    base = _base_url(request)
+    grant = _token_grant(request) if request.auth.type in _OAUTH2_GRANTS else None
+    # Until the token endpoint answers, only the grant's values need scrubbing.
+    credentials = (
+        _Credentials(headers={}, query={}, sensitive=grant.sensitive)
+        if grant is not None
+        else _credentials(request)
+    )
+    tls = _tls_material(request)
+    tls_contexts = _TlsContexts()
+    if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
+        tls_contexts = await run_cpu(_tls_contexts, tls)
+    async with egress_session(egress) as session:
+        yield Exchange(
+            session,
+            egress,
+            base,
+            _public_config(request),
+            credentials,
+            tls_contexts,
+            tls.server_name if tls else None,
+            request.issued,
+            request.http_errors,
+            request.granted if request.keep_access_token else None,
+            grant,
+            before_request,
+        )
+
+
 class HttpDriver:
     """Verifies HTTP APIs with none, basic, bearer, API-key, OAuth 2.0 (client
     credentials or refresh token) or TLS client-certificate authentication."""
@@ -946,40 +1049,16 @@ class HttpDriver:
 
     async def verify(self, request: VerifyRequest, egress: Egress) -> VerifyOutcome:
         deadline = Deadline(request.timeout_seconds)
-        base = _base_url(request)
-        grant = _token_grant(request) if request.auth.type in _OAUTH2_GRANTS else None
-        # Until the token endpoint answers, only the grant's values need scrubbing.
-        credentials = (
-            _Credentials(headers={}, query={}, sensitive=grant.sensitive)
-            if grant is not None
-            else _credentials(request)
-        )
         # Without a configured request, GET the base URL itself.
         spec = request.http or HttpRequestSpec.model_construct(
             method="GET", path="", expect_status=[200], headers={}
         )
-        tls = _tls_material(request)
-        tls_contexts = _TlsContexts()
-        if tls is not None and (tls.ca_pem or tls.client_cert_pem or tls.client_key_pem):
-            tls_contexts = await run_cpu(_tls_contexts, tls)
-        async with egress_session(egress) as session:
-            exchange = _Exchange(
-                session,
-                egress,
-                base,
-                _public_config(request),
-                credentials,
-                tls_contexts,
-                tls.server_name if tls else None,
-                request.issued,
-                request.http_errors,
-                request.granted if request.keep_access_token else None,
-            )
+        async with http_session(request, egress) as exchange:
             unchecked = spec.credentials_required and (
                 (await exchange.send(spec, with_credentials=False)).status in spec.expect_status
             )
-            if grant is not None:
-                await exchange.authorize(grant)
+            if exchange.grant is not None:
+                await exchange.authorize(exchange.grant)
             started = time.monotonic()
             response = await exchange.request(spec)
             latency_ms = round((time.monotonic() - started) * 1000)

@@ -6,12 +6,23 @@ or an embedding program sees exactly the series this operator produced.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 # Verifications span loopback answers in milliseconds to a full timeout.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ConnectionLabels(NamedTuple):
+    """The labels of a Connection's series besides its namespace and name."""
+
+    connector: str
+    driver: str
+    phase: str
+    reason: str
 
 
 class Metrics:
@@ -36,25 +47,56 @@ class Metrics:
             ["result", "reason"],
             registry=self.registry,
         )
+        # Without labels it is served from the start, at 0: the operator-down alert
+        # looks for it.
         self.rate_limited = Counter(
             "patchbay_rate_limited",
             "Verifications that had to wait for their connector's rate limit.",
             registry=self.registry,
         )
-        # the connector label each Connection's series was written with
-        self._ready_labels: dict[tuple[str, str], str] = {}
+        # One series per Connection whose labels say what it is and why it is in its phase,
+        # so alerts and dashboards can group by reason. Bounded: connector, driver, phase and
+        # reason each take few values, and a Connection's old series goes when one changes.
+        self.connection_info = Gauge(
+            "patchbay_connection_info",
+            "1 for each Connection, labelled with its connector, driver, phase and Ready reason.",
+            ["namespace", "name", "connector", "driver", "phase", "reason"],
+            registry=self.registry,
+        )
+        # the labels each Connection's series were last written with
+        self._connections: dict[tuple[str, str], ConnectionLabels] = {}
 
-    def observe_phase(self, namespace: str, name: str, connector: str, phase: str) -> None:
-        previous = self._ready_labels.get((namespace, name))
-        if previous is not None and previous != connector:
-            self.connection_ready.remove(namespace, name, previous)
-        self._ready_labels[(namespace, name)] = connector
+    def observe_phase(
+        self,
+        namespace: str,
+        name: str,
+        connector: str,
+        phase: str,
+        *,
+        driver: str,
+        reason: str,
+    ) -> None:
+        labels = ConnectionLabels(connector, driver, phase, reason)
+        previous = self._connections.get((namespace, name))
+        if previous is not None and previous != labels:
+            self._remove_series(
+                namespace, name, previous, keep_ready=previous.connector == connector
+            )
+        self._connections[(namespace, name)] = labels
         self.connection_ready.labels(namespace, name, connector).set(1 if phase == "Ready" else 0)
+        self.connection_info.labels(namespace, name, *labels).set(1)
 
     def forget_connection(self, namespace: str, name: str) -> None:
-        connector = self._ready_labels.pop((namespace, name), None)
-        if connector is not None:
-            self.connection_ready.remove(namespace, name, connector)
+        labels = self._connections.pop((namespace, name), None)
+        if labels is not None:
+            self._remove_series(namespace, name, labels, keep_ready=False)
+
+    def _remove_series(
+        self, namespace: str, name: str, labels: ConnectionLabels, *, keep_ready: bool
+    ) -> None:
+        self.connection_info.remove(namespace, name, *labels)
+        if not keep_ready:
+            self.connection_ready.remove(namespace, name, labels.connector)
 
     def observe_verification(
         self, driver: str | None, result: str, reason: str, seconds: float | None

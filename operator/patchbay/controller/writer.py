@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from patchbay import kube
-from patchbay.api.common import API_VERSION
+from patchbay.api.common import API_VERSION, DRIVER_LABEL
 from patchbay.api.connection import ConnectionStatus, VerificationStatus
 from patchbay.api.reasons import Reason
 from patchbay.controller.cache import Key, Tracked, compact
@@ -132,7 +132,9 @@ class StatusWriter:
     ) -> None:
         """After a status write: the phase metric, and an Event on a transition."""
         connector = (record.connector or ("", "", ""))[2]
-        self.metrics.observe_phase(*key, connector, phase)
+        driver = dict(record.labels).get(DRIVER_LABEL, "")
+        reason = next((c.get("reason") or "" for c in conditions if c.get("type") == "Ready"), "")
+        self.metrics.observe_phase(*key, connector, phase, driver=driver, reason=reason)
         await self._record_transition(key, record, old_status, phase, conditions)
 
     async def _record_transition(

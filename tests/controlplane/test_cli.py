@@ -179,11 +179,11 @@ def test_columns_show_type_nullability_and_primary_key(
     result = cli(control_plane, "columns", "shop", "sales.orders", "-n", shop, "-o", "yaml")
     assert result.returncode == 0, result.stderr
     columns = yaml.safe_load(result.stdout)["columns"]
-    assert columns == [
-        {"name": "id", "type": "integer", "nullable": False, "primaryKey": True},
-        {"name": "customer", "type": "text", "nullable": False, "primaryKey": False},
-        {"name": "amount", "type": "numeric(10,2)", "nullable": True, "primaryKey": False},
-        {"name": "note", "type": "text", "nullable": True, "primaryKey": False},
+    assert [(c["name"], c["dataType"], c["nullable"], c["primaryKey"]) for c in columns] == [
+        ("id", "integer", False, True),
+        ("customer", "text", False, False),
+        ("amount", "numeric(10,2)", True, False),
+        ("note", "text", True, False),
     ]
 
     missing = cli(control_plane, "columns", "shop", "sales.nope", "-n", shop)
@@ -194,8 +194,8 @@ def test_sample_returns_at_most_the_requested_rows(
     control_plane: localcluster.ControlPlane, shop: str
 ) -> None:
     two = cli_json(control_plane, "sample", "shop", "sales.orders", "--rows", "2", "-n", shop)
-    assert two["columns"] == ["id", "customer", "amount", "note"]
-    assert len(two["rows"]) == 2
+    assert [c["name"] for c in two["columns"]] == ["id", "customer", "amount", "note"]
+    assert (len(two["rows"]), two["rowCount"]) == (2, 2)
     assert two["truncated"] is True
 
     everything = cli_json(control_plane, "sample", "shop", "sales.orders", "-n", shop)
@@ -206,13 +206,16 @@ def test_sample_returns_at_most_the_requested_rows(
 
     table = cli(control_plane, "sample", "shop", "sales.orders", "--rows", "2", "-n", shop)
     assert "NULL" in table.stdout
-    assert table.stdout.rstrip().endswith("(2 rows; more rows not shown)")
+    assert table.stdout.rstrip().endswith(
+        "(2 rows; truncated: more rows or longer values than shown)"
+    )
 
 
 def test_query_row_cap_sets_truncated(control_plane: localcluster.ControlPlane, shop: str) -> None:
     sql = "select id from sales.orders order by id"
     capped = cli_json(control_plane, "query", "shop", sql, "--max-rows", "3", "-n", shop)
-    assert capped == {"columns": ["id"], "rows": [[1], [2], [3]], "truncated": True}
+    assert capped["columns"] == [{"name": "id", "normalizedName": "id", "dataType": "integer"}]
+    assert (capped["rows"], capped["rowCount"], capped["truncated"]) == ([[1], [2], [3]], 3, True)
 
     exact = cli_json(control_plane, "query", "shop", sql, "--max-rows", "5", "-n", shop)
     assert exact["rows"] == [[1], [2], [3], [4], [5]]
@@ -544,3 +547,105 @@ def test_set_default_clears_the_flag_on_other_connections_of_the_same_connector(
     assert default("new-default")
     assert not default("old-default")
     assert default("elsewhere")  # another connector's default is not touched
+
+
+# ----- listing -------------------------------------------------------------------------
+
+
+def test_connections_are_listed_filtered_by_the_api_server_searched_sorted_and_paged(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    postgres: localpostgres.PostgresServer,
+    operator: OperatorProcess,
+) -> None:
+    mysql = {"kind": "ClusterConnector", "name": "mysql"}
+    apply(
+        control_plane,
+        namespace,
+        credentials(),
+        secret_manifest("wrong-credentials", password="not-the-password"),
+        connection("orders", postgres.port, displayName="Orders database"),
+        connection(
+            "billing",
+            postgres.port,
+            credentials={"secretRef": {"name": "wrong-credentials"}},
+        ),
+        connection("archive", postgres.port, suspend=True),
+        connection(
+            "stock",
+            1,
+            connector=mysql,
+            config={"host": "127.0.0.1", "port": 1, "database": "stock", "username": "app"},
+        ),
+    )
+    for name, reason in (
+        ("orders", "Verified"),
+        ("billing", "AuthenticationFailed"),
+        ("archive", "Suspended"),
+        ("stock", "HostUnreachable"),
+    ):
+        wait_for_reason(control_plane, namespace, name, reason)
+
+    def kubectl_names(*args: str) -> list[str]:
+        got = control_plane.kubectl("get", "connections", "-n", namespace, "-o", "name", *args)
+        return sorted(line.rsplit("/", 1)[1] for line in got.stdout.split())
+
+    # the API server filters on the CRD's selectable fields
+    assert kubectl_names("--field-selector", "spec.connectorRef.name=postgres") == [
+        "archive",
+        "billing",
+        "orders",
+    ]
+    assert kubectl_names("--field-selector", "status.phase=Failed") == ["billing", "stock"]
+    assert kubectl_names("--field-selector", "status.reason=AuthenticationFailed") == ["billing"]
+    wide = control_plane.kubectl("get", "connections", "-n", namespace, "-o", "wide").stdout
+    assert "DISPLAY NAME" in wide and "Orders database" in wide
+
+    def listed(*args: str) -> dict[str, Any]:
+        result: dict[str, Any] = cli_json(control_plane, "list", "-n", namespace, *args)
+        return result
+
+    def names(data: dict[str, Any]) -> list[str]:
+        return [item["name"] for item in data["items"]]
+
+    assert names(listed("--connector", "postgres", "--phase", "Failed")) == ["billing"]
+    assert names(listed("--reason", "Suspended")) == ["archive"]
+    assert names(listed("--driver", "mysql")) == ["stock"]
+    assert names(listed("--search", "ORDERS database")) == ["orders"]
+    first = listed("--sort=-name", "--limit", "3")
+    assert (names(first), first["total"]) == (["stock", "orders", "billing"], 4)
+    rest = listed("--sort=-name", "--limit", "3", "--continue", first["continue"])
+    assert (names(rest), rest["continue"]) == (["archive"], None)
+    foreign = cli(control_plane, "list", "-n", namespace, "--continue", first["continue"])
+    assert "other filters or order" in error_line(foreign)
+    table = cli(control_plane, "list", "-n", namespace, "--phase", "Ready").stdout
+    assert "Orders database" in table and "1 of 1 connection(s)" in table
+
+
+def test_describe_shows_display_name_and_config_but_never_an_inline_secret(
+    control_plane: localcluster.ControlPlane,
+    namespace: str,
+    postgres: localpostgres.PostgresServer,
+) -> None:
+    careless = connection(
+        "shop",
+        postgres.port,
+        displayName="Shop",
+        description="the web shop's orders",
+    )
+    careless["spec"]["config"]["password"] = PASSWORD  # refused where the webhook runs
+    control_plane.kubectl("apply", "-f", str(REPO_ROOT / "deploy" / "connectors"))
+    apply(control_plane, namespace, credentials(), careless)
+
+    described = cli_json(control_plane, "describe", "shop", "-n", namespace)
+
+    assert (described["displayName"], described["description"]) == (
+        "Shop",
+        "the web shop's orders",
+    )
+    config = {entry["key"]: entry for entry in described["config"]}
+    assert (config["host"]["value"], config["host"]["set"]) == ("127.0.0.1", True)
+    assert (config["requireAuth"]["set"], config["requireAuth"]["advanced"]) == (False, True)
+    assert config["password"]["value"] == "(a secret variable: not shown)"
+    text = cli(control_plane, "describe", "shop", "-n", namespace).stdout
+    assert "Display name:" in text and "requireAuth" in text

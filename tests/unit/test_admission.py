@@ -144,3 +144,17 @@ def test_an_access_token_in_the_binding_needs_an_oauth2_connector() -> None:
     assert problem is not None and problem.startswith("spec.binding.accessToken:")
     # a Connection stored before can still be suspended
     assert connection_problem(CONNECTOR, {**spec, "suspend": True}, spec) is None
+
+
+def test_a_schedule_in_a_time_zone_that_does_not_exist_is_refused() -> None:
+    spec = {
+        "connectorRef": REF,
+        "config": {"baseUrl": "https://a.test"},
+        "verification": {"schedule": "0 9 * * *", "timeZone": "Mars/Olympus_Mons"},
+    }
+
+    problem = connection_problem(CONNECTOR, spec)
+
+    assert problem is not None and problem.startswith("spec.verification.timeZone:")
+    valid = {**spec, "verification": {"schedule": "0 9 * * *", "timeZone": "Europe/Berlin"}}
+    assert connection_problem(CONNECTOR, valid) is None

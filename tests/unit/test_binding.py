@@ -206,3 +206,21 @@ def test_a_connection_of_every_registered_driver_gets_a_binding_with_the_documen
         assert data["uri"] == config["baseUrl"]
     else:
         assert "uri" not in data
+
+
+def test_the_connectors_date_format_reaches_workloads_unless_a_variable_says_otherwise() -> None:
+    def binding(config: dict[str, str | int | bool]) -> dict[str, str]:
+        return secret_values(
+            build_binding_secret(
+                connection="orders",
+                namespace="shop",
+                uid="u-1",
+                driver="http",
+                config=config,
+                secrets={},
+                date_format="%d.%m.%Y",
+            )
+        )
+
+    assert binding({"baseUrl": "https://a.test"})["dateFormat"] == "%d.%m.%Y"
+    assert binding({"baseUrl": "https://a.test", "dateFormat": "%Y%m%d"})["dateFormat"] == "%Y%m%d"

@@ -153,6 +153,8 @@ def test_describe_data_has_stable_field_names_and_only_whether_secrets_are_set()
     assert list(data) == [
         "name",
         "namespace",
+        "displayName",
+        "description",
         "connector",
         "driver",
         "phase",
@@ -161,9 +163,11 @@ def test_describe_data_has_stable_field_names_and_only_whether_secrets_are_set()
         "isDefault",
         "conditions",
         "verification",
+        "config",
         "hasCredentials",
         "secretFields",
         "binding",
+        "credentialsWithheld",
     ]
     assert data["connector"] == {"kind": "ClusterConnector", "name": "postgres"}
     assert data["secretFields"] == {"password": {"configured": True}}

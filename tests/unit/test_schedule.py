@@ -246,3 +246,29 @@ def test_stored_values_outside_the_limits_are_clamped_and_noted() -> None:
         "timeout 10h held to the maximum 2m",
         "rateLimit.per 0s raised to the minimum 1s",
     )
+
+
+def test_a_cron_schedule_runs_at_its_times_in_its_time_zone() -> None:
+    daily_at_two = Cadence("Periodic", 3600.0, schedule="0 2 * * *", time_zone="Europe/Berlin")
+
+    # 02:00 in Berlin is 00:00 UTC in summer and 01:00 UTC in winter
+    assert daily_at_two.next_regular(NOW) == datetime(2024, 5, 2, 0, 0, tzinfo=UTC)
+    winter = datetime(2024, 12, 1, 12, 0, tzinfo=UTC)
+    assert daily_at_two.next_regular(winter) == datetime(2024, 12, 2, 1, 0, tzinfo=UTC)
+    assert daily_at_two.stale_at(winter) == datetime(2024, 12, 3, 1, 0, tzinfo=UTC)
+
+
+def test_a_connection_time_zone_wins_over_its_connectors() -> None:
+    connector = ConnectorSpec.model_validate({"driver": "http", "timeZone": "Asia/Tokyo"})
+    own = ConnectionSpec.model_validate(
+        {
+            "connectorRef": {"name": "api"},
+            "verification": {"schedule": "0 9 * * *", "timeZone": "America/New_York"},
+        }
+    )
+    inherited = ConnectionSpec.model_validate(
+        {"connectorRef": {"name": "api"}, "verification": {"schedule": "0 9 * * *"}}
+    )
+
+    assert bounds(own, connector).cadence.time_zone == "America/New_York"
+    assert bounds(inherited, connector).cadence.time_zone == "Asia/Tokyo"

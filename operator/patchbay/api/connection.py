@@ -20,6 +20,7 @@ from patchbay.api.common import (
     validation_rules,
 )
 from patchbay.api.connector import (
+    TIME_ZONE_PATTERN,
     CheckSpec,
     CheckType,
     CredentialPlacement,
@@ -138,6 +139,7 @@ class ConnectionVerificationSpec(ApiModel):
             "self.mode == 'Periodic' || !(has(self.interval) || has(self.schedule))",
             "interval and schedule apply only to mode Periodic",
         ),
+        cel("!has(self.timeZone) || has(self.schedule)", "timeZone applies only to a schedule"),
     )
 
     mode: VerificationMode = Field(
@@ -155,6 +157,13 @@ class ConnectionVerificationSpec(ApiModel):
         max_length=128,
         pattern=CRON_PATTERN,
         description="Cron schedule (5 fields or @hourly-style), instead of interval.",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=TIME_ZONE_PATTERN,
+        description="IANA time zone of the schedule, e.g. Europe/Berlin, as in a CronJob; "
+        "defaults to the connector's timeZone, UTC unless it says otherwise.",
     )
     timeout: Timeout | None = Field(
         default=None,
@@ -176,6 +185,10 @@ class ConnectionSpec(ApiModel):
     """Desired state of a Connection."""
 
     connector_ref: ConnectorReference = Field(description="The connector this instantiates.")
+    display_name: str | None = Field(
+        default=None, max_length=256, description="Human name, shown by kubectl get -o wide."
+    )
+    description: str | None = Field(default=None, max_length=4096, description="What it is for.")
     config: dict[str, ScalarValue] = Field(
         default_factory=dict,
         description="Values of non-secret variables, by variable key: each a string (at most "
@@ -285,6 +298,12 @@ class ConnectionStatus(ApiModel):
     """Observed state of a Connection."""
 
     phase: Phase | None = Field(default=None, description="Summary for humans.")
+    reason: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The Ready condition's reason, e.g. AuthenticationFailed, as a field that "
+        "field selectors can match.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="ConnectorResolved, CredentialsResolved, Verified and the summary Ready.",

@@ -54,6 +54,9 @@ CheckType = Literal["query", "table", "listFiles", "readObject", "http"]
 HttpMethod = Literal["GET", "HEAD", "POST"]
 
 VARIABLE_KEY_PATTERN = r"^[a-zA-Z][a-zA-Z0-9_]*$"
+# An IANA zone name as a CronJob's timeZone takes it; whether it exists is checked where
+# the zone database is (admission and reconcile), like the API server does for CronJobs.
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 
 
 class CredentialPlacement(ApiModel):
@@ -551,9 +554,18 @@ class ConnectorSpec(ApiModel):
             )
         return self
 
-    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone name.")
+    time_zone: str = Field(
+        default="UTC",
+        max_length=64,
+        pattern=TIME_ZONE_PATTERN,
+        description="IANA time zone of its Connections' cron schedules (the rules of a "
+        "CronJob's timeZone), e.g. Europe/Berlin; a Connection may set its own.",
+    )
     date_format: str = Field(
-        default="%Y-%m-%d", max_length=64, description="strftime format for dates."
+        default="%Y-%m-%d",
+        max_length=64,
+        description="strftime format the system's dates use; its Connections' binding Secrets "
+        "carry it as dateFormat for workloads.",
     )
 
 

@@ -40,6 +40,8 @@ class CrdDefinition:
     status_model: type[BaseModel]
     description: str
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
+    # fields a list may filter on at the API server (--field-selector), at most 8
+    selectable_fields: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -64,7 +66,10 @@ _CONNECTOR_COLUMNS = [
     {"name": "Maturity", "type": "string", "jsonPath": ".metadata.labels.patchbay\\.dev/maturity"},
     _AGE,
     {"name": "Deprecated", "type": "boolean", "jsonPath": ".spec.deprecated", "priority": 1},
+    {"name": "Display Name", "type": "string", "jsonPath": ".spec.displayName", "priority": 1},
 ]
+# Connectors: by driver (the catalogue by protocol) and whether deprecated.
+_CONNECTOR_FIELDS = [".spec.driver", ".spec.deprecated"]
 
 DEFINITIONS = [
     CrdDefinition(
@@ -93,6 +98,20 @@ DEFINITIONS = [
                 "jsonPath": ".status.verification.lastSuccessTime",
             },
             _AGE,
+            {
+                "name": "Display Name",
+                "type": "string",
+                "jsonPath": ".spec.displayName",
+                "priority": 1,
+            },
+        ],
+        selectable_fields=[
+            ".spec.connectorRef.name",
+            ".spec.connectorRef.kind",
+            ".spec.suspend",
+            ".spec.default",
+            ".status.phase",
+            ".status.reason",
         ],
     ),
     CrdDefinition(
@@ -106,6 +125,7 @@ DEFINITIONS = [
         "Connections in its own namespace: driver, authentication scheme, variables and "
         "verification defaults.",
         printer_columns=_CONNECTOR_COLUMNS,
+        selectable_fields=_CONNECTOR_FIELDS,
     ),
     CrdDefinition(
         kind="ClusterConnector",
@@ -117,6 +137,7 @@ DEFINITIONS = [
         description="A ClusterConnector is a reusable template for one external system, "
         "visible to Connections in every namespace.",
         printer_columns=_CONNECTOR_COLUMNS,
+        selectable_fields=_CONNECTOR_FIELDS,
     ),
 ]
 
@@ -208,6 +229,7 @@ def build_crd(definition: CrdDefinition) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": definition.printer_columns,
+                    "selectableFields": [{"jsonPath": p} for p in definition.selectable_fields],
                     "schema": {"openAPIV3Schema": schema},
                 }
             ],

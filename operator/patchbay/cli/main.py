@@ -13,7 +13,7 @@ from typing import TextIO
 import aiohttp
 
 from patchbay import __version__, kube
-from patchbay.cli import discovery, manage, output
+from patchbay.cli import discovery, listing, manage, output
 from patchbay.cli.caller import CommandError, load_caller_config
 from patchbay.cli.output import OUTPUT_FORMATS, View
 from patchbay.core.egress import DEFAULT_DENIED, EgressPolicy, parse_networks
@@ -73,6 +73,19 @@ def seconds(text: str) -> float:
         return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a duration such as 90s or 2m: {text!r}") from None
+
+
+def list_limit(text: str) -> int:
+    value = size(text)
+    if not 1 <= value <= listing.MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {listing.MAX_LIMIT}")
+    return value
+
+
+def bounded_text(text: str) -> str:
+    if len(text) > listing.MAX_SEARCH:
+        raise argparse.ArgumentTypeError(f"at most {listing.MAX_SEARCH} characters")
+    return text
 
 
 def secret_reference(text: str) -> tuple[str, str]:
@@ -165,9 +178,34 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    lister = commands.add_parser(
+        "list",
+        help="list Connections, filtered by the API server where it can",
+        description="List Connections. --connector, --phase and --reason filter with field "
+        "selectors and --driver with a label selector at the API server; --search and --sort "
+        "run on what it returns.",
+        parents=[common],
+    )
+    lister.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="list in every namespace"
+    )
+    lister.add_argument("--connector", help="the connector's name (Connector or ClusterConnector)")
+    lister.add_argument("--driver", help="the driver, e.g. postgres")
+    lister.add_argument("--phase", choices=["Pending", "Ready", "Failed", "Suspended"])
+    lister.add_argument("--reason", help="the Ready reason, e.g. AuthenticationFailed")
+    lister.add_argument("--search", type=bounded_text, help="text in the name or the display name")
+    lister.add_argument(
+        "--sort",
+        default="name",
+        choices=[f"{prefix}{field}" for field in listing.SORT_FIELDS for prefix in ("", "-")],
+        help="order by this field; a leading '-' sorts descending (default: name)",
+    )
+    lister.add_argument("--limit", type=list_limit, help="at most this many")
+    lister.add_argument("--continue", dest="continue_token", help="the token of the next page")
+    lister.set_defaults(handler=list_command, connection=None)
     command(
         "describe",
-        "show status, checks and secret fields (never values)",
+        "show status, config, checks and secret fields (never secret values)",
         describe_command,
         [common],
     )
@@ -298,6 +336,20 @@ class Progress:
         if self.live:
             self.stream.write("\r\033[K")  # clear the spinner's line
             self.stream.flush()
+
+
+async def list_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:
+    query = listing.ListQuery(
+        namespace=None if args.all_namespaces else ns,
+        connector=args.connector,
+        driver=args.driver,
+        phase=args.phase,
+        reason=args.reason,
+        search=args.search,
+        sort=args.sort,
+    )
+    data = await listing.list_connections(client, query, args.limit, args.continue_token)
+    return data, output.list_view, 0
 
 
 async def describe_command(args: argparse.Namespace, client: kube.KubeClient, ns: str) -> Result:

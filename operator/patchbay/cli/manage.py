@@ -1,4 +1,5 @@
-"""Management of Connections for the CLI: describe, verify, suspend, resume, set-default.
+"""Management of Connections for the CLI: describe, verify, suspend, resume, set-default
+(and list, in patchbay.cli.listing).
 
 Plain async functions over a ``KubeClient`` acting as the caller. Each returns
 the machine-readable result (stable camelCase field names) that the CLI prints
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from patchbay import kube
 from patchbay.api.common import DRIVER_LABEL, VERIFY_REQUESTED_ANNOTATION
 from patchbay.api.connection import ConnectionStatus, VerificationStatus
+from patchbay.api.connector import ConnectorSpec
 from patchbay.cli.caller import CommandError, explained, get_connection, patch_connection
 
 POLL_SECONDS = 1.0
@@ -30,7 +32,44 @@ def _observed(body: Mapping[str, Any]) -> ConnectionStatus:
         return ConnectionStatus()  # not written by the operator: nothing to report
 
 
-def describe_body(body: Mapping[str, Any]) -> dict[str, Any]:
+def config_entries(
+    config: Mapping[str, Any], connector: ConnectorSpec | None
+) -> list[dict[str, Any]]:
+    """The Connection's non-secret settings with the connector's defaults, each marked set
+    or default and advanced or not. A secret variable's value is never shown, also when
+    it was written inline (which the webhook refuses); without the connector, whether a
+    key is secret is unknown, so no value is shown."""
+    entries: list[dict[str, Any]] = []
+    known = {v.key: v for v in connector.variables} if connector else {}
+    for variable in known.values():
+        if variable.secret:
+            if variable.key in config:
+                entries.append({"key": variable.key, "value": SECRET_NOT_SHOWN, "set": True})
+            continue
+        if variable.key not in config and variable.default is None:
+            continue
+        entries.append(
+            {
+                "key": variable.key,
+                "label": variable.label,
+                "value": config.get(variable.key, variable.default),
+                "set": variable.key in config,
+                "advanced": variable.advanced,
+            }
+        )
+    for key in sorted(set(config) - set(known)):
+        value = config[key] if connector else UNKNOWN_NOT_SHOWN
+        entries.append({"key": key, "value": value, "set": True})
+    return entries
+
+
+SECRET_NOT_SHOWN = "(a secret variable: not shown)"
+UNKNOWN_NOT_SHOWN = "(connector not readable: not shown)"
+
+
+def describe_body(
+    body: Mapping[str, Any], connector: ConnectorSpec | None = None
+) -> dict[str, Any]:
     """What a person asks about a Connection; secret fields say only whether they are set."""
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -42,6 +81,8 @@ def describe_body(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": metadata.get("name"),
         "namespace": metadata.get("namespace"),
+        "displayName": spec.get("displayName"),
+        "description": spec.get("description"),
         "connector": {"kind": ref.get("kind", "ClusterConnector"), "name": ref.get("name")},
         "driver": (metadata.get("labels") or {}).get(DRIVER_LABEL),
         "phase": status.phase,
@@ -71,17 +112,33 @@ def describe_body(body: Mapping[str, Any]) -> dict[str, Any]:
                 "checks",
             )
         },
+        "config": config_entries(spec.get("config") or {}, connector),
         "hasCredentials": status.has_credentials,
         "secretFields": {
             key: {"configured": value.configured}
             for key, value in sorted(status.secret_fields.items())
         },
         "binding": status.binding.name if status.binding else None,
+        "credentialsWithheld": bool(status.binding and status.binding.credentials_withheld),
     }
 
 
+async def connector_of(
+    client: kube.KubeClient, namespace: str, body: Mapping[str, Any]
+) -> ConnectorSpec | None:
+    """The Connection's connector as the caller may read it; None when they may not, it
+    does not exist, or it is not valid."""
+    kind, name = _connector_of(body)
+    try:
+        found = await client.get(kube.connector_path(kind, namespace, name))
+        return ConnectorSpec.model_validate((found or {})["spec"]) if found else None
+    except (kube.KubeApiError, KeyError, ValidationError):
+        return None
+
+
 async def describe(client: kube.KubeClient, namespace: str, name: str) -> dict[str, Any]:
-    return describe_body(await get_connection(client, namespace, name))
+    body = await get_connection(client, namespace, name)
+    return describe_body(body, await connector_of(client, namespace, body))
 
 
 def request_timestamp(now: datetime) -> str:
@@ -143,7 +200,7 @@ async def wait_for_verification(
         body = await get_connection(client, namespace, name)
         verification = (body.get("status") or {}).get("verification") or {}
         if answers(verification, requested):
-            return describe_body(body)
+            return describe_body(body, await connector_of(client, namespace, body))
         if (body.get("spec") or {}).get("suspend"):
             raise CommandError(f"Connection {name!r} was suspended before it was verified")
         elapsed = time.monotonic() - started

@@ -93,13 +93,20 @@ def describe_view(data: Mapping[str, Any]) -> str:
         [
             ("Name", data["name"]),
             ("Namespace", data["namespace"]),
+            ("Display name", data.get("displayName")),
+            ("Description", data.get("description")),
             ("Connector", f"{connector['kind']}/{connector['name']}"),
             ("Driver", data["driver"]),
             ("Phase", data["phase"]),
             ("Suspended", data["suspend"]),
             ("Default", data["default"]),
             ("Is default", data["isDefault"]),
-            ("Binding", data["binding"]),
+            (
+                "Binding",
+                f"{data['binding']} (credentials withheld)"
+                if data.get("credentialsWithheld")
+                else data["binding"],
+            ),
             ("Has credentials", data["hasCredentials"]),
         ]
     )
@@ -146,15 +153,62 @@ def describe_view(data: Mapping[str, Any]) -> str:
         ],
         indent="  ",
     )
+    config = format_table(
+        ["VARIABLE", "VALUE", "FROM", "ADVANCED"],
+        [
+            (
+                entry["key"],
+                entry["value"],
+                "spec" if entry["set"] else "default",
+                "yes" if entry.get("advanced") else "",
+            )
+            for entry in data.get("config") or []
+        ],
+        indent="  ",
+    )
     return "\n".join(
         [
             head,
+            _section("Config", config if data.get("config") else None),
             _section("Verification", result),
             _section("Secret fields", fields if secret_fields else None),
             _section("Conditions", conditions if data["conditions"] else None),
             _section("Checks", checks if verification.get("checks") else None),
         ]
     )
+
+
+def list_view(data: Mapping[str, Any]) -> str:
+    table = format_table(
+        [
+            "NAMESPACE",
+            "NAME",
+            "DISPLAY NAME",
+            "CONNECTOR",
+            "DRIVER",
+            "PHASE",
+            "REASON",
+            "LAST VERIFIED",
+        ],
+        [
+            (
+                item["namespace"],
+                item["name"],
+                item["displayName"],
+                item["connector"],
+                item["driver"],
+                item["phase"],
+                item["reason"],
+                item["lastVerified"],
+            )
+            for item in data["items"]
+        ],
+    )
+    shown = len(data["items"])
+    footer = f"{shown} of {data['total']} connection(s)"
+    if data["continue"]:
+        footer += f"; next page: --continue {data['continue']}"
+    return f"{table}\n{footer}" if shown else footer
 
 
 def verify_requested_view(data: Mapping[str, Any]) -> str:

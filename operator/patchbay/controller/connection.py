@@ -492,7 +492,11 @@ class Reconciler:
             record.generation,
             now(),
         )
-        await self.writer.patch(key, record, {"phase": "Pending", "conditions": conditions})
+        await self.writer.patch(
+            key,
+            record,
+            {"phase": "Pending", "reason": Reason.STALE, "conditions": conditions},
+        )
         await self.writer.written(key, record, status, "Pending", conditions)
         return None
 
@@ -560,7 +564,7 @@ class Reconciler:
                         # projected once the verification is over
                         if not (bind_token or withheld):
                             binding, binding_conflict = await self._project_binding(
-                                key, record, connector_spec.driver, config.values, creds.values
+                                key, record, connector_spec, config.values, creds.values
                             )
                         wait = self._take_budget(
                             record.connector,
@@ -600,7 +604,7 @@ class Reconciler:
                             binding, binding_conflict = await self._project_binding(
                                 key,
                                 record,
-                                connector_spec.driver,
+                                connector_spec,
                                 config.values,
                                 {**creds.values, **request.issued, **granted},
                             )
@@ -816,7 +820,7 @@ class Reconciler:
         self,
         key: Key,
         record: Tracked,
-        driver: str,
+        connector: ConnectorSpec,
         config: Mapping[str, str | int | bool],
         secrets: Mapping[str, str],
     ) -> tuple[str | None, str | None]:
@@ -826,9 +830,10 @@ class Reconciler:
             connection=key[1],
             namespace=key[0],
             uid=record.uid,
-            driver=driver,
+            driver=connector.driver,
             config=config,
             secrets=secrets,
+            date_format=connector.date_format,
         )
         digest = inputs_hash(manifest, None, None, {})
         name = binding_name(key[1])

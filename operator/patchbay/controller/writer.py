@@ -51,6 +51,11 @@ def wire(model: ConnectionStatus | VerificationStatus) -> dict[str, Any]:
     return model.model_dump(by_alias=True, mode="json", exclude_unset=True)
 
 
+def summary_reason(conditions: list[dict[str, Any]]) -> str | None:
+    """The Ready condition's reason, which status.reason repeats for field selectors."""
+    return next((c["reason"] for c in conditions if c["type"] == "Ready"), None)
+
+
 def ready_reason(status: ConnectionStatus) -> str | None:
     return next((c.reason for c in status.conditions if c.type == "Ready"), None)
 
@@ -73,8 +78,10 @@ class StatusWriter:
         phase, conditions = connection_conditions(
             findings, status.get("conditions") or [], record.generation, now()
         )
+        reason = summary_reason(conditions)
         written = {
             "phase": phase,
+            "reason": reason,
             "conditions": conditions,
             "isDefault": is_default,
             "observedGeneration": record.generation,
@@ -85,7 +92,7 @@ class StatusWriter:
         # next attempt comes at its regular time.
         if not await self._patch_unless_refused(key, record, written, "status"):
             conditions = [{**c, "message": STATUS_REFUSED_MESSAGE} for c in conditions]
-            reason_only = {"phase": phase, "conditions": conditions}
+            reason_only = {"phase": phase, "reason": reason, "conditions": conditions}
             if not await self._patch_unless_refused(key, record, reason_only, "reason"):
                 return
         await self.written(key, record, status, phase, conditions)

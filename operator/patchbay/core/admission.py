@@ -22,7 +22,14 @@ from patchbay.core.config import (
 )
 
 # What a Connection may ask of its connector only where the connector allows it.
-_OPTIONS = (("connectorRef",), ("verification", "checks"), ("verification", "http"), ("binding",))
+_OPTIONS = (
+    ("connectorRef",),
+    ("verification", "checks"),
+    ("verification", "http"),
+    ("verification", "schedule"),
+    ("verification", "timeZone"),
+    ("binding",),
+)
 
 
 def _options(spec: Mapping[str, Any], path: tuple[str, ...]) -> Any:

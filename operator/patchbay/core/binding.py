@@ -54,6 +54,8 @@ def _uri(driver: DriverInfo, values: Mapping[str, str]) -> str | None:
     return f"{driver.binding_type}://{credentials}{host}{port}/{database}"
 
 
+# The connector's dateFormat, in every binding of its Connections.
+DATE_FORMAT_KEY = "dateFormat"
 # The key that marks a binding whose credentials are withheld (a suspended Connection).
 SUSPENDED_KEY = "suspended"
 
@@ -85,6 +87,7 @@ def build_binding_secret(
     driver: str,
     config: Mapping[str, str | int | bool],
     secrets: Mapping[str, str],
+    date_format: str | None = None,
 ) -> dict[str, Any]:
     """A Secret of type servicebinding.io/<type>, owned by the Connection.
 
@@ -97,6 +100,9 @@ def build_binding_secret(
     info = driver_info(driver)
     values = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
     values.update(secrets)
+    if date_format is not None:
+        # how the system writes dates, for workloads that parse them; a variable wins
+        values.setdefault(DATE_FORMAT_KEY, date_format)
     if "host" in values and "port" not in values and info.default_port is not None:
         values["port"] = str(info.default_port)
     binding_type = info.binding_type

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from patchbay.api.common import DURATION_PATTERN
 from patchbay.api.connection import ConnectionSpec
@@ -113,10 +114,19 @@ class NotAllowedError(ConfigInvalidError):
 _OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
 
 
+def _is_time_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def allow_connection_options(connector: ConnectorSpec, connection: ConnectionSpec) -> None:
     """Raise NotAllowedError for what the Connection adds that the connector does not
-    allow: checks or a verification request of its own, or an access token in its
-    binding without an OAuth 2.0 grant to get one."""
+    allow: checks or a verification request of its own, an access token in its binding
+    without an OAuth 2.0 grant to get one, or a schedule in a time zone that does not
+    exist."""
     verification = connector.verification
     if connection.verification.checks and not verification.allow_connection_checks:
         raise NotAllowedError(
@@ -137,6 +147,13 @@ def allow_connection_options(connector: ConnectorSpec, connection: ConnectionSpe
                 "spec.verification.http.credential",
                 f"places a bearer token or API key; this connector's auth is {connector.auth.type}",
             )
+    zone_field, zone = (
+        ("spec.verification.timeZone", connection.verification.time_zone)
+        if connection.verification.time_zone
+        else ("the connector's timeZone", connector.time_zone)
+    )
+    if connection.verification.schedule and not _is_time_zone(zone):
+        raise NotAllowedError(zone_field, f"{zone!r} is not a time zone of the IANA database")
     binding = connection.binding
     if binding is not None and binding.access_token and connector.auth.type not in _OAUTH2_GRANTS:
         raise NotAllowedError(

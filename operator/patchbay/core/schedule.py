@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
@@ -41,14 +42,25 @@ class Cadence:
     mode: str
     interval_seconds: float
     schedule: str | None = None
+    # the IANA zone the schedule's times are in
+    time_zone: str = "UTC"
+
+    def _times(self, schedule: str, after: datetime) -> croniter:
+        """The schedule's times after ``after``, read in its time zone (UTC when the name
+        is unknown: the Connection reports ConfigInvalid, see allow_connection_options)."""
+        try:
+            zone: tzinfo = ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = UTC
+        return croniter(schedule, after.astimezone(zone))
 
     def next_regular(self, after: datetime) -> datetime | None:
         """The next scheduled verification; None when only changes or requests trigger one."""
         if self.mode != "Periodic":
             return None
         if self.schedule is not None:
-            nxt: datetime = croniter(self.schedule, after).get_next(datetime)
-            return nxt
+            nxt: datetime = self._times(self.schedule, after).get_next(datetime)
+            return nxt.astimezone(UTC)
         return after + timedelta(seconds=self.interval_seconds)
 
     def stale_at(self, last_success: datetime) -> datetime:
@@ -58,10 +70,10 @@ class Cadence:
         success, so uneven schedules (weekdays only) are judged by their own gaps.
         """
         if self.schedule is not None:
-            it = croniter(self.schedule, last_success)
+            it = self._times(self.schedule, last_success)
             it.get_next(datetime)
             second: datetime = it.get_next(datetime)
-            return second
+            return second.astimezone(UTC)
         return last_success + timedelta(seconds=2 * self.interval_seconds)
 
 
@@ -137,7 +149,12 @@ def bounds(spec: ConnectionSpec, connector: ConnectorSpec) -> Bounds:
             per = MIN_RATE_LIMIT_PERIOD_SECONDS
         rate_limit = (connector.rate_limit.requests, per)
     return Bounds(
-        Cadence(spec.verification.mode, interval, spec.verification.schedule),
+        Cadence(
+            spec.verification.mode,
+            interval,
+            spec.verification.schedule,
+            spec.verification.time_zone or connector.time_zone,
+        ),
         timeout,
         rate_limit,
         tuple(notes),

@@ -30,7 +30,8 @@ build_gotools() {
   local cmd
   for cmd in kstatus argocd-health; do
     log "building $cmd from hack/gotools (first run only)"
-    (cd "$GOTOOLS_SRC" && GOFLAGS=-mod=readonly go_build_into "$GOTOOLS_DIR/$cmd" "./cmd/$cmd")
+    # go.sum pins every module; no VCS stamp, the cache key names the sources already
+    (cd "$GOTOOLS_SRC" && GOFLAGS="-mod=readonly -buildvcs=false" go_build_into "$GOTOOLS_DIR/$cmd" "./cmd/$cmd")
   done
 }
 

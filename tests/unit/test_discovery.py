@@ -15,6 +15,7 @@ from patchbay.cli.caller import CommandError
 from patchbay.cli.discovery import check_sql, split_table_name
 from patchbay.cli.manage import answers, request_timestamp
 from patchbay.drivers.base import (
+    MAX_WALK_DEPTH,
     DriverError,
     FileEntry,
     FilePage,
@@ -101,6 +102,46 @@ def test_the_walk_stops_at_the_first_exceeded_limit(limits: SelectionLimits, cod
     assert [v.code for v in report.violations] == [code]
     assert not report.complete
     assert "/in/deep/deeper" not in browser.listed
+
+
+class Mailbox:
+    """Folders that share an item, as a message with attachments is under two labels;
+    every entry has an ID, which the browser also lists by."""
+
+    def __init__(self) -> None:
+        self.listed: list[str] = []
+
+    async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
+        self.listed.append(path)
+        if path in ("/inbox", "/invoices"):
+            message = FileEntry("m1", "directory", f"{path}/m1", id="m1")
+            return FilePage((message,))
+        assert path == "m1"  # by its ID
+        return FilePage((FileEntry("a.pdf", "file", "m1/1", 10, id="m1/1"),))
+
+    async def validate_selection(
+        self, paths: Sequence[str], limits: SelectionLimits
+    ) -> SelectionReport:
+        return await walk_selection(self, paths, limits)
+
+
+def test_entries_with_ids_count_once_and_their_folders_are_walked_once() -> None:
+    mailbox = Mailbox()
+    report = asyncio.run(mailbox.validate_selection(["/inbox", "/invoices"], NO_LIMITS))
+    assert (report.total_items, report.total_bytes) == (1, 10)
+    assert mailbox.listed == ["/inbox", "m1", "/invoices"]
+
+
+class Bottomless(TreeBrowser):
+    async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
+        return FilePage((FileEntry("down", "directory", f"{path}/down"),))
+
+
+def test_a_walk_goes_no_deeper_than_its_bound_without_a_depth_limit() -> None:
+    report = asyncio.run(Bottomless().validate_selection(["/"], NO_LIMITS))
+    assert [v.code for v in report.violations] == ["TooDeep"]
+    assert report.max_depth == MAX_WALK_DEPTH + 1
+    assert not report.valid
 
 
 def test_other_driver_errors_are_not_hidden_as_violations() -> None:

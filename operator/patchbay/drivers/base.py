@@ -11,8 +11,8 @@ message.
 Drivers may also offer discovery, used by the CLI: ``SqlBrowsing`` (tables,
 columns, samples, read-only queries) and ``FileBrowsing`` (listing and
 selection checks). Each opens a session over one login; the caller
-(``patchbay.cli.discovery``) enforces the timeout and scrubs messages, as for
-verification.
+(``patchbay.cli.discovery``) enforces the timeout and the connector's rate limit
+(``RequestBudget``) and scrubs messages, as for verification.
 """
 
 from __future__ import annotations
@@ -449,6 +449,15 @@ class FileEntry:
     path: str  # what to pass to list_files or validate_selection
     size: int | None = None  # bytes, for files
     modified: datetime.datetime | None = None
+    # The system's own ID of the item where it has them (the SaaS file APIs), which
+    # list_files also takes in place of the path; None where paths are the only names.
+    id: str | None = None
+    mime_type: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """What names this entry to list_files for sure: its ID, else its path."""
+        return self.id or self.path
 
 
 @dataclass(frozen=True)
@@ -487,15 +496,21 @@ class SelectionReport:
     violations: tuple[SelectionViolation, ...] = ()
     complete: bool = True
 
+    @property
+    def valid(self) -> bool:
+        """The selection is within every limit: nothing missing, nothing exceeded."""
+        return not self.violations
+
 
 class FileBrowser(Protocol):
     """A session on a file system or object store."""
 
     async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
-        """One page of the entries directly under ``path`` ("" is the driver's root).
+        """One page of the entries directly under ``path`` ("" is the driver's root);
+        ``path`` may also be an entry's ``id``.
 
-        Listing a file's own path yields that file alone. DriverError(RESOURCE_NOT_FOUND)
-        when nothing exists at ``path``.
+        Listing a file's own path yields that file alone, with the path as given.
+        DriverError(RESOURCE_NOT_FOUND) when nothing exists at ``path``.
         """
         ...
 
@@ -522,8 +537,20 @@ class FileBrowsing(Protocol):
         ...
 
 
+class RequestBudget(Protocol):
+    """The connector's rateLimit as the caller enforces it on a discovery session."""
+
+    async def spend(self) -> None:
+        """Return once one more request to the system is within the budget."""
+        ...
+
+
 class _Stop(Exception):
     """A limit was exceeded: the walk ends there."""
+
+
+# The deepest a walk goes without a smaller max_depth: deeper trees are TooDeep.
+MAX_WALK_DEPTH = 64
 
 
 async def walk_selection(
@@ -532,11 +559,15 @@ async def walk_selection(
     """Walk every selected path with ``list_files``, stopping at the first exceeded limit.
 
     Items are files; a selected file is at depth 0, the entries of a selected directory at
-    depth 1, and so on. A file selected twice (directly and through its directory) counts once.
+    depth 1, and so on. Entries are known by ``ref`` (their ID where the system has IDs):
+    a file selected twice (directly and through its directory) counts once, and a
+    directory reached twice (a message under two Gmail labels) is walked once.
     """
     seen: set[str] = set()
+    walked: set[str] = set()
     total_bytes = max_depth = 0
     violations: list[SelectionViolation] = []
+    deepest = MAX_WALK_DEPTH if limits.max_depth is None else min(limits.max_depth, MAX_WALK_DEPTH)
 
     def exceed(code: ViolationCode, path: str, message: str) -> None:
         violations.append(SelectionViolation(code, path, message))
@@ -545,28 +576,29 @@ async def walk_selection(
     def count(entry: FileEntry, depth: int) -> None:
         nonlocal total_bytes, max_depth
         max_depth = max(max_depth, depth)
-        if limits.max_depth is not None and depth > limits.max_depth:
-            exceed("TooDeep", entry.path, f"deeper than {limits.max_depth} levels")
-        if entry.kind != "file" or entry.path in seen:
+        if depth > deepest:
+            exceed("TooDeep", entry.path, f"deeper than {deepest} levels")
+        if entry.kind != "file" or entry.ref in seen:
             return
-        seen.add(entry.path)
+        seen.add(entry.ref)
         total_bytes += entry.size or 0
         if limits.max_items is not None and len(seen) > limits.max_items:
             exceed("TooManyItems", entry.path, f"more than {limits.max_items} items")
         if limits.max_bytes is not None and total_bytes > limits.max_bytes:
             exceed("TooManyBytes", entry.path, f"more than {limits.max_bytes} bytes")
 
-    async def walk(path: str, depth: int) -> None:
+    async def walk(ref: str, depth: int) -> None:
         token: str | None = None
         while True:
-            page = await browser.list_files(path, token)
+            page = await browser.list_files(ref, token)
             for entry in page.entries:
-                if entry.kind == "file" and entry.path == path:
+                if entry.kind == "file" and ref in (entry.path, entry.id):
                     count(entry, depth - 1)  # the selected path is itself a file
                     continue
                 count(entry, depth)
-                if entry.kind == "directory":
-                    await walk(entry.path, depth + 1)
+                if entry.kind == "directory" and entry.ref not in walked:
+                    walked.add(entry.ref)
+                    await walk(entry.ref, depth + 1)
             token = page.next_page_token
             if token is None:
                 return

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import decimal
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from patchbay.api.reasons import Reason
 from patchbay.cli.caller import CommandError
-from patchbay.cli.discovery import check_sql, split_table_name
+from patchbay.cli.discovery import (
+    BudgetedFiles,
+    CommandBudget,
+    budgeted,
+    check_sql,
+    split_table_name,
+)
 from patchbay.cli.manage import answers, request_timestamp
 from patchbay.drivers.base import (
     MAX_WALK_DEPTH,
     DriverError,
+    FileBrowser,
     FileEntry,
     FilePage,
     SelectionLimits,
@@ -142,6 +150,47 @@ def test_a_walk_goes_no_deeper_than_its_bound_without_a_depth_limit() -> None:
     assert [v.code for v in report.violations] == ["TooDeep"]
     assert report.max_depth == MAX_WALK_DEPTH + 1
     assert not report.valid
+
+
+class CountingBudget:
+    def __init__(self) -> None:
+        self.spent = 0
+
+    async def spend(self) -> None:
+        self.spent += 1
+
+
+def test_a_drivers_file_session_spends_for_its_login_and_every_listing() -> None:
+    browser, budget = TreeBrowser(), CountingBudget()
+
+    @contextlib.asynccontextmanager
+    async def session() -> AsyncIterator[FileBrowser]:
+        yield browser
+
+    async def walk() -> SelectionReport:
+        async with budgeted(session(), budget, BudgetedFiles) as opened:
+            return await opened.validate_selection(["/in"], NO_LIMITS)
+
+    assert asyncio.run(walk()).total_items == 4
+    assert budget.spent == 1 + len(browser.listed)
+
+
+def test_the_command_budget_holds_requests_beyond_the_rate_limit() -> None:
+    async def spend(budget: CommandBudget, times: int) -> None:
+        for _ in range(times):
+            await budget.spend()
+
+    async def fourth_of_three_an_hour() -> bool:
+        budget = CommandBudget((3, 3600.0))
+        await spend(budget, 3)
+        try:
+            await asyncio.wait_for(budget.spend(), 0.05)
+        except TimeoutError:
+            return True
+        return False
+
+    assert asyncio.run(fourth_of_three_an_hour())
+    asyncio.run(spend(CommandBudget(None), 100))  # no rateLimit: nothing waits
 
 
 def test_other_driver_errors_are_not_hidden_as_violations() -> None:

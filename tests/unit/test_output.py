@@ -211,13 +211,22 @@ def test_files_view_points_at_the_next_page() -> None:
     data = {
         "path": "/in",
         "entries": [
-            {"name": "a.csv", "kind": "file", "size": 10, "modified": None, "path": "/in/a.csv"}
+            {"name": "a.csv", "kind": "file", "size": 10, "modifiedAt": None, "path": "/in/a.csv"}
         ],
         "nextPageToken": "abc",
     }
     text = output.files_view(data)
+    assert text.splitlines()[0].split() == ["NAME", "KIND", "SIZE", "MODIFIED"]
     assert text.splitlines()[1].split() == ["a.csv", "file", "10"]
     assert text.splitlines()[-1] == "more entries: --page-token abc"
+
+
+def test_files_view_shows_ids_where_the_system_has_them() -> None:
+    entry = {"name": "q1.csv", "kind": "file", "size": 7, "modifiedAt": None, "path": "/q1.csv"}
+    data = {"path": "/", "entries": [{**entry, "id": "id:a4ayc"}], "nextPageToken": None}
+    lines = output.files_view(data).splitlines()
+    assert lines[0].split() == ["NAME", "KIND", "SIZE", "MODIFIED", "ID"]
+    assert lines[1].split() == ["q1.csv", "file", "7", "id:a4ayc"]
 
 
 def test_selection_view_lists_violations() -> None:
@@ -225,11 +234,13 @@ def test_selection_view_lists_violations() -> None:
         "totalItems": 3,
         "totalBytes": 30,
         "maxDepth": 2,
+        "valid": False,
         "complete": False,
         "violations": [{"code": "TooManyItems", "path": "/in/c", "message": "more than 2 items"}],
     }
     lines = [line.split() for line in output.selection_view(data).splitlines()]
     assert ["Items:", "3"] in lines
+    assert ["Valid:", "false"] in lines
     assert ["Complete:", "false"] in lines
     assert ["TooManyItems", "/in/c", "more", "than", "2", "items"] in lines
 

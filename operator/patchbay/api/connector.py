@@ -493,6 +493,29 @@ class EgressSpec(ApiModel):
         return networks
 
 
+# The file APIs the CLI's `files` and `validate-selection` speak for http connectors.
+FileApi = Literal["googleDrive", "msGraphDrive", "dropbox", "gmailAttachments"]
+
+
+class FileDiscoverySpec(ApiModel):
+    """Which vendor list API browses this system's files (http driver only)."""
+
+    api: FileApi = Field(
+        description="googleDrive (Drive API v3 files.list, shared drives too), msGraphDrive "
+        "(Microsoft Graph: the default document library of the site in the variable site), "
+        "dropbox (files/list_folder) or gmailAttachments (Gmail messages' attachments, by "
+        "label or search); paths and limits in docs/discovery.md.",
+    )
+
+
+class DiscoverySpec(ApiModel):
+    """What the CLI's discovery commands can browse through this connector's Connections."""
+
+    files: FileDiscoverySpec | None = Field(
+        default=None, description="File browsing through a vendor's list API."
+    )
+
+
 class ConnectorSpec(ApiModel):
     """A reusable template for one external system."""
 
@@ -538,6 +561,11 @@ class ConnectorSpec(ApiModel):
         description="Where its Connections may connect; unset: anywhere the operator's "
         "egress policy allows. A Connection going elsewhere gets EgressDenied before "
         "anything is sent.",
+    )
+    discovery: DiscoverySpec | None = Field(
+        default=None,
+        description="Discovery beyond what the driver offers: an http connector names the "
+        "file API of its system here.",
     )
 
     @model_validator(mode="after")

@@ -4,16 +4,23 @@ The CLI reads the Connection, its connector and its credential Secrets as the
 caller (someone who may not read the Secrets cannot browse through it), resolves
 them with the operator's own code (config, credentials), and talks to the
 external system through the driver's discovery protocol under the same rules as
-a verification: the egress policy, the connector's timeout, and no secret value
-in any message.
+a verification: the egress policy and the connector's egress hosts, the connector's
+timeout, and no secret value in any message. An http connector that names its
+system's file API (spec.discovery.files) browses files through
+``patchbay.drivers.saasfiles``.
+
+The connector's rateLimit holds too, as a token bucket of the command's own: every
+request of a SaaS file API (the token request included) and every login, listing or
+statement of the other drivers takes a token first, waiting for one within the
+command's timeout. The operator's verifications spend a budget of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -21,7 +28,7 @@ from pydantic import ValidationError
 
 from patchbay import kube
 from patchbay.api.connection import ConnectionSpec
-from patchbay.api.connector import ConnectorSpec
+from patchbay.api.connector import ConnectorSpec, FileApi
 from patchbay.api.reasons import Reason
 from patchbay.cli.caller import CommandError, explained, get_connection
 from patchbay.core.config import ConfigInvalidError, resolve_config
@@ -32,24 +39,31 @@ from patchbay.core.credentials import (
     resolve_credentials,
 )
 from patchbay.core.egress import connector_egress
-from patchbay.core.resolve import judge_connector, verification_timeout
+from patchbay.core.ratelimit import TokenBucket
+from patchbay.core.resolve import judge_connector
+from patchbay.core.schedule import bounds
 from patchbay.core.verification import scrub
 from patchbay.drivers.base import (
     MAX_ROWS,
     MAX_SQL_LENGTH,
+    ColumnInfo,
     Driver,
     DriverError,
     Egress,
     FileBrowser,
     FileBrowsing,
     FilePage,
+    RequestBudget,
     RowSet,
     SelectionLimits,
     SelectionReport,
     SqlBrowser,
     SqlBrowsing,
+    TableInfo,
     VerifyRequest,
+    walk_selection,
 )
+from patchbay.drivers.saasfiles import browse_saas_files
 from patchbay.drivers.sql import normalized_name
 
 T = TypeVar("T")
@@ -67,6 +81,10 @@ class Target:
     request: VerifyRequest = field(repr=False)
     timeout_seconds: float
     connector: ConnectorSpec = field(repr=False)
+    # the connector's rateLimit: (requests, per seconds), clamped as the operator does
+    rate_limit: tuple[int, float] | None = None
+    # the SaaS file API the connector names; None: the driver browses files itself
+    file_api: FileApi | None = None
 
 
 def sql_driver(driver: Driver) -> SqlBrowsing:
@@ -78,7 +96,27 @@ def sql_driver(driver: Driver) -> SqlBrowsing:
 def file_driver(driver: Driver) -> FileBrowsing:
     if isinstance(driver, FileBrowsing):
         return driver
-    raise CommandError(f"driver {driver.name} does not support file browsing")
+    hint = (
+        "; a connector may name its system's file API in spec.discovery.files"
+        if driver.name == "http"
+        else ""
+    )
+    raise CommandError(f"driver {driver.name} does not support file browsing{hint}")
+
+
+def file_api(connector: ConnectorSpec, driver: Driver) -> FileApi | None:
+    """The SaaS file API the connector names, or None when its driver browses files
+    itself; CommandError when neither can."""
+    files = connector.discovery.files if connector.discovery is not None else None
+    if files is None:
+        file_driver(driver)
+        return None
+    if driver.name != "http":
+        raise CommandError(
+            f"spec.discovery.files names a file API for http connectors, not for driver "
+            f"{driver.name}"
+        )
+    return files.api
 
 
 def check_sql(sql: str) -> None:
@@ -146,7 +184,11 @@ async def resolve_target(
     if connector is None:
         raise CommandError(f"{judged.reason}: {judged.message}")
     driver = drivers[connector.driver]
-    sql_driver(driver) if capability == "sql" else file_driver(driver)
+    files = None
+    if capability == "sql":
+        sql_driver(driver)
+    else:
+        files = file_api(connector, driver)
     try:
         config = resolve_config(connector, spec.config)
         sources = credential_sources(spec, config.secret_variables)
@@ -161,16 +203,96 @@ async def resolve_target(
         credentials = resolve_credentials(spec, config.secret_variables, secrets)
     except CredentialsError as exc:
         raise CommandError(f"{exc.reason}: {exc.message}") from None
-    timeout = verification_timeout(spec, connector)
+    limits = bounds(spec, connector)
     request = VerifyRequest(
         config=config.values,
         secrets=credentials.values,
         auth=connector.auth,
         http=connector.verification.http,
+        http_errors=connector.verification.http_errors,
         tls=credentials.tls,
-        timeout_seconds=timeout,
+        timeout_seconds=limits.timeout_seconds,
     )
-    return Target(namespace, name, driver, request, timeout, connector)
+    return Target(
+        namespace,
+        name,
+        driver,
+        request,
+        limits.timeout_seconds,
+        connector,
+        limits.rate_limit,
+        files,
+    )
+
+
+class CommandBudget:
+    """The connector's rateLimit over one command: a token bucket that each request
+    waits for, within the command's timeout."""
+
+    def __init__(self, rate_limit: tuple[int, float] | None) -> None:
+        self._bucket = TokenBucket(*rate_limit) if rate_limit is not None else None
+
+    async def spend(self) -> None:
+        if self._bucket is None:
+            return
+        wait = self._bucket.take()
+        while wait > 0:
+            await asyncio.sleep(wait)
+            wait = self._bucket.take()
+
+
+class BudgetedFiles:
+    """A driver's file session whose every listing first spends from the budget."""
+
+    def __init__(self, browser: FileBrowser, budget: RequestBudget) -> None:
+        self._browser = browser
+        self._budget = budget
+
+    async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
+        await self._budget.spend()
+        return await self._browser.list_files(path, page_token)
+
+    async def validate_selection(
+        self, paths: Sequence[str], limits: SelectionLimits
+    ) -> SelectionReport:
+        # walked here, so that every listing of the walk spends from the budget
+        return await walk_selection(self, paths, limits)
+
+
+class BudgetedSql:
+    """A driver's SQL session whose every call first spends from the budget."""
+
+    def __init__(self, browser: SqlBrowser, budget: RequestBudget) -> None:
+        self._browser = browser
+        self._budget = budget
+
+    async def tables(self, include_system: bool) -> list[TableInfo]:
+        await self._budget.spend()
+        return await self._browser.tables(include_system)
+
+    async def columns(self, schema: str, table: str) -> list[ColumnInfo]:
+        await self._budget.spend()
+        return await self._browser.columns(schema, table)
+
+    async def sample(self, schema: str, table: str, rows: int) -> RowSet:
+        await self._budget.spend()
+        return await self._browser.sample(schema, table, rows)
+
+    async def query(self, sql: str, max_rows: int) -> RowSet:
+        await self._budget.spend()
+        return await self._browser.query(sql, max_rows)
+
+
+@asynccontextmanager
+async def budgeted(
+    session: AbstractAsyncContextManager[S],
+    budget: RequestBudget,
+    wrap: Callable[[S, RequestBudget], S],
+) -> AsyncIterator[S]:
+    """A driver's session whose login, and every call after, spends from the budget."""
+    await budget.spend()
+    async with session as opened:
+        yield wrap(opened, budget)
 
 
 async def _within_limits(
@@ -197,18 +319,29 @@ async def with_sql(
 ) -> T:
     driver = sql_driver(target.driver)
     allowed = connector_egress(egress, target.connector)
+    budget = CommandBudget(target.rate_limit)
     return await _within_limits(
-        target, lambda: driver.browse_sql(target.request, allowed), operation
+        target,
+        lambda: budgeted(driver.browse_sql(target.request, allowed), budget, BudgetedSql),
+        operation,
     )
 
 
 async def with_files(
     target: Target, egress: Egress, operation: Callable[[FileBrowser], Awaitable[T]]
 ) -> T:
-    driver = file_driver(target.driver)
     allowed = connector_egress(egress, target.connector)
+    budget = CommandBudget(target.rate_limit)
+    api = target.file_api
+    if api is not None:
+        return await _within_limits(
+            target, lambda: browse_saas_files(api, target.request, allowed, budget), operation
+        )
+    driver = file_driver(target.driver)
     return await _within_limits(
-        target, lambda: driver.browse_files(target.request, allowed), operation
+        target,
+        lambda: budgeted(driver.browse_files(target.request, allowed), budget, BudgetedFiles),
+        operation,
     )
 
 
@@ -269,11 +402,13 @@ def page_data(path: str, page: FilePage) -> dict[str, Any]:
         "path": path,
         "entries": [
             {
+                "id": e.id,
                 "name": e.name,
+                "path": e.path,
                 "kind": e.kind,
                 "size": e.size,
-                "modified": e.modified.isoformat() if e.modified else None,
-                "path": e.path,
+                "mimeType": e.mime_type,
+                "modifiedAt": e.modified.isoformat() if e.modified else None,
             }
             for e in page.entries
         ],
@@ -293,6 +428,7 @@ def report_data(report: SelectionReport) -> dict[str, Any]:
         "totalItems": report.total_items,
         "totalBytes": report.total_bytes,
         "maxDepth": report.max_depth,
+        "valid": report.valid,
         "complete": report.complete,
         "violations": [
             {"code": v.code, "path": v.path, "message": v.message} for v in report.violations

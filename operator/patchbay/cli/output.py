@@ -262,12 +262,18 @@ def rows_view(data: Mapping[str, Any]) -> str:
 
 
 def files_view(data: Mapping[str, Any]) -> str:
+    """Name, kind, size and time of each entry, and its ID where the system has IDs."""
+    entries = data["entries"]
+    with_ids = any(e.get("id") for e in entries)
     text = (
         format_table(
-            ["NAME", "KIND", "SIZE", "MODIFIED"],
-            [(e["name"], e["kind"], e["size"], e["modified"]) for e in data["entries"]],
+            ["NAME", "KIND", "SIZE", "MODIFIED", *(["ID"] if with_ids else [])],
+            [
+                (e["name"], e["kind"], e["size"], e["modifiedAt"], *([e["id"]] if with_ids else []))
+                for e in entries
+            ],
         )
-        if data["entries"]
+        if entries
         else "no entries"
     )
     if data["nextPageToken"]:
@@ -281,6 +287,7 @@ def selection_view(data: Mapping[str, Any]) -> str:
             ("Items", data["totalItems"]),
             ("Bytes", data["totalBytes"]),
             ("Max depth", data["maxDepth"]),
+            ("Valid", data["valid"]),
             ("Complete", data["complete"]),
         ]
     )

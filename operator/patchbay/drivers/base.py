@@ -12,7 +12,8 @@ Drivers may also offer discovery, used by the CLI: ``SqlBrowsing`` (tables,
 columns, samples, read-only queries) and ``FileBrowsing`` (listing and
 selection checks). Each opens a session over one login; the caller
 (``patchbay.cli.discovery``) enforces the timeout and the connector's rate limit
-(``RequestBudget``) and scrubs messages, as for verification.
+(``RequestBudget``) and scrubs messages, as for verification. The SaaS file APIs
+of http connectors browse through ``patchbay.drivers.saasfiles``.
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ class HttpAnswer:
     label: str
     server: str | None
     retry_after: float | None
+    # the start of a 5xx answer's text (of any error answer read whole), made printable
     snippet: str
     # the JSON body of an error answer that a connector's rule may read (of every answer
     # when it was read whole), else None
@@ -497,7 +498,7 @@ class Exchange:
 
     def url_for(self, path: str) -> URL:
         """The base URL plus the path, placeholders filled and URL-quoted; "" is the base."""
-        return self._with_credential_query(self._join_path(path))
+        return self.with_credential_query(self._join_path(path))
 
     def token_url(self, template: str) -> URL:
         """The token endpoint: a path on the base URL, or an absolute URL template
@@ -519,7 +520,8 @@ class Exchange:
             raise DriverError(Reason.CONFIG_INVALID, f"{what} must not contain credentials")
         return url
 
-    def _with_credential_query(self, url: URL) -> URL:
+    def with_credential_query(self, url: URL) -> URL:
+        """The URL with the credential of an API that takes it in the query string."""
         return url.update_query(self.credentials.query) if self.credentials.query else url
 
     def _trusted(self, url: URL) -> bool:
@@ -653,7 +655,7 @@ class Exchange:
                 method, body = "GET", None
             with_credentials = with_credentials and self._trusted(url)
             if with_credentials:
-                url = self._with_credential_query(url)
+                url = self.with_credential_query(url)
             label = f"{first} (redirected to {method} {safe_url(url)})"
         raise self.fail(Reason.PROTOCOL_ERROR, f"{first}: more than {MAX_REDIRECTS} redirects")
 
@@ -668,7 +670,7 @@ class Exchange:
                 whole = await _read_capped(resp, read_limit)
             oversized = whole is None
             document = _json_document(whole)
-            if resp.status >= 500 and whole and _is_text(resp.content_type):
+            if resp.status >= 400 and whole and _is_text(resp.content_type):
                 snippet = self._snippet(whole, resp.charset)
         elif resp.status in self.ruled_statuses and _is_text(resp.content_type):
             try:

@@ -1,5 +1,7 @@
 """The `patchbay` discovery commands, run for real, through Connections of the mysql, s3 and
-sftp drivers: against a local MariaDB server, a local MinIO server and a local OpenSSH server.
+sftp drivers: against a local MariaDB server, a local MinIO server and a local OpenSSH server;
+and through a copy of the google-drive entry, against a stand-in of the Drive API that
+answers as Google documents it (tests/support/saas_files.py).
 
 The same tree of files is put into a bucket (under the Connection's prefix) and into a
 directory on the SSH server (the Connection's basePath), so the file-browsing tests run
@@ -19,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import localcluster
 import localmariadb
 import locals3
 import localsshd
+import saas_files
 from operator_harness import secret_manifest
 from tests.conftest import REPO_ROOT
 from tests.controlplane import test_cli
@@ -340,15 +344,17 @@ def test_files_lists_the_root_with_directories_and_file_sizes(
     assert set(found) >= {"incoming", "many", "readme.txt"}
     assert "outside.txt" not in found  # above the Connection's root
     assert found["incoming"] == {
+        "id": None,  # s3 and sftp name things by path only
         "name": "incoming",
+        "path": "/incoming",
         "kind": "directory",
         "size": None,
-        "modified": found["incoming"]["modified"],
-        "path": "/incoming",
+        "mimeType": None,
+        "modifiedAt": found["incoming"]["modifiedAt"],
     }
     readme = found["readme.txt"]
     assert (readme["kind"], readme["size"], readme["path"]) == ("file", 6, "/readme.txt")
-    assert readme["modified"] is not None
+    assert readme["modifiedAt"] is not None
     assert listing["nextPageToken"] is None
 
     table = cli(control_plane, "files", FILES, "/", "-n", files_ns).stdout.splitlines()
@@ -411,6 +417,7 @@ def test_validate_selection_counts_files_bytes_and_depth(
         "totalItems": 4,
         "totalBytes": INCOMING_BYTES + 6,
         "maxDepth": 2,  # /incoming/2024/jan.csv
+        "valid": True,
         "complete": True,
         "violations": [],
     }
@@ -512,3 +519,96 @@ def test_sftp_lists_links_to_files_and_leaves_out_links_to_directories(
     finally:
         for name in links:
             (root / name).unlink()
+
+
+# ----- a SaaS file API: Google Drive, through a copy of its catalogue entry ----------------
+
+DRIVE = "drive-copy"
+
+
+def drive_connector(**changes: Any) -> dict[str, Any]:
+    """The google-drive entry as a Connector of the namespace, without the vendor's egress
+    hosts, so that its Connections may reach the stand-in on 127.0.0.1."""
+    entry = yaml.safe_load((REPO_ROOT / "deploy" / "connectors" / "google-drive.yaml").read_text())
+    spec = {key: value for key, value in entry["spec"].items() if key != "egress"} | changes
+    return {
+        "apiVersion": "patchbay.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": DRIVE},
+        "spec": spec,
+    }
+
+
+@pytest.fixture
+def drive() -> Iterator[saas_files.FileApiServer]:
+    with saas_files.file_api_in_thread("googleDrive") as server:
+        yield server
+
+
+def browse_drive(
+    cp: localcluster.ControlPlane,
+    namespace: str,
+    server: saas_files.FileApiServer,
+    connector: dict[str, Any],
+) -> None:
+    files = connection(
+        FILES, DRIVE, "drive-keys", saas_files.connection_config("googleDrive", server)
+    )
+    files["spec"]["connectorRef"]["kind"] = "Connector"
+    apply(cp, namespace, connector, secret("drive-keys", **saas_files.credentials()), files)
+
+
+def drive_cli(cp: localcluster.ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    result = cli(cp, *args)
+    said = result.stdout + result.stderr
+    assert saas_files.CLIENT_SECRET not in said and saas_files.REFRESH_TOKEN not in said
+    return result
+
+
+def test_drive_files_and_selections_go_through_the_drive_api(
+    control_plane: localcluster.ControlPlane, namespace: str, drive: saas_files.FileApiServer
+) -> None:
+    browse_drive(control_plane, namespace, drive, drive_connector())
+    listed = drive_cli(
+        control_plane, "files", FILES, "/My Drive/incoming", "-n", namespace, "-o", "json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    found = entries(json.loads(listed.stdout))
+    assert found["orders.csv"] == {
+        "id": "F-orders",
+        "name": "orders.csv",
+        "path": "/My Drive/incoming/orders.csv",
+        "kind": "file",
+        "size": 5,
+        "mimeType": "text/csv",
+        "modifiedAt": "2026-11-02T10:15:30.123000+00:00",
+    }
+    table = drive_cli(control_plane, "files", FILES, found["2024"]["id"], "-n", namespace)
+    assert table.stdout.splitlines()[0].split() == ["NAME", "KIND", "SIZE", "MODIFIED", "ID"]
+
+    selected = drive_cli(
+        control_plane, "validate-selection", FILES, "/My Drive/incoming", "F-readme",
+        "-n", namespace, "-o", "json",
+    )  # fmt: skip
+    assert json.loads(selected.stdout) == {
+        "totalItems": 4,
+        "totalBytes": saas_files.INCOMING_BYTES + saas_files.README_BYTES,
+        "maxDepth": 2,
+        "valid": True,
+        "complete": True,
+        "violations": [],
+    }
+
+
+def test_drive_discovery_waits_for_the_rate_limit_until_the_timeout(
+    control_plane: localcluster.ControlPlane, namespace: str, drive: saas_files.FileApiServer
+) -> None:
+    limited = drive_connector(
+        rateLimit={"requests": 3, "per": "1h"},
+        verification={**drive_connector()["spec"]["verification"], "timeout": "3s"},
+    )
+    browse_drive(control_plane, namespace, drive, limited)
+    walk = drive_cli(control_plane, "validate-selection", FILES, "/My Drive", "-n", namespace)
+    assert walk.returncode == 1
+    assert error_line(walk) == "error: Timeout: no answer within 3s"
+    assert len(drive.seen) == 3  # the token request and two listings: the budget held

@@ -17,13 +17,16 @@ vendor's kind issues the access tokens the APIs accept.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
+import queue
 import re
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -882,6 +885,28 @@ async def serve_file_api(api: FileApi) -> AsyncIterator[FileApiServer]:
         yield server
     finally:
         await runner.cleanup()
+
+
+@contextmanager
+def file_api_in_thread(api: FileApi) -> Iterator[FileApiServer]:
+    """The stand-in on an event loop of its own thread, for a client in another process."""
+    loop = asyncio.new_event_loop()
+    started: queue.Queue[FileApiServer] = queue.Queue()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with serve_file_api(api) as server:
+            started.put(server)
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        yield started.get(timeout=30)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()
 
 
 def connection_config(api: FileApi, server: FileApiServer) -> dict[str, str]:

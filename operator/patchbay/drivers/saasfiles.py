@@ -260,6 +260,11 @@ def _segments(path: str) -> list[str]:
     return parts
 
 
+def _cut(name: str) -> str:
+    """A name as shown: at most MAX_NAME_LENGTH characters, the last one … when cut."""
+    return name if len(name) <= MAX_NAME_LENGTH else name[: MAX_NAME_LENGTH - 1] + "…"
+
+
 def _placed(parent: str, name: str, item_id: str) -> tuple[str, str]:
     """An entry's name as shown and its path: the parent's path and the name, or the
     item's ID where the name cannot be a path segment or the path would be too long."""
@@ -278,11 +283,9 @@ def _quoted(names: Sequence[str]) -> str:
     return "/".join(quote(name, safe="") for name in names)
 
 
-# ----- Google (Drive and Gmail) ----------------------------------------------------
-
-
-def _google_refusal(api: _Api) -> Refusal:
-    """Google's 400s (an invalid query, ID or page token) refuse what the user asked;
+def _bad_request(api: _Api) -> Refusal:
+    """A 400 of Google or Graph (an invalid path, search, ID or page token) refuses what
+    the user asked, with the message of their error body ({"error": {"message": …}});
     the rest is left to the connector's rules and the status."""
 
     def refusal(answer: HttpAnswer) -> Exception | None:
@@ -294,6 +297,9 @@ def _google_refusal(api: _Api) -> Refusal:
         return api.refused_request(answer, said if isinstance(said, str) else "")
 
     return refusal
+
+
+# ----- Google Drive ----------------------------------------------------------------
 
 
 def _drive_literal(text: str) -> str:
@@ -325,7 +331,7 @@ class GoogleDriveBrowser:
 
     def __init__(self, api: _Api) -> None:
         self._api = api
-        self._refusal = _google_refusal(api)
+        self._refusal = _bad_request(api)
         self._folders: _Places[_DriveFolder] = _Places()
         self._folders.remember("root", _DriveFolder("root", None, f"/{MY_DRIVE}"))
 
@@ -507,6 +513,7 @@ class GraphDriveBrowser:
         self._api = api
         self._drive = f"/v1.0/sites/{quote(site, safe='')}/drive"
         self._prefix = str(api.exchange.base).rstrip("/")
+        self._refusal = _bad_request(api)
         self._folders: _Places[str] = _Places()  # folder ID -> its path as shown
 
     async def list_files(self, path: str, page_token: str | None = None) -> FilePage:
@@ -602,14 +609,6 @@ class GraphDriveBrowser:
             return URL(self._prefix + below, encoded=True)
         except (binascii.Error, ValueError):
             raise _config_invalid("the page token is not valid") from None
-
-    def _refusal(self, answer: HttpAnswer) -> Exception | None:
-        """Graph's 400 (a malformed path or page link) refuses what the user asked."""
-        if answer.status != 400:
-            return None
-        error = answer.document.get("error") if isinstance(answer.document, dict) else None
-        said = error.get("message") if isinstance(error, dict) else None
-        return self._api.refused_request(answer, said if isinstance(said, str) else "")
 
 
 # ----- Dropbox ---------------------------------------------------------------------
@@ -768,7 +767,7 @@ class GmailAttachmentBrowser:
 
     def __init__(self, api: _Api) -> None:
         self._api = api
-        self._refusal = _google_refusal(api)
+        self._refusal = _bad_request(api)
         self._labels: dict[str, str] | None = None  # ID -> name, read once a session
         self._messages: _Places[str] = _Places()  # message ID -> its path as shown
 
@@ -908,10 +907,6 @@ class GmailAttachmentBrowser:
 
         visit(message.get("payload"), 0)
         return tuple(found)
-
-
-def _cut(name: str) -> str:
-    return name if len(name) <= MAX_NAME_LENGTH else name[: MAX_NAME_LENGTH - 1] + "…"
 
 
 def _epoch_ms(value: object) -> datetime.datetime | None:

@@ -165,6 +165,9 @@ def test_a_connection_waiting_for_its_rate_limit_is_progressing(site: Site) -> N
 
     assert status == "Progressing"
     assert message.startswith("RateLimited: ")
+    reconciling = condition(connection, "Reconciling")
+    assert (reconciling["status"], reconciling["reason"]) == ("True", "RateLimited")
+    assert kstatus([connection]) == [("InProgress", reconciling["message"])]
 
 
 def test_objects_the_operator_has_not_seen_yet_are_progressing(site: Site) -> None:
@@ -193,7 +196,7 @@ def test_objects_the_operator_has_not_seen_yet_are_progressing(site: Site) -> No
         "Progressing",
         "waiting for the operator to check the definition",
     )
-    assert [status for status, _ in kstatus([edited])] == ["InProgress"]
+    assert [status for status, _ in kstatus([edited, unseen, unchecked])] == ["InProgress"] * 3
 
 
 def test_connectors_are_healthy_when_usable_and_degraded_when_not(site: Site) -> None:
@@ -212,3 +215,49 @@ def test_connectors_are_healthy_when_usable_and_degraded_when_not(site: Site) ->
     assert message.startswith("ConnectorInvalid: ")
     assert "locked variable needs a default" in message
     assert argocd_health_of(catalogue_entry)[0] == "Healthy"
+    statuses = kstatus([usable, broken, catalogue_entry])
+    assert [status for status, _ in statuses] == ["Current", "Failed", "Current"]
+    assert "locked variable needs a default" in statuses[1][1]
+
+
+def test_kstatus_sees_failures_that_wait_for_a_change_as_failed_and_a_suspend_as_current(
+    site: Site,
+) -> None:
+    site.connect("ready")
+    site.connect("refused", token="not-the-token")
+    site.apply(http_connection("unsecured", site.api.base_url, "no-such-secret"))
+    misconfigured = http_connection("misconfigured", site.api.base_url, "ready-token")
+    misconfigured["spec"]["config"]["colour"] = "red"  # no such variable; no webhook here
+    site.apply(misconfigured)
+    site.connect("paused", suspend=True)
+    expected = {
+        "ready": ("Verified", "Current"),
+        "refused": ("AuthenticationFailed", "Failed"),
+        "unsecured": ("SecretNotFound", "Failed"),
+        "misconfigured": ("ConfigInvalid", "Failed"),
+        "paused": ("Suspended", "Current"),
+    }
+    connections = [site.wait(name, reason) for name, (reason, _) in expected.items()]
+
+    statuses = kstatus(connections)
+
+    assert [status for status, _ in statuses] == [status for _, status in expected.values()]
+    for (status, message), connection in zip(statuses, connections, strict=True):
+        if status == "Failed":  # Flux reports the reason's message, not a timeout
+            stalled = condition(connection, "Stalled")
+            assert (stalled["status"], message) == ("True", stalled["message"])
+            assert stalled["reason"] == connection["status"]["reason"]
+
+
+def test_kubectl_wait_for_ready_and_for_a_failed_phase(site: Site) -> None:
+    site.connect("ready")
+    site.connect("refused", token="not-the-token")
+
+    def wait(*args: str) -> int:
+        return site.control_plane.kubectl(
+            "wait", *args, "-n", site.namespace, "--timeout=60s", check=False
+        ).returncode
+
+    assert wait("--for=condition=Ready", "connection/ready") == 0
+    assert wait("--for=jsonpath={.status.phase}=Failed", "connection/refused") == 0
+    assert wait("--for=jsonpath={.status.reason}=AuthenticationFailed", "connection/refused") == 0

@@ -120,14 +120,21 @@ def wait_for(
 def wait_for_reason(
     cp: localcluster.ControlPlane, namespace: str, name: str, reason: str, timeout: float = 60.0
 ) -> dict[str, Any]:
-    """The Connection once its Ready condition carries the given reason."""
+    """The Connection once its Ready condition carries the given reason (a suspended
+    Connection has no Ready condition: its status.reason says Suspended)."""
 
     seen: list[Any] = []
 
     def probe() -> dict[str, Any] | None:
         obj = get_json(cp, "connection", name, "-n", namespace)
         seen[:] = [obj.get("status")]
-        return obj if condition(obj, "Ready").get("reason") == reason else None
+        status = obj.get("status") or {}
+        said = (
+            status.get("reason")
+            if status.get("phase") == "Suspended"
+            else condition(obj, "Ready").get("reason")
+        )
+        return obj if said == reason else None
 
     try:
         result: dict[str, Any] = wait_for(

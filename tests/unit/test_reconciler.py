@@ -224,7 +224,13 @@ class World:
         return status
 
     def ready(self, name: str) -> tuple[str, str]:
-        ready = next(c for c in self.status(name).get("conditions", []) if c["type"] == "Ready")
+        """Ready's status and reason; (False, Suspended) for a suspended Connection,
+        which has no Ready condition."""
+        status = self.status(name)
+        if status.get("phase") == "Suspended":
+            assert not any(c["type"] == "Ready" for c in status.get("conditions", []))
+            return "False", status["reason"]
+        ready = next(c for c in status.get("conditions", []) if c["type"] == "Ready")
         return ready["status"], ready["reason"]
 
 

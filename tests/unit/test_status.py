@@ -72,7 +72,7 @@ def test_new_condition_gets_the_current_time() -> None:
 
 
 def test_every_condition_carries_the_observed_generation() -> None:
-    _, conditions = connection_conditions(_findings(), [], 7, T0)
+    _, _, conditions = connection_conditions(_findings(), [], 7, T0)
 
     assert [c["type"] for c in conditions] == [
         "ConnectorResolved",
@@ -84,7 +84,7 @@ def test_every_condition_carries_the_observed_generation() -> None:
 
 
 def test_successful_verification_makes_the_connection_ready() -> None:
-    phase_, conditions = connection_conditions(_findings(), [], 1, T0)
+    phase_, _, conditions = connection_conditions(_findings(), [], 1, T0)
 
     ready = _by_type(conditions)["Ready"]
     assert phase_ == "Ready"
@@ -95,7 +95,7 @@ def test_definite_failure_wins_over_a_later_pending_step_for_ready() -> None:
     failed = ConditionState("False", Reason.SECRET_NOT_FOUND, "Secret 'db' not found")
     findings = _findings(credentials=failed, verified=None)
 
-    phase_, conditions = connection_conditions(findings, [], 1, T0)
+    phase_, _, conditions = connection_conditions(findings, [], 1, T0)
 
     by_type = _by_type(conditions)
     assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "SecretNotFound")
@@ -134,7 +134,7 @@ def test_unknown_verification_never_makes_ready_true() -> None:
 def test_stale_success_shows_ready_unknown_with_reason_stale() -> None:
     findings = _findings(stale=True)
 
-    phase_, conditions = connection_conditions(findings, [], 1, T0)
+    phase_, _, conditions = connection_conditions(findings, [], 1, T0)
 
     ready = _by_type(conditions)["Ready"]
     assert (ready["status"], ready["reason"]) == ("Unknown", "Stale")
@@ -144,7 +144,7 @@ def test_stale_success_shows_ready_unknown_with_reason_stale() -> None:
 def test_default_conflict_shows_ready_false_with_reason_default_conflict() -> None:
     findings = _findings(default_conflict="db-b is the default since 2024-01-01")
 
-    phase_, conditions = connection_conditions(findings, [], 1, T0)
+    phase_, _, conditions = connection_conditions(findings, [], 1, T0)
 
     ready = _by_type(conditions)["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "DefaultConflict")
@@ -156,11 +156,36 @@ def test_suspended_connection_has_phase_suspended_whatever_else_happened() -> No
     failed = ConditionState("False", Reason.CONNECTOR_NOT_FOUND, "no such connector")
     findings = _findings(suspended=True, connector=failed, credentials=None, verified=None)
 
-    phase_, conditions = connection_conditions(findings, [], 1, T0)
+    phase_, reason, conditions = connection_conditions(findings, [], 1, T0)
 
-    ready = _by_type(conditions)["Ready"]
-    assert phase_ == "Suspended"
-    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    assert (phase_, reason) == ("Suspended", "Suspended")
+    # not ready, not failing, not under way: no Ready, Reconciling or Stalled
+    assert set(_by_type(conditions)) == {"ConnectorResolved", "CredentialsResolved", "Verified"}
+
+
+def test_a_failure_that_waits_for_a_change_is_stalled() -> None:
+    refused = ConditionState("False", Reason.AUTHENTICATION_FAILED, "HTTP 401")
+
+    phase_, reason, conditions = connection_conditions(_findings(verified=refused), [], 1, T0)
+
+    by_type = _by_type(conditions)
+    assert (phase_, reason) == ("Failed", "AuthenticationFailed")
+    assert (by_type["Stalled"]["status"], by_type["Stalled"]["reason"]) == (
+        "True",
+        "AuthenticationFailed",
+    )
+    assert "Reconciling" not in by_type
+
+
+def test_a_result_still_to_come_is_reconciling_and_a_success_neither() -> None:
+    unreachable = ConditionState("False", Reason.HOST_UNREACHABLE, "connection refused")
+
+    for findings in (_findings(verified=None), _findings(verified=unreachable)):
+        by_type = _by_type(connection_conditions(findings, [], 1, T0).conditions)
+        assert by_type["Reconciling"]["status"] == "True"
+        assert "Stalled" not in by_type
+    verified = _by_type(connection_conditions(_findings(), [], 1, T0).conditions)
+    assert "Reconciling" not in verified and "Stalled" not in verified
 
 
 def test_deprecated_connector_keeps_ready_true_and_mentions_the_deprecation() -> None:
@@ -168,7 +193,7 @@ def test_deprecated_connector_keeps_ready_true_and_mentions_the_deprecation() ->
         "True", Reason.CONNECTOR_DEPRECATED, "ClusterConnector legacy-db is deprecated"
     )
 
-    phase_, conditions = connection_conditions(_findings(connector=deprecated), [], 1, T0)
+    phase_, _, conditions = connection_conditions(_findings(connector=deprecated), [], 1, T0)
 
     by_type = _by_type(conditions)
     assert phase_ == "Ready"

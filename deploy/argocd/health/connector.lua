@@ -6,14 +6,6 @@
 local hs = {}
 
 local status = obj.status
-local generation = obj.metadata.generation
-if status ~= nil and generation ~= nil and status.observedGeneration ~= nil
-    and status.observedGeneration < generation then
-  hs.status = "Progressing"
-  hs.message = "generation " .. generation .. " not checked yet (status describes " .. status.observedGeneration .. ")"
-  return hs
-end
-
 local ready = nil
 if status ~= nil and status.conditions ~= nil then
   for _, condition in ipairs(status.conditions) do
@@ -23,9 +15,18 @@ if status ~= nil and status.conditions ~= nil then
   end
 end
 
+-- before the operator writes, the API server shows observedGeneration 0
 if ready == nil then
   hs.status = "Progressing"
   hs.message = "waiting for the operator to check the definition"
+  return hs
+end
+
+local generation = obj.metadata.generation
+if generation ~= nil and status.observedGeneration ~= nil
+    and status.observedGeneration < generation then
+  hs.status = "Progressing"
+  hs.message = "generation " .. generation .. " not checked yet (status describes " .. status.observedGeneration .. ")"
   return hs
 end
 

@@ -91,7 +91,7 @@ DEFINITIONS = [
             },
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             _ready_column("Ready", "status"),
-            _ready_column("Reason", "reason"),
+            {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
             {
                 "name": "Last Verified",
                 "type": "date",
@@ -188,10 +188,16 @@ def structural_schema(model: type[BaseModel]) -> JsonSchema:
     return _convert(raw, raw.get("$defs", {}))
 
 
+UNOBSERVED = {"observedGeneration": 0}
+
+
 def build_crd(definition: CrdDefinition) -> dict[str, Any]:
     """The CustomResourceDefinition object for one kind."""
     spec_schema = structural_schema(definition.spec_model)
-    status_schema = structural_schema(definition.status_model)
+    # Until the operator writes a status, the API server shows observedGeneration 0, so
+    # kstatus (Flux) and kubectl wait see an object not yet observed, never one that
+    # looks done only because it has no conditions yet.
+    status_schema = {**structural_schema(definition.status_model), "default": UNOBSERVED}
     schema: JsonSchema = {
         "type": "object",
         "description": definition.description,

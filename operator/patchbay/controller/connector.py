@@ -15,7 +15,7 @@ from patchbay.api.reasons import Reason
 from patchbay.controller.cache import Cache
 from patchbay.controller.writer import api_problem, now, refused
 from patchbay.core.resolve import ConnectorKey, judge_connector
-from patchbay.core.status import ConditionState, merge_conditions
+from patchbay.core.status import ConditionState, merge_conditions, progress_conditions
 from patchbay.drivers.base import Driver
 from patchbay.logs import object_fields
 
@@ -88,7 +88,10 @@ class ConnectorStatusWriter:
         old = body.get("status") or {}
         generation = body["metadata"].get("generation")
         conditions = merge_conditions(
-            old.get("conditions") or [], [("Ready", state)], generation, now()
+            old.get("conditions") or [],
+            [("Ready", state), *progress_conditions(state)],
+            generation,
+            now(),
         )
         desired = {
             "conditions": conditions,

@@ -51,9 +51,15 @@ def wire(model: ConnectionStatus | VerificationStatus) -> dict[str, Any]:
     return model.model_dump(by_alias=True, mode="json", exclude_unset=True)
 
 
-def summary_reason(conditions: list[dict[str, Any]]) -> str | None:
-    """The Ready condition's reason, which status.reason repeats for field selectors."""
-    return next((c["reason"] for c in conditions if c["type"] == "Ready"), None)
+def ready_of(phase: str | None, conditions: Any) -> tuple[str | None, str | None]:
+    """Status and reason of Ready; a suspended Connection, which has no Ready condition,
+    counts as (False, Suspended)."""
+    if phase == "Suspended":
+        return "False", Reason.SUSPENDED
+    for c in conditions or []:
+        if c.get("type") == "Ready":
+            return c.get("status"), c.get("reason")
+    return None, None
 
 
 def ready_reason(status: ConnectionStatus) -> str | None:
@@ -75,10 +81,10 @@ class StatusWriter:
     ) -> None:
         """Conditions and phase from the findings, with ``extra`` fields, in one patch."""
         status = record.status
-        phase, conditions = connection_conditions(
+        summary = connection_conditions(
             findings, status.get("conditions") or [], record.generation, now()
         )
-        reason = summary_reason(conditions)
+        phase, reason, conditions = summary.phase, summary.reason, summary.conditions
         written = {
             "phase": phase,
             "reason": reason,
@@ -140,7 +146,7 @@ class StatusWriter:
         """After a status write: the phase metric, and an Event on a transition."""
         connector = (record.connector or ("", "", ""))[2]
         driver = dict(record.labels).get(DRIVER_LABEL, "")
-        reason = next((c.get("reason") or "" for c in conditions if c.get("type") == "Ready"), "")
+        reason = ready_of(phase, conditions)[1] or ""
         self.metrics.observe_phase(*key, connector, phase, driver=driver, reason=reason)
         await self._record_transition(key, record, old_status, phase, conditions)
 
@@ -153,15 +159,8 @@ class StatusWriter:
         conditions: list[dict[str, Any]],
     ) -> None:
         """An Event when Ready changes status or reason; none on a repeat."""
-
-        def ready_of(items: Any) -> tuple[str | None, str | None]:
-            for c in items or []:
-                if c.get("type") == "Ready":
-                    return c.get("status"), c.get("reason")
-            return None, None
-
-        before = ready_of(old_status.get("conditions"))
-        after = ready_of(conditions)
+        before = ready_of(old_status.get("phase"), old_status.get("conditions"))
+        after = ready_of(phase, conditions)
         if before == after:
             return
         reason_text = after[1] or ""
@@ -181,7 +180,10 @@ class StatusWriter:
             return  # not a result yet (e.g. waiting for the rate limit)
         else:
             event_reason, event_type = "VerificationFailed", "Warning"
-        message = next((c["message"] for c in conditions if c["type"] == "Ready"), "")
+        message = next(
+            (c["message"] for c in conditions if c["type"] == "Ready"),
+            "spec.suspend is true" if event_reason == "Suspended" else "",
+        )
         if event_reason == "VerificationFailed":
             message = f"{reason_text}: {message}"
         if event_reason == "Resumed" and after[0] == "True":

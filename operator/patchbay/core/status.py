@@ -10,12 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from patchbay.api.common import ConditionStatus
 from patchbay.api.connection import ConnectionStatus
 from patchbay.api.crd import JsonSchema, structural_schema
-from patchbay.api.reasons import Reason
+from patchbay.api.reasons import NOT_RETRYABLE, Reason
 
 ELLIPSIS = "…"
 
@@ -118,21 +118,63 @@ def phase(findings: Findings, ready: ConditionState) -> str:
     return "Failed"
 
 
+# Failures that hold until an input changes (no retry before the next regular time or an
+# edit): Stalled, which kstatus (Flux's health checks) reports as Failed.
+STALLED_REASONS = frozenset(
+    {
+        *NOT_RETRYABLE,
+        Reason.CONNECTOR_NOT_FOUND,
+        Reason.SECRET_NOT_FOUND,
+        Reason.SECRET_KEY_MISSING,
+        Reason.SECRET_NOT_AUTHORIZED,
+        Reason.DEFAULT_CONFLICT,
+        Reason.BINDING_CONFLICT,
+    }
+)
+
+
+def progress_conditions(ready: ConditionState) -> list[tuple[str, ConditionState]]:
+    """kstatus' abnormal-true conditions next to Ready, present only while true: Stalled
+    for a failure that waits for a change, Reconciling while a result is still to come
+    (a first verification, a wait for the rate limit, a retry after a transient failure).
+    A Stale success has neither: nothing is under way, nothing has failed."""
+    if ready.status == "True" or ready.reason == Reason.STALE:
+        return []
+    holding = ConditionState("True", ready.reason, ready.message)
+    if ready.status == "False" and ready.reason in STALLED_REASONS:
+        return [("Stalled", holding)]
+    return [("Reconciling", holding)]
+
+
+class Summary(NamedTuple):
+    """What a status write says at the top: phase, the Ready reason (status.reason) and
+    the conditions."""
+
+    phase: str
+    reason: str
+    conditions: list[dict[str, Any]]
+
+
 def connection_conditions(
     findings: Findings,
     previous: Sequence[Mapping[str, Any]],
     generation: int | None,
     now: datetime,
-) -> tuple[str, list[dict[str, Any]]]:
-    """Phase and the four conditions, in a stable order."""
+) -> Summary:
+    """Phase, reason and conditions, in a stable order: the three steps, then Ready and
+    Reconciling or Stalled. A suspended Connection has no Ready condition: it is not
+    ready, yet nothing is wrong or under way, which kstatus and Flux read as Current
+    (Ready False would read as in progress forever); phase and reason say Suspended."""
     ready = ready_condition(findings)
     desired = [
         ("ConnectorResolved", findings.connector),
         ("CredentialsResolved", findings.credentials or PENDING),
         ("Verified", findings.verified or PENDING),
-        ("Ready", ready),
     ]
-    return phase(findings, ready), merge_conditions(previous, desired, generation, now)
+    if not findings.suspended:
+        desired += [("Ready", ready), *progress_conditions(ready)]
+    conditions = merge_conditions(previous, desired, generation, now)
+    return Summary(phase(findings, ready), str(ready.reason), conditions)
 
 
 @cache

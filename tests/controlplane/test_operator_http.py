@@ -295,6 +295,48 @@ def test_suspending_takes_the_credentials_out_of_the_binding_until_verified_agai
     ]
 
 
+def test_kubectl_describe_shows_the_conditions_and_each_transitions_event(site: Site) -> None:
+    def described() -> str:
+        return site.kubectl("describe", "connection", "billing").stdout
+
+    def condition_types(text: str) -> list[str]:
+        section = text[text.index("  Conditions:") : text.index("  Has Credentials:")]
+        return [line.split()[1] for line in section.splitlines() if line.split()[:1] == ["Type:"]]
+
+    site.connect("billing", token="wrong-token-value")
+    site.wait("billing", "AuthenticationFailed")
+    site.apply(token_secret("api-token", site.token))
+    site.wait("billing", "Verified")
+    verified = described()
+    site.kubectl("patch", "connection", "billing", "--type", "merge", "-p", SUSPEND)
+    site.wait("billing", "Suspended")
+
+    def with_three_events() -> str | None:
+        text = described()
+        return text if text.count("Normal") + text.count("Warning") >= 3 else None
+
+    text = wait_for(with_three_events, "three Events in kubectl describe")
+
+    assert condition_types(verified) == [
+        "ConnectorResolved",
+        "CredentialsResolved",
+        "Verified",
+        "Ready",
+    ]
+    assert condition_types(text) == ["ConnectorResolved", "CredentialsResolved", "Verified"]
+    assert ["Phase:", "Suspended"] in [line.split() for line in text.splitlines()]
+    events = text[text.index("Events:") :]
+    rows = [line.split() for line in events.splitlines()[3:] if line.strip()]
+    # Type, Reason, Age, From, Message
+    assert sorted((row[0], row[1]) for row in rows) == [
+        ("Normal", "Suspended"),
+        ("Normal", "Verified"),
+        ("Warning", "VerificationFailed"),
+    ]
+    assert "AuthenticationFailed: " in events and "spec.suspend is true" in events
+    assert "wrong-token-value" not in verified + text and site.token not in verified + text
+
+
 def test_deleting_connection_removes_its_binding_secret_only(site: Site) -> None:
     site.verified("billing")
     site.kubectl("delete", "connection", "billing")

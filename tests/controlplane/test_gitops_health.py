@@ -14,17 +14,16 @@ import localcluster
 from gotools import argocd_health, kstatus
 from http_server import TokenApi
 from operator_harness import (
-    Manifest,
     OperatorProcess,
-    apply,
     condition,
     get_json,
     http_connection,
     token_secret,
     wait_for,
-    wait_for_reason,
 )
 from tests.conftest import REPO_ROOT
+from tests.controlplane.test_operator_http import Site as HttpSite
+from tests.controlplane.test_operator_http import bearer_connector
 
 # What users put into argocd-cm: the scripts are looked up by <group>_<kind>, as Argo CD does.
 ARGOCD_CM = yaml.safe_load((REPO_ROOT / "deploy" / "argocd" / "argocd-cm-patch.yaml").read_text())
@@ -36,38 +35,18 @@ def argocd_health_of(obj: dict[str, Any]) -> tuple[str, str]:
     return argocd_health(script, obj)
 
 
-class Site:
-    """The operator watching a fresh namespace, and an HTTP API on loopback that accepts
-    ``token``."""
+class Site(HttpSite):
+    """The operator watching a fresh namespace and an HTTP API on loopback that accepts
+    ``token``; each Connection reads a Secret of its own, <name>-token."""
 
-    def __init__(
-        self,
-        control_plane: localcluster.ControlPlane,
-        namespace: str,
-        operator: OperatorProcess,
-        api: TokenApi,
-        token: str,
+    def connect(
+        self, name: str, *, token: str | None = None, base_url: str | None = None, **spec: Any
     ) -> None:
-        self.control_plane = control_plane
-        self.namespace = namespace
-        self.operator = operator
-        self.api = api
-        self.token = token
-
-    def apply(self, *objects: Manifest) -> None:
-        apply(self.control_plane, self.namespace, *objects)
-
-    def connect(self, name: str, *, token: str | None = None, **spec: Any) -> None:
+        url = self.api.base_url if base_url is None else base_url
         self.apply(
             token_secret(f"{name}-token", token or self.token),
-            http_connection(name, self.api.base_url, f"{name}-token", **spec),
+            http_connection(name, url, f"{name}-token", **spec),
         )
-
-    def get(self, kind: str, name: str) -> dict[str, Any]:
-        return get_json(self.control_plane, kind, name, "-n", self.namespace)
-
-    def wait(self, name: str, reason: str) -> dict[str, Any]:
-        return wait_for_reason(self.control_plane, self.namespace, name, reason)
 
     def checked(self, kind: str, name: str) -> dict[str, Any]:
         """A connector once the operator has written its Ready condition."""
@@ -90,24 +69,6 @@ def site(
     token: str,
 ) -> Site:
     return Site(control_plane, namespace, operator, api, token)
-
-
-def bearer_connector(name: str, **spec: Any) -> Manifest:
-    """A namespaced http Connector with bearer auth, like the http-api ClusterConnector."""
-    return {
-        "apiVersion": "patchbay.dev/v1alpha1",
-        "kind": "Connector",
-        "metadata": {"name": name},
-        "spec": {
-            "driver": "http",
-            "auth": {"type": "bearer"},
-            "variables": [
-                {"key": "baseUrl", "type": "url", "required": True},
-                {"key": "token", "required": True, "secret": True},
-            ],
-            **spec,
-        },
-    }
 
 
 def test_a_verified_connection_is_healthy_with_its_ready_reason(site: Site) -> None:

@@ -51,13 +51,15 @@ CLIENT_SECRET = "client-secret-1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Facts(BaseModel):
+class Facts(BaseModel):
+    """Vendor facts as the fixture files spell them (camelCase), checked strictly."""
+
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
     )
 
 
-class Reply(_Facts):
+class Reply(Facts):
     """An answer: status, a JSON body (a string is sent as text/plain) and headers."""
 
     status: int
@@ -75,7 +77,7 @@ class Reply(_Facts):
         return web.Response(status=self.status, body=json.dumps(self.body), headers=headers)
 
 
-class Documented(_Facts):
+class Documented(Facts):
     """Where a fact comes from."""
 
     # the vendor's page that documents it (one of the file's sources)
@@ -98,7 +100,7 @@ class ErrorAnswer(Reply, Documented):
     known_gap: str | None = None
 
 
-class Credential(_Facts):
+class Credential(Facts):
     """Where the API reads the credential: a header (after a prefix), a query parameter,
     or HTTP basic auth."""
 
@@ -118,7 +120,7 @@ class Credential(_Facts):
         return value[len(self.prefix) :]
 
 
-class Api(_Facts):
+class Api(Facts):
     """The API the entry verifies with."""
 
     # The default host, with {tenant} placeholders; None when there is no vendor host
@@ -166,7 +168,7 @@ class ClientAssertion(Documented):
     scope_claim: bool = False
 
 
-class TokenEndpoint(_Facts):
+class TokenEndpoint(Facts):
     """An OAuth 2.0 token endpoint (RFC 6749 section 3.2) as the vendor runs it."""
 
     host: str
@@ -216,7 +218,7 @@ class TokenEndpoint(_Facts):
         return found
 
 
-class VendorFacts(_Facts):
+class VendorFacts(Facts):
     """What a vendor documents about the API of one catalogue entry."""
 
     checked: datetime.date

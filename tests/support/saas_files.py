@@ -34,10 +34,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 from multidict import CIMultiDict
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
 from patchbay.api.connector import FileApi
+from saas_contracts import Documented, Facts, Reply
 
 FACTS_DIR = Path(__file__).parent / "file_api_facts"
 LOOPBACK = "127.0.0.1"
@@ -59,26 +59,8 @@ TENANT = "contoso.onmicrosoft.com"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Facts(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
-
-
-class Documented(_Facts):
+class DocumentedReply(Reply, Documented):
     """An answer a vendor documents: status, body (a string goes as text/plain), headers."""
-
-    status: int
-    body: Any = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    source: str | None = None
-    assumed: str | None = None
-
-    @model_validator(mode="after")
-    def _has_provenance(self) -> Documented:
-        if self.source is None and self.assumed is None:
-            raise ValueError("an answer needs its source, or what about it is assumed")
-        return self
 
     def response(self, **fill: str) -> web.Response:
         """The answer, with {name} in its body's text filled from ``fill``."""
@@ -93,11 +75,11 @@ class Documented(_Facts):
         return web.Response(status=self.status, text=text, headers=headers)
 
 
-class FileApiFacts(_Facts):
+class FileApiFacts(Facts):
     checked: datetime.date
     sources: list[str] = Field(min_length=1)
     facts: list[str] = Field(min_length=1)
-    answers: dict[str, Documented]
+    answers: dict[str, DocumentedReply]
 
     @model_validator(mode="after")
     def _answers_cite_the_sources(self) -> FileApiFacts:

@@ -975,11 +975,12 @@ def _can_i(
     return result.stdout.strip() == "yes"
 
 
-def test_chart_identity_can_never_delete_or_rewrite_secrets(
+def test_chart_identity_can_write_but_never_delete_or_patch_secrets(
     control_plane: localcluster.ControlPlane, installed: Installation
 ) -> None:
-    assert _can_i(control_plane, installed, "patch", "secrets", installed.watched)
-    for verb in ("delete", "deletecollection", "update"):
+    # bindings are created, then replaced whole; a Secret is never deleted or patched
+    assert _can_i(control_plane, installed, "update", "secrets", installed.watched)
+    for verb in ("delete", "deletecollection", "patch"):
         assert not _can_i(control_plane, installed, verb, "secrets", installed.watched), verb
     assert not _can_i(control_plane, installed, "*", "*", installed.watched)
     assert not _can_i(control_plane, installed, "delete", "connections", installed.watched)
@@ -1036,7 +1037,7 @@ def test_kustomize_base_applies_to_the_api_server_with_the_same_limits(
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
         user = "--as=system:serviceaccount:patchbay-system:patchbay"
         can_i = ("auth", "can-i", "-n", "default", user)
-        assert control_plane.kubectl(*can_i, "patch", "secrets").stdout.strip() == "yes"
+        assert control_plane.kubectl(*can_i, "update", "secrets").stdout.strip() == "yes"
         denied = control_plane.kubectl(*can_i, "delete", "secrets", check=False)
         assert denied.stdout.strip() == "no"
     finally:

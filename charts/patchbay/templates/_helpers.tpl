@@ -67,7 +67,7 @@ garbage collector through their ownerReference, so there is no delete verb.
   verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, update]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

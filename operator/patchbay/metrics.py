@@ -6,11 +6,15 @@ or an embedding program sees exactly the series this operator produced.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 # Verifications span loopback answers in milliseconds to a full timeout.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -25,15 +29,41 @@ class ConnectionLabels(NamedTuple):
     reason: str
 
 
+class ConnectionSeries(Collector):
+    """The two series of each Connection, made at scrape time from one small record per
+    Connection, rather than held as two gauges each: at 10,000 Connections the gauges'
+    objects cost some 20 MiB. Only the current labels exist, so a Connection's old series
+    is gone as soon as a label changes or the Connection does."""
+
+    def __init__(self) -> None:
+        self.connections: dict[tuple[str, str], ConnectionLabels] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily(
+            "patchbay_connection_ready",
+            "1 when the Connection's Ready condition is True, else 0.",
+            labels=["namespace", "name", "connector"],
+        )
+        # Bounded: connector, driver, phase and reason each take few values.
+        info = GaugeMetricFamily(
+            "patchbay_connection_info",
+            "1 for each Connection, labelled with its connector, driver, phase and Ready reason.",
+            labels=["namespace", "name", "connector", "driver", "phase", "reason"],
+        )
+        for (namespace, name), labels in self.connections.items():
+            ready.add_metric(
+                [namespace, name, labels.connector], 1 if labels.phase == "Ready" else 0
+            )
+            info.add_metric([namespace, name, *labels], 1)
+        yield ready
+        yield info
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.connection_ready = Gauge(
-            "patchbay_connection_ready",
-            "1 when the Connection's Ready condition is True, else 0.",
-            ["namespace", "name", "connector"],
-            registry=self.registry,
-        )
+        self._connections = ConnectionSeries()
+        self.registry.register(self._connections)
         self.verification_duration = Histogram(
             "patchbay_verification_duration_seconds",
             "Time one verification spent talking to the external system.",
@@ -54,17 +84,6 @@ class Metrics:
             "Verifications that had to wait for their connector's rate limit.",
             registry=self.registry,
         )
-        # One series per Connection whose labels say what it is and why it is in its phase,
-        # so alerts and dashboards can group by reason. Bounded: connector, driver, phase and
-        # reason each take few values, and a Connection's old series goes when one changes.
-        self.connection_info = Gauge(
-            "patchbay_connection_info",
-            "1 for each Connection, labelled with its connector, driver, phase and Ready reason.",
-            ["namespace", "name", "connector", "driver", "phase", "reason"],
-            registry=self.registry,
-        )
-        # the labels each Connection's series were last written with
-        self._connections: dict[tuple[str, str], ConnectionLabels] = {}
 
     def observe_phase(
         self,
@@ -76,27 +95,12 @@ class Metrics:
         driver: str,
         reason: str,
     ) -> None:
-        labels = ConnectionLabels(connector, driver, phase, reason)
-        previous = self._connections.get((namespace, name))
-        if previous is not None and previous != labels:
-            self._remove_series(
-                namespace, name, previous, keep_ready=previous.connector == connector
-            )
-        self._connections[(namespace, name)] = labels
-        self.connection_ready.labels(namespace, name, connector).set(1 if phase == "Ready" else 0)
-        self.connection_info.labels(namespace, name, *labels).set(1)
+        # interned: thousands of Connections share a few connectors, phases and reasons
+        labels = ConnectionLabels(*map(sys.intern, (connector, driver, phase, reason)))
+        self._connections.connections[(namespace, name)] = labels
 
     def forget_connection(self, namespace: str, name: str) -> None:
-        labels = self._connections.pop((namespace, name), None)
-        if labels is not None:
-            self._remove_series(namespace, name, labels, keep_ready=False)
-
-    def _remove_series(
-        self, namespace: str, name: str, labels: ConnectionLabels, *, keep_ready: bool
-    ) -> None:
-        self.connection_info.remove(namespace, name, *labels)
-        if not keep_ready:
-            self.connection_ready.remove(namespace, name, labels.connector)
+        self._connections.connections.pop((namespace, name), None)
 
     def observe_verification(
         self, driver: str | None, result: str, reason: str, seconds: float | None

@@ -96,7 +96,10 @@ class Metrics:
         reason: str,
     ) -> None:
         # interned: thousands of Connections share a few connectors, phases and reasons
-        labels = ConnectionLabels(*map(sys.intern, (connector, driver, phase, reason)))
+        # (str() first: a reason may be a Reason, which sys.intern refuses)
+        labels = ConnectionLabels(
+            *(sys.intern(str(value)) for value in (connector, driver, phase, reason))
+        )
         self._connections.connections[(namespace, name)] = labels
 
     def forget_connection(self, namespace: str, name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from patchbay.api.reasons import Reason
 from patchbay.metrics import Metrics
 
 
@@ -69,6 +70,15 @@ def test_a_new_connector_moves_both_series() -> None:
 
     assert {dict(s)["connector"] for s in series(metrics, "patchbay_connection_info")} == {"db"}
     assert {dict(s)["connector"] for s in series(metrics, "patchbay_connection_ready")} == {"db"}
+
+
+def test_a_reason_given_as_its_enum_is_served_as_its_code() -> None:
+    metrics = Metrics()
+    metrics.observe_phase(
+        "team", "orders", "api", "Suspended", driver="http", reason=Reason.SUSPENDED
+    )
+
+    assert {dict(s)["reason"] for s in series(metrics, "patchbay_connection_info")} == {"Suspended"}
 
 
 def test_a_deleted_connection_leaves_no_series_and_others_stay() -> None:

@@ -70,14 +70,22 @@ async def serve(
     app = web.Application(middlewares=[record])
     for path, handler in routes.items():
         app.router.add_route("*", path, handler)
+    async with serve_app(app, host=host, ssl_context=ssl_context) as origin:
+        yield origin, seen
+
+
+@asynccontextmanager
+async def serve_app(
+    app: web.Application, *, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """An aiohttp application on a free port of ``host``; yields its origin."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
-    port = runner.addresses[0][1]
     scheme = "https" if ssl_context else "http"
     try:
-        yield f"{scheme}://{host}:{port}", seen
+        yield f"{scheme}://{host}:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 

@@ -40,7 +40,7 @@ from multidict import CIMultiDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from http_server import AssertionVerifier
+from http_server import AssertionVerifier, serve_app
 from patchbay.api.reasons import Reason
 
 VENDORS = Path(__file__).parent / "vendors"
@@ -675,12 +675,6 @@ async def serve_vendor(
     app.router.add_route("*", facts.fill(facts.api.path), server.resource, name="api")
     if facts.token is not None:
         app.router.add_route("*", facts.fill(facts.token.path), server.token, name="token")
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    server.origin = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
-    try:
+    async with serve_app(app, host=LOOPBACK) as origin:
+        server.origin = origin
         yield server
-    finally:
-        await runner.cleanup()

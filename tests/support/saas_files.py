@@ -36,6 +36,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from pydantic import Field, model_validator
 
+from http_server import serve_app
 from patchbay.api.connector import FileApi
 from saas_contracts import Documented, Facts, Reply
 
@@ -858,15 +859,9 @@ async def serve_file_api(api: FileApi) -> AsyncIterator[FileApiServer]:
     server = _SERVERS[api](load_facts(api))
     app = web.Application(middlewares=[server.record])
     server.routes(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    server.origin = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
-    try:
+    async with serve_app(app, host=LOOPBACK) as origin:
+        server.origin = origin
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @contextmanager

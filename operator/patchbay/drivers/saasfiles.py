@@ -89,6 +89,18 @@ def _config_invalid(message: str) -> DriverError:
     return DriverError(Reason.CONFIG_INVALID, message)
 
 
+def _only(found: list[dict[str, object]], none: str, several: str) -> dict[str, object]:
+    """The one item a lookup by name found; a name Drive lets several items share is
+    refused rather than guessed."""
+    if not found:
+        raise _not_found(none)
+    if len(found) > 1:
+        raise _config_invalid(
+            f"{several}: give the ID of the one you mean (the listing shows each one's ID)"
+        )
+    return found[0]
+
+
 def _not_found(message: str) -> DriverError:
     return DriverError(Reason.RESOURCE_NOT_FOUND, message)
 
@@ -430,15 +442,12 @@ class GoogleDriveBrowser:
         answer = await self._api.call(
             "GET", self._api.url("/drive/v3/files", query), refusal=self._refusal
         )
-        found = _objects(answer.get("files"), "files.list", self._api)
-        if not found:
-            raise _not_found(f"{folder.path} holds nothing named {name!r}")
-        if len(found) > 1:
-            raise _config_invalid(
-                f"{folder.path} holds more than one item named {name!r}: give the ID of the "
-                "one you mean (the listing shows each one's ID)"
-            )
-        entry = self._entry(folder, found[0])
+        found = _only(
+            _objects(answer.get("files"), "files.list", self._api),
+            f"{folder.path} holds nothing named {name!r}",
+            f"{folder.path} holds more than one item named {name!r}",
+        )
+        entry = self._entry(folder, found)
         if entry.kind == "file":
             return entry
         return _DriveFolder(entry.ref, folder.drive_id, entry.path)
@@ -487,14 +496,12 @@ class GoogleDriveBrowser:
         answer = await self._api.call(
             "GET", self._api.url("/drive/v3/drives", query), refusal=self._refusal
         )
-        found = _objects(answer.get("drives"), "drives.list", self._api)
-        if not found:
-            raise _not_found(f"no shared drive named {name!r}")
-        if len(found) > 1:
-            raise _config_invalid(
-                f"more than one shared drive is named {name!r}: give the ID of the one you mean"
-            )
-        drive_id = _item_id(found[0], "id", self._api)
+        found = _only(
+            _objects(answer.get("drives"), "drives.list", self._api),
+            f"no shared drive named {name!r}",
+            f"more than one shared drive is named {name!r}",
+        )
+        drive_id = _item_id(found, "id", self._api)
         return _DriveFolder(drive_id, drive_id, f"/{SHARED_DRIVES}/{name}")
 
 

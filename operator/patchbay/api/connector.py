@@ -49,6 +49,8 @@ AuthType = Literal[
     "sshKey",
     "tlsClientCert",
 ]
+# The auth types that get an access token from a token endpoint.
+OAUTH2_GRANTS: frozenset[str] = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
 VariableType = Literal["string", "integer", "boolean", "url", "duration"]
 CheckType = Literal["query", "table", "listFiles", "readObject", "http"]
 HttpMethod = Literal["GET", "HEAD", "POST"]

@@ -89,7 +89,13 @@ from patchbay.core.resolve import (
     validation_message,
 )
 from patchbay.core.schedule import Bounds, Cadence, bounds, next_attempt
-from patchbay.core.status import SUCCESS_WARNINGS, ConditionState, Findings, merge_conditions
+from patchbay.core.status import (
+    STALLED_REASONS,
+    SUCCESS_WARNINGS,
+    ConditionState,
+    Findings,
+    merge_conditions,
+)
 from patchbay.core.tokens import (
     build_token_state,
     standing_values,
@@ -646,18 +652,8 @@ class Reconciler:
             if verified_state
             else (credentials_state.reason if credentials_state else connector_state.reason)
         )
-        retryable = (
-            outcome.retryable
-            if outcome
-            else code not in NOT_RETRYABLE
-            and code
-            not in (
-                Reason.CONNECTOR_NOT_FOUND,
-                Reason.SECRET_NOT_FOUND,
-                Reason.SECRET_KEY_MISSING,
-                Reason.SECRET_NOT_AUTHORIZED,
-            )
-        )
+        # a missing connector or Secret waits for a change like a refused login does
+        retryable = outcome.retryable if outcome else code not in STALLED_REASONS
         next_time = next_attempt(
             cadence,
             now=finished,

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from patchbay.api.common import DURATION_PATTERN
 from patchbay.api.connection import ConnectionSpec
-from patchbay.api.connector import ConnectorSpec, VariableSpec
+from patchbay.api.connector import OAUTH2_GRANTS, ConnectorSpec, VariableSpec
 from patchbay.api.patterns import PatternError, fullmatch
 
 ConfigValue = str | int | bool
@@ -111,9 +111,6 @@ class NotAllowedError(ConfigInvalidError):
         self.variable = field
 
 
-_OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
-
-
 def _is_time_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
@@ -155,7 +152,7 @@ def allow_connection_options(connector: ConnectorSpec, connection: ConnectionSpe
     if connection.verification.schedule and not _is_time_zone(zone):
         raise NotAllowedError(zone_field, f"{zone!r} is not a time zone of the IANA database")
     binding = connection.binding
-    if binding is not None and binding.access_token and connector.auth.type not in _OAUTH2_GRANTS:
+    if binding is not None and binding.access_token and connector.auth.type not in OAUTH2_GRANTS:
         raise NotAllowedError(
             "spec.binding.accessToken",
             f"needs a connector with an OAuth 2.0 grant; this one's auth is {connector.auth.type}",

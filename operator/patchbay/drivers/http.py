@@ -47,6 +47,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from patchbay.api.connector import (
+    OAUTH2_GRANTS,
     AuthSpec,
     CheckSpec,
     ClientAssertion,
@@ -97,7 +98,6 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Error bodies often echo the request URL: mask every query value in them.
 _QUERY_VALUE = re.compile(r"([?&;][^=\s&?#\"'<>]{1,256}=)[^&\s\"'<>#]*")
 _TEXT_TYPES = ("application/json", "application/xml", "application/problem+json")
-_OAUTH2_GRANTS = frozenset({"oauth2ClientCredentials", "oauth2RefreshToken"})
 # Where an access token goes unless the connector says otherwise (RFC 6750 2.1).
 _BEARER_HEADER = CredentialPlacement(name="Authorization", prefix="Bearer ")
 # An expires_in beyond a year is no expiry a workload could plan with.
@@ -1015,7 +1015,7 @@ async def http_session(
     egress session. With an OAuth 2.0 grant it holds no access token yet: ``authorize``
     its ``grant`` first. ``before_request`` is awaited before every request."""
     base = _base_url(request)
-    grant = _token_grant(request) if request.auth.type in _OAUTH2_GRANTS else None
+    grant = _token_grant(request) if request.auth.type in OAUTH2_GRANTS else None
     # Until the token endpoint answers, only the grant's values need scrubbing.
     credentials = (
         _Credentials(headers={}, query={}, sensitive=grant.sensitive)
